@@ -63,9 +63,9 @@ class FeatureMap:
             if col.isna().any():
                 i = int(np.flatnonzero(col.isna().to_numpy())[0])
                 raise DataError(
-                    f"{where}: categorical column {f.name!r} row {i}: {df[f.name].iloc[i]!r} is not an integer id"
+                    f"{where}: categorical column {f.name!r} row {i}: {_show(df[f.name].iloc[i])!r} is not an integer id"
                 )
-            ids = col.to_numpy(dtype=np.int64)
+            ids = col.to_numpy(dtype=np.int64, copy=True)
             ids[(ids < 0) | (ids >= f.vocab_size)] = 0
             cats[:, j] = ids
         out["x_cat"] = cats
@@ -76,7 +76,7 @@ class FeatureMap:
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise DataError(
-                    f"{where}: numeric column {c!r} row {i}: {df[c].iloc[i]!r}; expected a finite number"
+                    f"{where}: numeric column {c!r} row {i}: {_show(df[c].iloc[i])!r}; expected a finite number"
                 )
             nums[:, j] = col
         out["x_num"] = nums
@@ -85,6 +85,10 @@ class FeatureMap:
                 y = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
                 if (~np.isin(y, (0.0, 1.0))).any():
                     i = int(np.flatnonzero(~np.isin(y, (0.0, 1.0)))[0])
-                    raise DataError(f"{where}: label {c!r} row {i}: {df[c].iloc[i]!r}; expected 0 or 1")
+                    raise DataError(f"{where}: label {c!r} row {i}: {_show(df[c].iloc[i])!r}; expected 0 or 1")
                 out[c] = y.astype(np.float32)
         return out
+
+
+def _show(v: object) -> object:
+    return v.item() if hasattr(v, "item") else v

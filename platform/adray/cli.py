@@ -1,0 +1,284 @@
+"""The ``adray`` command. Thin: parse, then call the modules that do the work."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Train, tune, evaluate and serve ad decision models on Ray.")
+data_app = typer.Typer(no_args_is_help=True, help="Make, import and inspect datasets.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="named config of the workload or a YAML file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: key=value (repeatable)")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="end with one JSON line of the results")]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from adray.config import ConfigError
+    from adray.data import DataError
+    from adray.registry import RegistryError
+    from adray.runtime import ResourceError
+    from adray.tune import TuneSpaceError
+    from adray.workload import WorkloadError
+
+    return (ConfigError, DataError, RegistryError, WorkloadError, ResourceError, TuneSpaceError, FileNotFoundError)
+
+
+def main() -> None:
+    try:
+        app()
+    except _user_errors() as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+
+
+def _resolve(workload: str, config: str | None, sets: list[str] | None) -> tuple[Any, Any]:
+    from adray.config import load_config, parse_set
+    from adray.workload import get_workload
+
+    wl = get_workload(workload)
+    cfg = load_config(wl.config_cls, config, wl.configs_dir, parse_set(sets))
+    return wl, cfg
+
+
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _emit(as_json: bool, payload: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if as_json:
+        print(json.dumps(payload, default=str))
+        return
+    table = Table(title=f"{payload['workload']}  {payload.get('model') or ''}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in sorted(payload.get("metrics", {}).items()):
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    Console().print(table)
+    methods = payload.get("methods")
+    if methods:
+        keys = sorted({k for m in methods.values() for k in m})
+        t = Table(title="methods")
+        t.add_column("method")
+        for k in keys:
+            t.add_column(k, justify="right")
+        for name, m in methods.items():
+            t.add_row(name, *[f"{m[k]:.4f}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in keys])
+        Console().print(t)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@data_app.command("make")
+def data_make(
+    workload: str,
+    out: Annotated[Path | None, typer.Option("--out", help="dataset directory (default data/<workload>)")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Generate a dataset with the workload's generator or simulator."""
+    from adray.data import read_manifest
+    from adray.workload import data_dir_for
+
+    wl, cfg = _resolve(workload, config, set_)
+    if wl.make_data is None:
+        raise typer.BadParameter(f"workload {workload} has no generator; use `adray data import`")
+    out = out or data_dir_for(workload, cfg)
+    wl.make_data(cfg, out)
+    _print_manifest(out, read_manifest(out))
+
+
+@data_app.command("import")
+def data_import(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT")],
+    files: Annotated[list[Path], typer.Argument(help="input file(s) of that format")],
+    out: Annotated[Path, typer.Option("--out", help="dataset directory to write")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Convert real files of a public format (aliexpress, alicpp, kuairand-sequence, ...) to a dataset."""
+    from adray.data import read_manifest
+    from adray.workload import WorkloadError
+    from workloads import WORKLOADS
+
+    owners = [w for w in WORKLOADS.values() if fmt in w.importers]
+    if not owners:
+        known = sorted(f for w in WORKLOADS.values() for f in w.importers)
+        raise WorkloadError(f"unknown data format {fmt!r}; known formats: {known}")
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no such file")
+    wl, cfg = _resolve(owners[0].name, config, set_)
+    wl.importers[fmt](files, out, cfg)
+    _print_manifest(out, read_manifest(out))
+
+
+@data_app.command("show")
+def data_show(path: Path) -> None:
+    """Print a dataset's manifest: splits, rows, schema, hash, source."""
+    from adray.data import read_manifest
+
+    _print_manifest(path, read_manifest(path), schema=True)
+
+
+def _print_manifest(path: Path, m: dict[str, Any], schema: bool = False) -> None:
+    print(f"dataset {path}  source={m['source']}  seed={m.get('seed')}  hash={m['content_hash'][:16]}")
+    for name, s in m["splits"].items():
+        print(f"  {name:<8} {s['rows']:>10,d} rows  {len(s['schema'])} columns")
+        if schema:
+            for c, t in s["schema"].items():
+                print(f"      {c}: {t}")
+
+
+# ----------------------------------------------------------------------------- train / tune / eval
+
+
+@app.command()
+def train(
+    workload: str,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Ray Train workers")] = 1,
+    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker")] = False,
+    address: AddressOpt = None,
+    no_publish: Annotated[bool, typer.Option("--no-publish", help="do not publish to the registry")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a workload (Ray Train, or RLlib for RL workloads) and publish the best model."""
+    from adray.fit import run_fit
+    from adray.runtime import ensure_ray
+    from adray.train import run_training
+
+    wl, cfg = _resolve(workload, config, set_)
+    ensure_ray(address)
+    if wl.torch is not None:
+        out = run_training(wl, cfg, num_workers=workers, use_gpu=gpu, publish=not no_publish, progress=not as_json)
+        metrics, ref = out.metrics, out.model_ref
+    else:
+        metrics, ref = run_fit(wl, cfg, num_workers=workers, use_gpu=gpu, publish=not no_publish,
+                               progress=not as_json)
+    _emit(as_json, {"workload": workload, "model": ref, "metrics": _finite(metrics)})
+
+
+@app.command()
+def tune(
+    workload: str,
+    space: Annotated[Path | None, typer.Option("--space", help="tune space YAML (default tune_spaces/<workload>.yaml)")] = None,
+    trials: Annotated[int, typer.Option("--trials", "-n", help="number of trials (ignored with --grid)")] = 8,
+    grid: Annotated[bool, typer.Option("--grid", help="run the space's grid instead of TPE")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workers: Annotated[int, typer.Option("--workers", help="Ray Train workers per trial")] = 1,
+    concurrent: Annotated[int, typer.Option("--concurrent", help="trials at once (default: fits the cluster)")] = 0,
+    name: Annotated[str | None, typer.Option("--name", help="sweep name (rerun the same name to resume)")] = None,
+    address: AddressOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optuna (TPE or grid) + ASHA sweep over a tune space; publishes the best model."""
+    from adray.config import parse_set
+    from adray.runtime import ensure_ray
+    from adray.tune import load_space, run_sweep
+
+    sp = load_space(space or Path("tune_spaces") / f"{workload}.yaml", workload)
+    ensure_ray(address)
+    res = run_sweep(sp, trials=trials, grid=grid, config=config, overrides=parse_set(set_),
+                    num_workers=workers, max_concurrent=concurrent, name=name, progress=not as_json)
+    if not as_json:
+        print(f"results table: {res.table_path}\nplot: {res.plot_path}")
+    _emit(as_json, {"workload": workload, "model": res.model_ref, "metrics": _finite(res.best_metrics),
+                    "best_params": res.best_params, "table": str(res.table_path), "plot": str(res.plot_path)})
+
+
+@app.command("eval")
+def evaluate(
+    workload: str,
+    model: Annotated[str, typer.Option("--model", "-m", help="name@version in the registry")] = "",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: Annotated[Path | None, typer.Option("--data", help="dataset directory (default: the model's)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a published model (and the workload's baselines) with the paper's metrics."""
+    from adray.evaluate import run_eval
+
+    ref, metrics, methods = run_eval(workload, model or f"{workload}@latest", config, set_, data)
+    payload: dict[str, Any] = {"workload": workload, "model": ref, "metrics": _finite(metrics)}
+    if methods:
+        payload["methods"] = {k: _finite(v) for k, v in methods.items()}
+    _emit(as_json, payload)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """All published models and versions."""
+    from adray.registry import Registry
+
+    reg = Registry()
+    rows = [{"ref": mv.ref, "workload": mv.manifest.get("workload"), "created": mv.manifest.get("created"),
+             "latest": reg.latest(mv.name) == mv.version, "metrics": mv.manifest.get("metrics", {})}
+            for mv in reg.list()]
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    if not rows:
+        print(f"no models in {reg.root}")
+    for r in rows:
+        print(f"{r['ref']:<28} {r['workload']:<10} {r['created']}  {'latest' if r['latest'] else ''}")
+
+
+@models_app.command("show")
+def models_show(ref: str) -> None:
+    """A model version's manifest (config, dataset hash, metrics, code version)."""
+    from adray.registry import Registry
+
+    mv = Registry().get(ref)
+    print(f"{mv.ref}  at {mv.path}")
+    print(json.dumps(mv.manifest, indent=2, default=str))
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    workers: Annotated[int, typer.Option("--workers")] = 2,
+    trials: Annotated[int, typer.Option("--trials")] = 6,
+    address: AddressOpt = None,
+) -> None:
+    """The main job: generate PWiseR data, train with Ray Train, a short Optuna sweep, results table."""
+    from adray.demo import run_demo
+
+    run_demo(workers=workers, trials=trials, address=address)
+
+
+def _register_optional() -> None:
+    try:
+        from adray.cli_serve import jobs_app, serve_app, submit
+    except ImportError:
+        return
+    app.add_typer(serve_app, name="serve")
+    app.add_typer(jobs_app, name="jobs")
+    app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    main()

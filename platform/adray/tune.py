@@ -1,0 +1,328 @@
+"""Ray Tune + Optuna sweeps over ``tune_spaces/<workload>.yaml``; ASHA; resume; CSV + PNG; publish.
+
+A tune space is data::
+
+    workload: pwiser
+    config: smoke                 # named config the trials start from
+    metric: val_auc_ctr           # reported per epoch/iteration by the workload
+    mode: max
+    params:                       # Optuna distributions (TPE)
+      lam: {type: float, low: 0.01, high: 1.0, log: true}
+      m1:  {type: float, low: 0.0, high: 0.5, step: 0.1}
+      model: {type: categorical, choices: [mmoe, ple]}
+    grid:                         # --grid: the full product, Optuna's GridSampler
+      lam: [0.05, 0.1, 0.2]
+
+Each trial is a Tune function trainable that runs the workload's trainer inside it (Train V2 cannot
+be passed to a Tuner): Ray Train workloads go through ``run_training`` with ``TuneReportCallback``
+forwarding every epoch, RLlib workloads through ``fit`` with ``ctx.report = tune.report``. ASHA
+stops weak trials at epoch/iteration boundaries. A sweep's name is derived from the space and the
+base config, so running the same command again resumes it (``Tuner.restore``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adray.config import Config, ConfigError, load_config
+from adray.paths import runs_root
+from adray.workload import TrainConfig, Workload, data_dir_for, get_workload
+
+
+class TuneSpaceError(ValueError):
+    """A malformed tune space: names the file, the parameter and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneSpace:
+    path: Path
+    workload: str
+    config: str | None
+    metric: str
+    mode: str
+    params: dict[str, dict[str, Any]]
+    grid: dict[str, list[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float]
+    model_ref: str | None
+    table_path: Path
+    plot_path: Path
+    num_trials: int
+
+
+_TYPES = {"float", "int", "categorical"}
+
+
+def load_space(path: Path | str, workload: str | None = None) -> TuneSpace:
+    """Read and validate a tune space against the workload's config class."""
+    path = Path(path)
+    if not path.is_file():
+        raise TuneSpaceError(f"tune space {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise TuneSpaceError(f"{path}: expected a mapping at top level")
+    unknown = set(raw) - {"workload", "config", "metric", "mode", "params", "grid"}
+    if unknown:
+        raise TuneSpaceError(f"{path}: unknown key(s) {sorted(unknown)}")
+    wl_name = raw.get("workload") or workload
+    if workload and wl_name != workload:
+        raise TuneSpaceError(f"{path}: space is for workload {wl_name!r}, not {workload!r}")
+    wl = get_workload(str(wl_name))
+    mode = raw.get("mode", "max")
+    if mode not in ("max", "min"):
+        raise TuneSpaceError(f"{path}: mode={mode!r}; expected max or min")
+    if not raw.get("metric"):
+        raise TuneSpaceError(f"{path}: 'metric' is required (e.g. val_{wl.torch.objective if wl.torch else 'reward'})")
+    params = raw.get("params") or {}
+    grid = raw.get("grid") or {}
+    for name, spec in params.items():
+        _check_param(path, wl, name)
+        if not isinstance(spec, dict) or spec.get("type") not in _TYPES:
+            raise TuneSpaceError(f"{path}: params.{name}: expected a mapping with type in {sorted(_TYPES)}")
+        if spec["type"] == "categorical":
+            if not spec.get("choices"):
+                raise TuneSpaceError(f"{path}: params.{name}: categorical needs a non-empty 'choices' list")
+        elif "low" not in spec or "high" not in spec or not spec["low"] <= spec["high"]:
+            raise TuneSpaceError(f"{path}: params.{name}: expected numeric low <= high")
+    for name, values in grid.items():
+        _check_param(path, wl, name)
+        if not isinstance(values, list) or not values:
+            raise TuneSpaceError(f"{path}: grid.{name}: expected a non-empty list of values")
+    return TuneSpace(path, wl.name, raw.get("config"), str(raw["metric"]), mode, params, grid)
+
+
+def _check_param(path: Path, wl: Workload, name: str) -> None:
+    cls: Any = wl.config_cls
+    for part in name.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            raise TuneSpaceError(
+                f"{path}: parameter {name!r} is not a field of {wl.config_cls.__name__} "
+                f"(workload {wl.name}); valid: {sorted(fields)}"
+            )
+        cls = typing.get_type_hints(cls)[part]
+
+
+def _distributions(space: TuneSpace, grid: bool) -> dict[str, Any]:
+    import optuna.distributions as od
+
+    if grid:
+        return {k: od.CategoricalDistribution(v) for k, v in space.grid.items()}
+    out: dict[str, Any] = {}
+    for k, s in space.params.items():
+        if s["type"] == "categorical":
+            out[k] = od.CategoricalDistribution(s["choices"])
+        elif s["type"] == "int":
+            out[k] = od.IntDistribution(int(s["low"]), int(s["high"]), log=bool(s.get("log")), step=int(s.get("step", 1)))
+        else:
+            out[k] = od.FloatDistribution(float(s["low"]), float(s["high"]), log=bool(s.get("log")), step=s.get("step"))
+    return out
+
+
+def _trial(config: dict[str, Any]) -> None:  # a Tune function trainable
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    sweep = config["__sweep"]
+    wl = get_workload(sweep["workload"])
+    params = {k: v for k, v in config.items() if not k.startswith("__")}
+    cfg = wl.config_cls.from_dict(sweep["cfg"]).override(params, "tune trial")
+    trial_dir = Path(sweep["root"]) / tune.get_context().get_trial_id()
+    if wl.torch is not None:
+        from adray.train import run_training
+
+        run_training(wl, cfg, num_workers=sweep["workers"], publish=False, run_name="train",
+                     storage_path=trial_dir, cpus_per_worker=sweep["cpus_per_worker"],
+                     callbacks=[TuneReportCallback()])
+    else:
+        from adray.fit import run_fit
+
+        run_fit(wl, cfg, num_workers=sweep["workers"], publish=False, run_dir=trial_dir / "fit",
+                report=lambda m: tune.report(dict(m)))
+
+
+def run_sweep(
+    space: TuneSpace,
+    *,
+    trials: int = 8,
+    grid: bool = False,
+    config: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    num_workers: int = 1,
+    max_concurrent: int = 0,
+    name: str | None = None,
+    progress: bool = False,
+    publish: bool = True,
+) -> SweepResult:
+    from optuna.samplers import GridSampler, TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from adray.runtime import cluster_cpus, ensure_ray
+
+    ensure_ray()
+    wl = get_workload(space.workload)
+    cfg: TrainConfig = load_config(wl.config_cls, config or space.config, wl.configs_dir, overrides)
+    if grid and not space.grid:
+        raise TuneSpaceError(f"{space.path}: --grid given but the space has no 'grid' section")
+    if not grid and not space.params:
+        raise TuneSpaceError(f"{space.path}: no 'params' to search")
+    dists = _distributions(space, grid)
+    _validate_values(space, wl, cfg, dists)
+    num_samples = math.prod(len(v) for v in space.grid.values()) if grid else trials
+    sampler = GridSampler(space.grid, seed=cfg.seed) if grid else TPESampler(seed=cfg.seed)
+
+    # Resources: a trial holds trial_cpu, its Train workers cpus_per_worker each; fit what the
+    # cluster has (a request larger than the cluster would wait forever).
+    total = cluster_cpus()
+    trial_cpu, per_worker = 0.25, 0.75
+    per_trial = trial_cpu + num_workers * per_worker
+    if per_trial > total:
+        per_worker = max(0.1, (total - trial_cpu) / num_workers)
+        per_trial = trial_cpu + num_workers * per_worker
+    fits = max(1, int(total // per_trial))
+    concurrent = min(max_concurrent or fits, fits)
+
+    key = json.dumps([space.workload, str(space.path), cfg.to_dict(), grid, num_samples, num_workers], sort_keys=True)
+    name = name or f"tune-{space.workload}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    root = runs_root() / "sweeps"
+    exp_dir = root / name
+    max_t = cfg.epochs if wl.torch is not None else getattr(cfg, "iterations", cfg.epochs)
+    trainable = tune.with_resources(_trial, {"CPU": trial_cpu})
+    param_space = {"__sweep": {"workload": wl.name, "cfg": cfg.to_dict(), "workers": num_workers,
+                               "cpus_per_worker": per_worker, "root": str(exp_dir / "trials")}}
+    if tune.Tuner.can_restore(str(exp_dir)):
+        if progress:
+            print(f"[adray] resuming sweep {name} from {exp_dir}")
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, param_space=param_space, resume_errored=True)
+    else:
+        searcher = ConcurrencyLimiter(
+            OptunaSearch(dists, metric=space.metric, mode=space.mode, sampler=sampler), max_concurrent=concurrent
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=ASHAScheduler(metric=space.metric, mode=space.mode, max_t=max(1, max_t),
+                                        grace_period=1, reduction_factor=2),
+                num_samples=num_samples,
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=1 if progress else 0),
+        )
+    grid_result = tuner.fit()
+    return _summarise(space, wl, cfg, grid_result, exp_dir, name, publish)
+
+
+def _validate_values(space: TuneSpace, wl: Workload, cfg: Config, dists: dict[str, Any]) -> None:
+    """Every extreme of the space must make a valid config (fail before any trial starts)."""
+    import optuna.distributions as od
+
+    for k, d in dists.items():
+        values = d.choices if isinstance(d, od.CategoricalDistribution) else [d.low, d.high]
+        for v in values:
+            try:
+                cfg.override({k: v}, str(space.path))
+            except ConfigError as exc:
+                raise TuneSpaceError(f"{space.path}: parameter {k}={v!r} is invalid: {exc}") from None
+
+
+def _summarise(space: TuneSpace, wl: Workload, cfg: Config, results: Any, exp_dir: Path, name: str,
+               publish: bool) -> SweepResult:
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        params = {k.removeprefix("config/"): v for k, v in r.config.items() if not k.startswith("__")}
+        hist = r.metrics_dataframe if r.metrics_dataframe is not None else pd.DataFrame()
+        vals = hist[space.metric].dropna() if space.metric in hist else pd.Series(dtype=float)
+        best_val = (vals.max() if space.mode == "max" else vals.min()) if len(vals) else float("nan")
+        rows.append({"trial_id": (r.metrics or {}).get("trial_id"), **params, space.metric: best_val,
+                     "epochs_run": len(hist), "error": bool(r.error), "_path": r.path,
+                     "_last": (r.metrics or {}).get("checkpoint_path")})
+    table = pd.DataFrame(rows)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    table_path = exp_dir / "results.csv"
+    table.drop(columns=["_path", "_last"]).sort_values(space.metric, ascending=space.mode == "min").to_csv(
+        table_path, index=False)
+    plot_path = exp_dir / "objective.png"
+    _plot(table, space, plot_path)
+    ok = table[table[space.metric].notna()]
+    if ok.empty:
+        raise RuntimeError(f"sweep {name}: no trial reported {space.metric!r}; see {exp_dir}")
+    best = ok.loc[ok[space.metric].idxmax() if space.mode == "max" else ok[space.metric].idxmin()]
+    best_params = {k: _plain(best[k]) for k in (space.grid if not space.params else space.params) if k in best}
+    best_params |= {k: _plain(best[k]) for k in space.grid if k in best}
+    best_metrics = {space.metric: float(best[space.metric])}
+    ref = _publish_best(wl, cfg.override(best_params, "best trial"), best, exp_dir, space, best_metrics, name) \
+        if publish else None
+    return SweepResult(best_params, best_metrics, ref, table_path, plot_path, len(table))
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _publish_best(wl: Workload, cfg: Config, best: Any, exp_dir: Path, space: TuneSpace,
+                  metrics: dict[str, float], sweep: str) -> str | None:
+    """Publish the best trial's model: its finished run, or (stopped by ASHA) its last checkpoint."""
+    import shutil
+
+    from adray.config import save_config
+    from adray.models import CONFIG_FILE, META_FILE, WEIGHTS_FILE
+    from adray.registry import Registry
+
+    trial_dir = exp_dir / "trials" / str(best["trial_id"])
+    src = next((d for d in (trial_dir / "train" / "best", trial_dir / "fit") if (d / CONFIG_FILE).is_file()), None)
+    if src is None and isinstance(best.get("_last"), str) and wl.torch is not None:
+        src = exp_dir / "best_model"
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir(parents=True)
+        shutil.copy(Path(best["_last"]) / "best.pt", src / WEIGHTS_FILE)
+        save_config(cfg, src / CONFIG_FILE)
+        data_dir = data_dir_for(wl.name, cfg)  # type: ignore[arg-type]
+        (src / META_FILE).write_text(json.dumps(wl.torch.model_meta(data_dir, cfg)))
+    if src is None:
+        return None
+    mv = Registry().publish(wl.name, src, {"workload": wl.name, "config": cfg.to_dict(), "metrics": metrics,
+                                          "sweep": sweep, "tune_space": str(space.path)})
+    return mv.ref
+
+
+def _plot(table: Any, space: TuneSpace, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [k for k in itertools.chain(space.params, space.grid) if k in table][:8]
+    names = list(dict.fromkeys(names))
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4 * max(1, len(names)), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], names):
+        x = table[k]
+        if x.dtype == object:
+            x = x.astype(str)
+        ax.scatter(x, table[space.metric], alpha=0.8)
+        ax.set_xlabel(k)
+        ax.set_ylabel(space.metric)
+        if space.params.get(k, {}).get("log"):
+            ax.set_xscale("log")
+    fig.suptitle(f"{space.workload}: {space.metric} per trial ({len(table)} trials)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,73 @@
+"""Typed configs: YAML overrides, --set parsing, unknown keys and wrong types rejected by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from adray.config import Config, ConfigError, check, load_config, parse_set
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner(Config):
+    width: int = 8
+    """Hidden width."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Demo(Config):
+    lr: float = 1e-3
+    """Learning rate."""
+    name: str = "a"
+    """A name."""
+    flag: bool = False
+    """A flag."""
+    sizes: tuple[int, ...] = (1, 2)
+    """Sizes."""
+    kind: str | None = None
+    """Optional."""
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    """Nested."""
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, f"lr={self.lr}: expected > 0")
+
+
+def test_yaml_and_set_override_defaults(tmp_path: Path) -> None:
+    (tmp_path / "small.yaml").write_text("lr: 0.01\ninner:\n  width: 4\n")
+    (tmp_path / "child.yaml").write_text("base: small\nname: b\n")
+    cfg = load_config(Demo, "child", tmp_path, parse_set(["flag=true", "sizes=[3,4]", "inner.width=16"]))
+    assert cfg == Demo(lr=0.01, name="b", flag=True, sizes=(3, 4), inner=Inner(16))
+    assert Demo.from_dict(cfg.to_dict()) == cfg  # round-trip
+
+
+def test_unknown_key_names_key_and_valid_keys(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("lrr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*'lrr'.*valid keys"):
+        load_config(Demo, "bad", tmp_path)
+    with pytest.raises(ConfigError, match=r"inner.depth"):
+        Demo().override({"inner.depth": 3})
+
+
+def test_wrong_types_and_validation() -> None:
+    with pytest.raises(ConfigError, match=r"lr='fast'; expected a number"):
+        Demo.from_dict({"lr": "fast"})
+    with pytest.raises(ConfigError, match=r"flag=1; expected true or false"):
+        Demo.from_dict({"flag": 1})
+    with pytest.raises(ConfigError, match=r"lr=-1.0: expected > 0"):
+        Demo.from_dict({"lr": -1})
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_set(["oops"])
+
+
+def test_unknown_named_config_lists_available(tmp_path: Path) -> None:
+    (tmp_path / "smoke.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"unknown config 'nope'.*\['smoke'\]"):
+        load_config(Demo, "nope", tmp_path)
+
+
+def test_configs_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Demo().lr = 2.0  # type: ignore[misc]
