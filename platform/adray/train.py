@@ -155,6 +155,7 @@ def run_training(
     (run_dir / COMPLETED).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
 
     metrics = {**ret.get("best", {}), **{f"test_{k}": v for k, v in ret.get("test", {}).items()}}
+    metrics["resumed_from_epoch"] = ret.get("resumed_from_epoch", 0)
     if history:
         steady = history[1:] or history
         metrics["epoch_time_s"] = float(np.mean([h["epoch_time_s"] for h in steady]))
@@ -287,7 +288,8 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray 
     model.eval()
     with torch.no_grad():
         test_metrics = {k: float(v) for k, v in spec.evaluate(model, test, cfg).items()}
-    return {"best": best or {}, "test": test_metrics, "history": history, "first_batch_unix": first_batch_unix}
+    return {"best": best or {}, "test": test_metrics, "history": history, "first_batch_unix": first_batch_unix,
+            "resumed_from_epoch": start_epoch}
 
 
 def _save_checkpoint(model, opt, best_state, epoch, best, history):  # noqa: ANN001, ANN202

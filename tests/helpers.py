@@ -1,0 +1,31 @@
+"""Helpers for tests that drive the real `adray` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def adray(*args: str, home: Path, ray_address: str | None = None, timeout: int = 600,
+          check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m adray.cli ARGS` as a user would, with a private ADRAY_HOME."""
+    env = os.environ | {"ADRAY_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("ADRAY_REGISTRY", None)
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
+    else:
+        env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-m", "adray.cli", *args], cwd=cwd or REPO, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    if check and out.returncode != 0:
+        raise AssertionError(f"adray {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
