@@ -1,0 +1,117 @@
+"""BCE vs BCE + lambda*PWiseR for SharedBottom, MMoE and PLE on generated CTR/CVR data with noisy clicks.
+
+Trains in-process (plain Adam loop, no Ray: the comparison is about the loss) with the workload's own
+``make_data``, ``build_model``, ``loss`` and ``evaluate``. Each (model, loss, seed) picks its best
+epoch on validation AUC-CTR, as the Ray Train harness does, and reports test AUCs. Seeds vary both
+the generated data and the initialisation. ``auc_ctr_clean`` (diagnostic) scores pCTR against
+real clicks only (noise clicks counted as negatives), which the generator knows and a real log
+does not.
+
+    python benchmarks/pwiser_bce_vs_pwiser.py                 # table
+    python benchmarks/pwiser_bce_vs_pwiser.py --json          # + one JSON line
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adray.data import read_dataset
+from adray.metrics import auc
+from workloads.pwiser.config import PWiseRConfig
+from workloads.pwiser.data import load_split, make_data, model_meta
+from workloads.pwiser.evaluate import evaluate, predict
+from workloads.pwiser.model import build_model
+from workloads.pwiser.train import loss as loss_fn
+
+METRICS = ("auc_ctr", "auc_ctcvr", "auc_ctr_clean")
+
+
+def train_one(cfg: PWiseRConfig, data_dir: Path, noise: np.ndarray) -> dict[str, float]:
+    torch.manual_seed(cfg.seed)
+    splits = {s: load_split(data_dir, s, cfg) for s in ("train", "val", "test")}
+    train = splits["train"]
+    model = build_model(cfg, model_meta(data_dir, cfg))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    best, best_state = -1.0, None
+    for _ in range(cfg.epochs):
+        model.train()
+        perm = rng.permutation(len(train["click"]))
+        for s in range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size):
+            batch = {k: torch.from_numpy(v[perm[s:s + cfg.batch_size]]) for k, v in train.items()}
+            value, _ = loss_fn(model, batch, cfg)
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+        val_auc = evaluate(model, splits["val"], cfg)["auc_ctr"]
+        if val_auc > best:
+            best, best_state = val_auc, {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    out = evaluate(model, splits["test"], cfg)
+    real_click = splits["test"]["click"] * (1.0 - noise)
+    out["auc_ctr_clean"] = auc(real_click, predict(model, splits["test"])["ctr"], name="auc_ctr_clean")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="sharedbottom,mmoe,ple")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--ctr", type=float, default=0.06)
+    ap.add_argument("--cvr", type=float, default=0.15)
+    ap.add_argument("--test-fraction", type=float, default=0.3, help="large test split: CTCVR positives are rare")
+    ap.add_argument("--noise-share", type=float, default=0.3)
+    ap.add_argument("--lam", type=float, default=0.1)
+    ap.add_argument("--m1", type=float, default=0.3)
+    ap.add_argument("--m2", type=float, default=0.3)
+    ap.add_argument("--margin-form", default="hinge", choices=["hinge", "literal"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    base = PWiseRConfig(rows=args.rows, epochs=args.epochs, batch_size=2048, lr=1e-3, weight_decay=1e-6,
+                        noise_click_share=args.noise_share, ctr=args.ctr, cvr=args.cvr,
+                        test_fraction=args.test_fraction, lam=args.lam, m1=args.m1, m2=args.m2,
+                        margin_form=args.margin_form)
+    results: dict[str, dict[str, dict[str, list[float]]]] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            data_dir = Path(tmp) / f"seed{seed}"
+            make_data(base.override({"seed": seed}), data_dir)
+            noise = read_dataset(data_dir).read("test", columns=["noise_click"])["noise_click"].to_numpy()
+            for model in args.models.split(","):
+                for loss in ("bce", "pwiser"):
+                    cfg = base.override({"seed": seed, "model": model, "loss": loss})
+                    m = train_one(cfg, data_dir, noise)
+                    cell = results.setdefault(model, {}).setdefault(loss, {k: [] for k in METRICS})
+                    for k in METRICS:
+                        cell[k].append(m[k])
+    wall = time.perf_counter() - t0
+    print(f"rows={args.rows} epochs={args.epochs} seeds={args.seeds} ctr={args.ctr} cvr={args.cvr} "
+          f"test_fraction={args.test_fraction} noise_share={args.noise_share} "
+          f"lam={args.lam} m1={args.m1} m2={args.m2} form={args.margin_form}  ({wall:.0f}s)")
+    print(f"{'model':<13}{'metric':<15}{'BCE':>18}{'PWiseR':>18}{'mean diff':>11}")
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for model, by_loss in results.items():
+        for k in METRICS:
+            a, b = np.array(by_loss["bce"][k]), np.array(by_loss["pwiser"][k])
+            summary.setdefault(model, {})[k] = {"bce_mean": a.mean(), "bce_std": a.std(), "pwiser_mean": b.mean(),
+                                                "pwiser_std": b.std(), "diff_mean": (b - a).mean()}
+            print(f"{model:<13}{k:<15}{a.mean():>11.4f} ± {a.std():.4f}{b.mean():>11.4f} ± {b.std():.4f}"
+                  f"{(b - a).mean():>+11.4f}")
+    if args.json:
+        print(json.dumps({"args": vars(args), "wall_s": wall, "summary": summary, "raw": results}))
+
+
+if __name__ == "__main__":
+    main()

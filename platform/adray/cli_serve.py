@@ -1,0 +1,228 @@
+"""``adray serve up|down|status``, ``adray jobs list|logs|stop`` and ``adray submit -- CMD``.
+
+Wired into ``adray.cli`` with ``app.add_typer(serve_app, name="serve")``,
+``app.add_typer(jobs_app, name="jobs")`` and ``app.command("submit", ...)(submit)``.
+
+``serve up`` needs a Ray that outlives the command (so that a second ``serve up`` can roll a new
+model version, and ``status``/``down`` can find the app): with ``--address`` or ``RAY_ADDRESS``
+it connects there; otherwise it joins the local cluster started by an earlier ``serve up`` or
+starts one with ``ray start --head`` (stop it with ``ray stop``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from adray import jobs as _jobs
+
+serve_app = typer.Typer(help="Run the ranking application on Ray Serve.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Ray Jobs on a cluster: list, logs, stop.", no_args_is_help=True)
+
+ADDRESS_HELP = "Ray cluster (GCS host:port or ray://); default RAY_ADDRESS, else the local cluster."
+JOB_ADDRESS_HELP = "Ray dashboard URL (http://HEAD:8265); default RAY_ADDRESS, else http://127.0.0.1:8265."
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def connect(address: str | None = None, start_local: bool = True) -> None:
+    """Connect to ``address``/RAY_ADDRESS, else a running local cluster, else start one detached."""
+    import ray
+
+    from adray.runtime import ensure_ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ensure_ray(address)
+        return
+    try:
+        ensure_ray("auto")
+        return
+    except ConnectionError:
+        if not start_local:
+            raise
+    ray_bin = Path(sys.executable).with_name("ray")
+    typer.echo("[adray] no local Ray running: starting one with `ray start --head` (stop: `ray stop`)")
+    subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats"], check=True, capture_output=True)
+    ensure_ray("auto")
+
+
+def serve_up(args: Any, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+             name: str = "adray", wait_s: float = 300.0) -> str:
+    """Build (resolving the model first), deploy or roll the app; return the HTTP URL.
+
+    Raises:
+        adray.serving.ServeError: unknown model name/version (before anything is deployed).
+    """
+    from ray import serve
+
+    from serve_apps.app import build_app
+
+    app = build_app(args)  # resolves the model in the registry before touching the cluster
+    connect(address)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(app, name=name, route_prefix="/", blocking=False)
+    _wait_running(name, wait_s)
+    return http_url()
+
+
+def _wait_running(name: str, wait_s: float) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        status = serve.status().applications.get(name)
+        state = str(getattr(status, "status", "NOT_STARTED"))
+        if state.endswith("RUNNING"):
+            return
+        if state.endswith("DEPLOY_FAILED") or time.monotonic() > deadline:
+            msg = getattr(status, "message", "") if status else ""
+            raise RuntimeError(f"serve app {name!r} is {state}: {msg}")
+        time.sleep(0.5)
+
+
+def http_url() -> str:
+    """URL of the running Serve HTTP proxy (from the controller's HTTP options)."""
+    from ray.serve.context import _get_global_client
+
+    cfg = _get_global_client().http_config
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "", None) else cfg.host
+    return f"http://{host}:{cfg.port}"
+
+
+@serve_app.command("up")
+def up(
+    model: str = typer.Option("pwiser@latest", "--model", "-m", help="Registry reference name@version."),
+    replicas: int = typer.Option(1, "--replicas", help="Ranking replicas."),
+    replica_cpus: float = typer.Option(0.25, "--replica-cpus", help="CPUs reserved per ranking replica."),
+    max_batch_size: int = typer.Option(8, "--max-batch-size", help="@serve.batch size."),
+    batch_wait_timeout_s: float = typer.Option(0.002, "--batch-wait-s", help="@serve.batch wait."),
+    concat_batches: bool = typer.Option(False, "--concat-batches",
+                                        help="One forward pass per batch (faster, last-bit differences)."),
+    registry: str = typer.Option(None, "--registry", help="Registry dir (default $ADRAY_REGISTRY/$ADRAY_HOME)."),
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
+    host: str = typer.Option("127.0.0.1", "--host", help="HTTP bind host (first start of Serve only)."),
+    port: int = typer.Option(8000, "--port", help="HTTP port (first start of Serve only)."),
+) -> None:
+    """Deploy the ranking app, or roll it to a new model version (replicas replaced gracefully)."""
+    from adray.serving import ServeError
+    from serve_apps.app import AppArgs
+
+    try:
+        args = AppArgs(model=model, registry=registry, num_replicas=replicas, replica_cpus=replica_cpus,
+                       max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
+                       concat_batches=concat_batches)
+        url = serve_up(args, address=address, host=host, port=port)
+    except (ServeError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"serving {model} at {url}/v1/rank (OpenAPI: {url}/docs)")
+
+
+@serve_app.command("down")
+def down(
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
+    all_apps: bool = typer.Option(False, "--all", help="Shut Serve down entirely (all apps, proxies)."),
+) -> None:
+    """Delete the ranking app (or, with --all, shut Serve down). The Ray cluster keeps running."""
+    from ray import serve
+
+    connect(address, start_local=False)
+    if all_apps:
+        serve.shutdown()
+    else:
+        serve.delete("adray")
+    typer.echo("serve: stopped" if all_apps else "serve: app 'adray' deleted")
+
+
+@serve_app.command("status")
+def status(address: str = typer.Option(None, "--address", help=ADDRESS_HELP)) -> None:
+    """Applications, their deployments and replica states."""
+    from ray import serve
+
+    connect(address, start_local=False)
+    st = serve.status()
+    if not st.applications:
+        typer.echo("no Serve applications running")
+        raise typer.Exit(1)
+    typer.echo(f"http: {http_url()}")
+    for app_name, app in st.applications.items():
+        typer.echo(f"{app_name}: {app.status} {app.message}".rstrip())
+        for dep_name, dep in app.deployments.items():
+            replicas = ", ".join(f"{k}={v}" for k, v in dep.replica_states.items())
+            typer.echo(f"  {dep_name}: {dep.status} ({replicas}) {dep.message}".rstrip())
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def submit(
+    ctx: typer.Context,
+    address: str = typer.Option(None, "--address", help=JOB_ADDRESS_HELP),
+    wait: bool = typer.Option(False, "--wait", help="Stream the logs and exit with the job's status."),
+    env: list[str] = typer.Option(None, "--env", help="KEY=VALUE for the job's environment (repeatable)."),
+) -> None:
+    """Submit an adray command as a Ray job: adray submit [--address URL] [--wait] -- adray train ..."""
+    command = list(ctx.args)
+    try:
+        job_id = _jobs.submit(command, address=address, env_vars=_jobs.parse_env(env))
+    except _jobs.JobError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"submitted job {job_id}")
+    if not wait:
+        typer.echo(f"follow it with: adray jobs logs {job_id} --address {_jobs.resolve_address(address)}")
+        return
+    code = _jobs.follow(job_id, address)
+    typer.echo(f"job {job_id} {'succeeded' if code == 0 else f'failed (exit status {code})'}")
+    raise typer.Exit(code)
+
+
+@jobs_app.command("list")
+def jobs_list(address: str = typer.Option(None, "--address", help=JOB_ADDRESS_HELP)) -> None:
+    """Jobs on the cluster, newest first."""
+    rows = _jobs.list_jobs(address)
+    if not rows:
+        typer.echo("no jobs")
+    for r in rows:
+        code = "" if r["exit_code"] is None else f" exit={r['exit_code']}"
+        typer.echo(f"{r['id']}  {r['status']:<9}{code}  {r['entrypoint']}")
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job_id: str = typer.Argument(..., help="Submission id (from `adray submit` or `adray jobs list`)."),
+    address: str = typer.Option(None, "--address", help=JOB_ADDRESS_HELP),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Follow until the job ends; exit with its status."),
+) -> None:
+    """Print (or follow) a job's output."""
+    try:
+        if follow:
+            raise typer.Exit(_jobs.follow(job_id, address))
+        typer.echo(_jobs.logs(job_id, address), nl=False)
+    except _jobs.JobError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    job_id: str = typer.Argument(..., help="Submission id."),
+    address: str = typer.Option(None, "--address", help=JOB_ADDRESS_HELP),
+) -> None:
+    """Stop a running job."""
+    try:
+        stopped = _jobs.stop(job_id, address)
+    except _jobs.JobError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"job {job_id}: {'stop requested' if stopped else 'already finished'}")

@@ -1,0 +1,1 @@
+"""Ray Serve applications of adray: the ranking deployment and its FastAPI ingress (``app.py``)."""

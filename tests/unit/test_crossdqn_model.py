@@ -1,0 +1,101 @@
+"""SACU against a hand-built example, MCAU masks and attention, dueling heads, the PAE loss."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.model import (
+    CrossDQNModule,
+    CrossDQNNet,
+    channel_masks,
+    module_config,
+    offset_matrices,
+)
+from workloads.crossdqn.sim import obs_layout
+from workloads.crossdqn.train import pae_aux_loss
+
+CFG = CrossDQNConfig(embed_dim=4, hidden=16)
+LAYOUT = obs_layout(CFG)
+
+
+def test_sacu_hand_built_mixed_list_keeps_both_rankings() -> None:
+    m_ad, m_oi = offset_matrices(3)
+    e_ad = torch.tensor([[[1.0, 0], [2, 0], [3, 0]]])  # ads 1..3, (1, K, d)
+    e_oi = torch.tensor([[[0.0, 10], [0, 20], [0, 30]]])  # organic items 1..3
+    net = CrossDQNNet({**obs_layout(CFG.override({"slots": 3})), "window": 3}, embed_dim=2, hidden=4, use_mcau=False)
+    c = net.cross(e_ad, e_oi)  # (1, 8, 3, 2)
+    a = 0b101  # slots 0 and 2 show ads: [ad1, org1, ad2]
+    torch.testing.assert_close(c[0, a], torch.tensor([[1.0, 0], [0, 10], [2, 0]]))
+    torch.testing.assert_close(c[0, 0b110], torch.tensor([[0.0, 10], [1, 0], [2, 0]]))
+    for act in range(8):  # every action: each slot one item, ads and organic each in ranked order
+        rows = m_ad[act] + m_oi[act]
+        assert (rows.sum(1) == 1).all()
+        for m in (m_ad[act], m_oi[act]):
+            taken = [int(np.argmax(r)) for r in m if r.any()]
+            assert taken == list(range(len(taken)))
+
+
+@pytest.mark.parametrize(("dim", "mode", "count"), [(3, "all", 7), (4, "pairs", 10), (5, "singles", 5), (4, "auto", 15)])
+def test_channel_masks(dim: int, mode: str, count: int) -> None:
+    masks = channel_masks(dim, mode)
+    assert masks.shape == (count, dim)
+    assert set(np.unique(masks)) <= {0.0, 1.0} and (masks.sum(1) >= 1).all()
+    assert len({tuple(r) for r in masks}) == count
+    with pytest.raises(ValueError, match="mcau_masks"):
+        channel_masks(3, "triples")
+
+
+def test_mcau_one_full_mask_is_plain_self_attention() -> None:
+    net = CrossDQNNet(LAYOUT, embed_dim=4, hidden=8, mcau_masks="singles")
+    net.masks = torch.ones(1, 4)
+    net.masks_scaled = net.masks / 2.0  # 1/sqrt(4)
+    with torch.no_grad():
+        net.mcau_proj.weight.copy_(torch.eye(4))
+    c = torch.randn(2, 3, 5, 4)  # (B, A, K, d)
+    att = torch.softmax(c @ c.transpose(-1, -2) / 2.0, dim=-1)  # (B, A, K, K)
+    expected = (att @ c).mean(2)  # mean over the K query slots
+    torch.testing.assert_close(net.mcau(c), expected)
+
+
+@pytest.mark.parametrize("kw", [{}, {"use_mcau": False}, {"use_mcau": False, "use_sacu": False}])
+def test_q_shape_and_dueling_identity(kw: dict) -> None:
+    net = CrossDQNNet(LAYOUT, embed_dim=4, hidden=16, **kw)
+    obs = torch.randn(7, LAYOUT["obs_dim"])
+    q = net(obs)
+    assert q.shape == (7, 32)
+    v = net.vf(net.represent(obs)[3]).squeeze(1)
+    torch.testing.assert_close(q.mean(1), v)  # Q = V + A - mean A  =>  mean_a Q = V
+
+
+def test_pae_aux_loss_hand_computed() -> None:
+    q = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    action_pae = torch.tensor([0.0, 1.0])
+    loss, pae = pae_aux_loss(q, action_pae, tau=0.5, target=0.4)
+    p1 = np.exp(2) / (1 + np.exp(2))  # softmax([0, 2])[1]
+    p2 = 1 / (1 + np.exp(4))  # softmax([4, 0])[1]
+    assert pae.item() == pytest.approx((p1 + p2) / 2, rel=1e-5)
+    assert loss.item() == pytest.approx(((p1 + p2) / 2 - 0.4) ** 2, rel=1e-5)
+    q.requires_grad_(True)
+    loss, _ = pae_aux_loss(q, action_pae, 0.5, 1.0)  # target above: gradient raises Q of the ad action
+    loss.backward()
+    assert q.grad[0, 1] < 0 < q.grad[0, 0]
+
+
+def test_rl_module_builds_without_cluster_and_has_target_net() -> None:
+    space = gym.spaces.Box(-np.inf, np.inf, (LAYOUT["obs_dim"],), np.float32)
+    mod = CrossDQNModule(observation_space=space, action_space=gym.spaces.Discrete(32),
+                         model_config=module_config(CFG, LAYOUT))
+    mod.make_target_networks()
+    obs = torch.randn(4, LAYOUT["obs_dim"])
+    out = mod.forward_inference({"obs": obs})
+    assert out["actions"].shape == (4,) and int(out["actions"].max()) < 32
+    train = mod.forward_train({"obs": obs, "new_obs": obs})
+    torch.testing.assert_close(train["qf_preds"], train["qf_target_next_preds"])  # target = copy at start
+    inf = CrossDQNModule(observation_space=space, action_space=gym.spaces.Discrete(32), inference_only=True,
+                         model_config=module_config(CFG, LAYOUT))
+    inf.set_state(mod.get_state(inference_only=True))
+    torch.testing.assert_close(inf.forward_inference({"obs": obs})["qf_preds"], train["qf_preds"])

@@ -1,0 +1,95 @@
+"""Feed simulator invariants: reward components, PAE from actions, determinism, episode ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.sim import FeedEnv, FeedSim, action_bits, make_requests, obs_layout
+
+CFG = CrossDQNConfig()
+
+
+def _run(cfg: CrossDQNConfig, action: int, n: int = 500, seed: int = 3) -> tuple[FeedSim, list[dict]]:
+    sim = FeedSim(cfg, make_requests(cfg, n, seed))
+    outs = []
+    while sim.alive.any():
+        idx = np.flatnonzero(sim.alive)
+        outs.append(sim.step(idx, np.full(len(idx), action)))
+    return sim, outs
+
+
+def test_reward_components_consistent_with_events() -> None:
+    cfg = CFG.override({"eta": 0.7})
+    sim = FeedSim(cfg, make_requests(cfg, 300, 1))
+    rng = np.random.default_rng(0)
+    while sim.alive.any():
+        idx = np.flatnonzero(sim.alive)
+        out = sim.step(idx, rng.integers(0, cfg.num_actions, len(idx)))
+        np.testing.assert_allclose(out["reward"], out["r_ad"] + out["r_fee"] + 0.7 * out["r_ex"])
+        np.testing.assert_allclose(out["r_ex"], (~out["left"]) + out["orders"])
+        assert (out["orders"] <= out["clicks"]).all()
+        ad_clicks = (out["click_mask"] & out["ad_mask"]).sum(1)
+        assert (out["r_ad"][ad_clicks == 0] == 0).all() and (out["r_ad"][ad_clicks > 0] > 0).all()
+        assert ((out["r_fee"] > 0) == (out["orders"] > 0)).all()
+        assert (out["terminated"] >= out["left"]).all()
+
+
+def test_no_ads_means_no_ad_revenue_and_zero_take_rate_means_no_fee() -> None:
+    _, outs = _run(CFG.override({"take_rate": 0.0}), action=0)
+    assert all((o["r_ad"] == 0).all() and (o["r_fee"] == 0).all() and (o["ads"] == 0).all() for o in outs)
+
+
+@pytest.mark.parametrize("action", [0, 0b00101, 0b01010, 0b11111])
+def test_pae_is_computed_from_actions(action: int) -> None:
+    sim, outs = _run(CFG.override({"n_ads": 100}), action)  # ample ads: every action can be served
+    for o in outs[:10]:  # 100 ads last at least 20 screens
+        assert (o["ad_mask"] == action_bits(CFG.slots)[action].astype(bool)).all()
+    shown = sum(o["ad_mask"].sum() for o in outs[:10]) / sum(o["ad_mask"].size for o in outs[:10])
+    assert shown == pytest.approx(bin(action).count("1") / CFG.slots)
+
+
+def test_determinism_under_seed() -> None:
+    a, b, c = (FeedSim(CFG, make_requests(CFG, 50, s)) for s in (5, 5, 6))
+    acts = np.random.default_rng(1).integers(0, 32, 50)
+    np.testing.assert_array_equal(a.observe(), b.observe())
+    assert not np.array_equal(a.observe(), c.observe())
+    oa, ob = a.step(np.arange(50), acts), b.step(np.arange(50), acts)
+    for key in oa:
+        np.testing.assert_array_equal(oa[key], ob[key])
+    e1, e2 = FeedEnv(CFG.to_dict()), FeedEnv(CFG.to_dict())
+    np.testing.assert_array_equal(e1.reset(seed=9)[0], e2.reset(seed=9)[0])
+    assert e1.step(3)[1] == e2.step(3)[1]
+
+
+def test_episode_ends_when_user_leaves_or_lists_run_out() -> None:
+    sim, outs = _run(CFG.override({"leave_base": 1.0}), action=0)
+    assert len(outs) == 1 and outs[0]["left"].all() and outs[0]["terminated"].all()
+    sim, outs = _run(CFG.override({"leave_base": 0.0, "leave_per_ad": 0.0}), action=0)
+    assert len(outs) == CFG.n_organic // CFG.slots  # all-organic screens until fewer than K remain
+    assert not any(o["left"].any() for o in outs) and outs[-1]["terminated"].all()
+    with pytest.raises(ValueError, match="ended"):
+        sim.step(np.arange(3), np.zeros(3, np.int64))
+
+
+def test_arrangement_signal_and_personal_tolerance() -> None:
+    # Ad CTR in slot 2: alone (0b00100) vs next to another ad (0b01100); organic slot 1 next to an ad.
+    n = 20000
+    _, alone = _run(CFG, 0b00100, n, seed=11)
+    _, pair = _run(CFG, 0b01100, n, seed=11)
+    assert pair[0]["click_mask"][:, 2].mean() < 0.85 * alone[0]["click_mask"][:, 2].mean()
+    _, none = _run(CFG, 0, n, seed=11)
+    assert alone[0]["click_mask"][:, 1].mean() > none[0]["click_mask"][:, 1].mean()
+    # Leaving after an ad-heavy screen is likelier for low-tolerance users.
+    sim, heavy = _run(CFG, 0b11111, n, seed=12)
+    tol, left = sim.req.tol, heavy[0]["left"]
+    assert left[tol < 0.3].mean() > left[tol > 0.7].mean() + 0.1
+
+
+def test_gym_env_api_and_observation_layout() -> None:
+    env = FeedEnv(CFG.to_dict())
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (obs_layout(CFG)["obs_dim"],) and env.action_space.n == 32

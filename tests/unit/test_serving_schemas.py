@@ -1,0 +1,146 @@
+"""Serving pieces without Ray: request schemas, the scorer, model resolution, the body limit."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+import torch
+from fastapi import FastAPI
+
+from adray.config import save_config
+from adray.data.features import CategoricalFeature, FeatureMap
+from adray.models import load_model
+from adray.registry import ModelVersion, Registry
+from adray.serving import BodyLimit, Scorer, ServeError, columns_of, request_schema, resolve_model
+from workloads import WORKLOADS
+
+FM = FeatureMap((CategoricalFeature("user_id", 50), CategoricalFeature("item_id", 30)), ("price",), ("click", "conversion"))
+
+
+def publish_tiny(root: Path, seed: int, model: str) -> ModelVersion:
+    wl = WORKLOADS["pwiser"]
+    cfg = wl.config_cls(model=model, embedding_dim=4, expert_units=(8,), tower_units=(8,), bottom_units=(8,),
+                        dnn_units=(8,), num_experts=2, num_specific_experts=1)
+    meta = {"feature_map": FM.to_dict()}
+    torch.manual_seed(seed)
+    net = wl.torch.build_model(cfg, meta)
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(net.state_dict(), Path(d) / "model.pt")
+        save_config(cfg, Path(d) / "config.yaml")
+        (Path(d) / "meta.json").write_text(json.dumps(meta))
+        return Registry(root).publish("pwiser", d, {"workload": "pwiser", "config": cfg.to_dict(), "metrics": {}})
+
+
+def cand(i: int, **kw: object) -> dict:
+    return {"ad_id": f"a{i}", "user_id": i % 60, "item_id": i % 30, "price": 0.1 * i, **kw}
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_request_schema_names_missing_mistyped_and_unknown_fields() -> None:
+    Req = request_schema(FM, max_candidates=3)  # noqa: N806
+    ok = Req.model_validate({"candidates": [cand(0), cand(1)]})
+    assert columns_of(ok.candidates, FM) == {"user_id": [0, 1], "item_id": [0, 1], "price": [0.0, 0.1]}
+    bad = [cand(0), cand(1, user_id="x"), cand(2, price=float("nan")), cand(3, colour="red")]
+    del bad[0]["item_id"]
+    with pytest.raises(pydantic.ValidationError) as err:
+        Req.model_validate({"candidates": bad})
+    locs = {e["loc"] for e in err.value.errors()}
+    # max_length is checked first on the list; with 4 > 3 items the limit is what is reported.
+    assert locs == {("candidates",)} and "at most 3" in str(err.value)
+    with pytest.raises(pydantic.ValidationError) as err:
+        Req.model_validate({"candidates": bad[:3]})
+    assert {e["loc"] for e in err.value.errors()} == {
+        ("candidates", 0, "item_id"), ("candidates", 1, "user_id"), ("candidates", 2, "price")}
+    with pytest.raises(pydantic.ValidationError, match="colour"):
+        Req.model_validate({"candidates": [bad[3]]})
+    assert Req.model_validate({"candidates": []}).candidates == []
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def test_scorer_matches_the_network_and_maps_unknown_ids_to_zero(tmp_path: Path) -> None:
+    mv = publish_tiny(tmp_path, 0, "mmoe")
+    loaded = load_model(mv.ref, Registry(tmp_path))
+    scorer = Scorer(loaded)
+    df = pd.DataFrame([cand(i) for i in range(55)])  # user_id 50..54 are out of vocabulary
+    got = scorer.score_frame(df)
+    x_cat = torch.tensor(np.stack([df.user_id.where(df.user_id < 50, 0), df.item_id], 1), dtype=torch.int64)
+    x_num = torch.tensor(df[["price"]].to_numpy(), dtype=torch.float32)
+    with torch.no_grad():
+        want = loaded.model(x_cat, x_num)
+    for task in ("ctr", "cvr", "ctcvr"):
+        np.testing.assert_array_equal(got[task], want[task].numpy())
+    np.testing.assert_allclose(got["ctcvr"], got["ctr"] * got["cvr"], rtol=1e-6)
+
+
+def test_single_task_model_has_null_cvr(tmp_path: Path) -> None:
+    mv = publish_tiny(tmp_path, 0, "dnn")
+    out = Scorer(load_model(mv.ref, Registry(tmp_path))).score_columns({"user_id": [1], "item_id": [2], "price": [0.5]})
+    assert out["cvr"] is None and out["ctcvr"] is None and 0 < out["ctr"][0] < 1
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def test_resolve_pins_latest_and_lists_versions_when_unknown(tmp_path: Path) -> None:
+    publish_tiny(tmp_path, 0, "ple")
+    publish_tiny(tmp_path, 1, "dnn")
+    assert resolve_model("pwiser@latest", tmp_path).ref == "pwiser@v0002"
+    with pytest.raises(ServeError, match=r"available versions of 'pwiser': \['v0001', 'v0002'\]"):
+        resolve_model("pwiser@v0007", tmp_path)
+    with pytest.raises(ServeError, match=r"Published models: \['pwiser@v0001', 'pwiser@v0002'\]"):
+        resolve_model("ranker@latest", tmp_path)
+
+
+def test_serve_validates_config_args_with_the_typed_builder(tmp_path: Path) -> None:
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from serve_apps.app import build_app
+
+    publish_tiny(tmp_path, 0, "ple")
+    app = call_user_app_builder_with_args_if_necessary(build_app, {"model": "pwiser", "registry": str(tmp_path)})
+    assert type(app).__name__ == "Application"
+    with pytest.raises(pydantic.ValidationError, match="replicas"):
+        call_user_app_builder_with_args_if_necessary(build_app, {"replicas": 2, "registry": str(tmp_path)})
+    with pytest.raises(ServeError, match="v0009"):
+        call_user_app_builder_with_args_if_necessary(build_app, {"model": "pwiser@9", "registry": str(tmp_path)})
+
+
+# --------------------------------------------------------------------------- body limit
+
+
+async def _post(app: object, body: bytes, chunked: bool) -> httpx.Response:
+    async def chunks():  # no Content-Length: the limit must hold while streaming
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        return await c.post("/echo", content=chunks() if chunked else body,
+                            headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_body_limit_413_states_the_limit(chunked: bool) -> None:
+    import asyncio
+
+    api = FastAPI()
+
+    @api.post("/echo")
+    async def echo(payload: dict) -> dict:
+        return {"n": len(payload["x"])}
+
+    app = BodyLimit(api, max_bytes=5000)
+    small = asyncio.run(_post(app, json.dumps({"x": "a" * 100}).encode(), chunked))
+    assert small.status_code == 200 and small.json() == {"n": 100}
+    big = asyncio.run(_post(app, json.dumps({"x": "a" * 6000}).encode(), chunked))
+    assert big.status_code == 413 and "exceeds the limit of 5000 bytes" in big.json()["detail"]

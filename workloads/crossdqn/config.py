@@ -1,0 +1,118 @@
+"""Typed config of the Cross DQN workload: simulator, logging policy, network, loss, training, eval."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from adray.config import check
+from adray.workload import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossDQNConfig(TrainConfig):
+    """Cross DQN (ads allocation in a feed). ``epochs`` of the base is unused: RLlib runs ``iterations``."""
+
+    # ---------------------------------------------------------------- simulator (sim.py)
+    slots: int = 5
+    """K: slots per screen; the action space has 2^K actions."""
+    n_ads: int = 12
+    """Ads per request (ranked by bid)."""
+    n_organic: int = 25
+    """Organic items per request (ranked by relevance)."""
+    hist_len: int = 8
+    """Length of the user's behaviour history (items clicked before)."""
+    item_dim: int = 4
+    """Dimension of an item's content vector."""
+    base_ctr_logit: float = -1.6
+    """Click logit of an average item at the top slot."""
+    position_decay: float = 0.15
+    """Click logit lost per slot down the screen."""
+    top_ad_penalty: float = 0.3
+    """Arrangement signal: an ad in the first slot of a screen is clicked this fraction less."""
+    adj_ad_penalty: float = 0.35
+    """Arrangement signal: an ad next to another ad is clicked this fraction less (per ad neighbour)."""
+    organic_lift: float = 0.15
+    """Arrangement signal: an organic item next to an ad is clicked this fraction more."""
+    leave_base: float = 0.12
+    """Probability that the user leaves after a screen without ads."""
+    leave_per_ad: float = 0.1
+    """Extra leave probability per ad on the screen, scaled by (1 - the user's ad tolerance)."""
+    tolerance_noise: float = 0.1
+    """Std of the noise on the ad tolerance shown in the user profile (0: the profile shows it exactly)."""
+    take_rate: float = 0.1
+    """Platform fee as a fraction of the order value."""
+    reserve_price: float = 0.05
+    """GSP price of the last ad of the ranked list."""
+    eta: float = 0.3
+    """η: weight of the experience score in the reward r = r_ad + r_fee + η·r_ex (Eq. 2)."""
+
+    # ---------------------------------------------------------------- logged data (data.py)
+    n_requests: int = 3000
+    """Requests logged by the exploratory policy (about 3-4 transitions each)."""
+    log_pae: float = 0.4
+    """Target PAE of the logging policy (mean per-slot ad probability)."""
+    log_spread: float = 0.3
+    """Half-width of the uniform jitter of the per-request ad probability around ``log_pae``."""
+
+    # ---------------------------------------------------------------- network (model.py)
+    embed_dim: int = 8
+    """d: item embedding dimension (= MCAU channels)."""
+    hidden: int = 64
+    """Width of the V and A head MLPs."""
+    mcau_masks: Literal["auto", "all", "pairs", "singles"] = "auto"
+    """Channel combinations of MCAU: all non-empty subsets, singles+pairs, or singles; auto = all if d<=4."""
+    use_sacu: bool = True
+    """State and Action Cross Unit; False = the -aux-mcau-sacu ablation (Dueling DQN on [state, action])."""
+    use_mcau: bool = True
+    """Multi-Channel Attention Unit; False = the -aux-mcau ablation."""
+
+    # ---------------------------------------------------------------- loss and training (train.py)
+    lam: float = 2.0
+    """λ: weight of the batch-level PAE loss (Eq. 20); 0 = the -aux ablation."""
+    tau: float = 0.02
+    """τ: temperature of the soft argmax over Q-values (Eq. 19)."""
+    pae_target: float = 0.4
+    """Target PAE of the batch-level constraint (Eq. 21) and of the evaluation's PAE matching."""
+    gamma: float = 0.9
+    """Discount factor across screens."""
+    iterations: int = 20
+    """RLlib ``Algorithm.train()`` calls."""
+    updates_per_iteration: int = 50
+    """Gradient steps (minibatches of ``batch_size`` logged transitions) per iteration."""
+    target_update_freq: int = 4000
+    """Trained transitions between target-network updates."""
+    online: bool = False
+    """Train online in the simulator (DQN's own sampling + replay) instead of from the logged Parquet."""
+
+    # ---------------------------------------------------------------- evaluation (evaluate.py)
+    eval_requests: int = 1000
+    """Fresh simulated requests per evaluation seed."""
+    eval_seeds: int = 3
+    """Evaluation seeds (mean ± std over them)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(2 <= self.slots <= 8, f"slots={self.slots}: expected 2..8 (2^K actions)")
+        check(self.n_ads >= 1 and self.n_organic >= self.slots, f"n_ads={self.n_ads}, n_organic="
+              f"{self.n_organic}: expected n_ads >= 1 and n_organic >= slots")
+        check(self.hist_len >= 1 and self.item_dim >= 1, "hist_len and item_dim: expected >= 1")
+        for name in ("top_ad_penalty", "adj_ad_penalty", "leave_base", "log_pae", "pae_target"):
+            v = getattr(self, name)
+            check(0.0 <= v <= 1.0, f"{name}={v}: expected a value in [0, 1]")
+        check(self.organic_lift >= 0 and self.leave_per_ad >= 0, "organic_lift, leave_per_ad: expected >= 0")
+        check(0.0 <= self.take_rate <= 1.0, f"take_rate={self.take_rate}: expected in [0, 1]")
+        check(self.eta >= 0 and self.lam >= 0, f"eta={self.eta}, lam={self.lam}: expected >= 0")
+        check(self.tau > 0, f"tau={self.tau}: expected > 0")
+        check(0.0 < self.gamma <= 1.0, f"gamma={self.gamma}: expected in (0, 1]")
+        check(self.n_requests >= 10, f"n_requests={self.n_requests}: expected >= 10")
+        check(0.0 <= self.log_spread <= 0.5, f"log_spread={self.log_spread}: expected in [0, 0.5]")
+        check(self.embed_dim >= 2 and self.hidden >= 4, "embed_dim >= 2 and hidden >= 4 expected")
+        check(self.iterations >= 1 and self.updates_per_iteration >= 1, "iterations, updates_per_iteration: >= 1")
+        check(self.target_update_freq >= 1, f"target_update_freq={self.target_update_freq}: expected >= 1")
+        check(self.eval_requests >= 10 and self.eval_seeds >= 1, "eval_requests >= 10, eval_seeds >= 1")
+        check(self.use_sacu or not self.use_mcau, "use_mcau=true needs use_sacu=true (MCAU reads SACU's C)")
+
+    @property
+    def num_actions(self) -> int:
+        return 2**self.slots

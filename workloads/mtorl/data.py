@@ -1,0 +1,248 @@
+"""MTORL datasets: importers (KuaiRand sequences, Criteo attribution), simulator logs, windowing.
+
+Storage (one row per user, full journey; windowing happens in ``load_split`` so a sweep over
+``n`` needs no re-import): ``user_id`` int64, ``length`` int64, and list columns of length T
+(the user's number of steps): ``action`` (channel id), ``gain`` (g_t, fused), ``gain_cls`` (gain
+class: 0 none, 1 click, 2 conversion), ``cost`` (w_t); ``q`` is the per-step feature matrix
+flattened row-major to T*q_dim floats; ``f`` the static user features (f_dim floats). Splits
+train/val/test hold disjoint users. The manifest meta gives num_channels, q_dim, f_dim, source.
+
+``load_split`` returns, for N windows of n steps (right-padded, mask 0 on padding):
+``action`` (N, n) int64, ``reward`` (N, n) float32 = MinMaxNorm(g - s*w) with min/max from the
+train split (Eq. 3), ``gain_cls`` (N, n) int64, ``state`` (N, n, q_dim + f_dim) float32 = s_t =
+concat(q_t, f), ``mask`` (N, n) float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from adray.data import DataError, read_dataset, require_columns, require_finite, write_dataset
+from workloads.mtorl.config import MTORLConfig
+
+SPLITS = ("train", "val", "test")
+KUAIRAND_ACTIONS = ("short", "mid", "long")
+KUAIRAND_STATIC = (
+    "2_14_day_new", "30day_retention", "UNKNOWN", "day_new", "full_active", "high_active",
+    "low_active", "middle_active", "single_low_active", "onehot_feat0", "onehot_feat1",
+    "onehot_feat2", "onehot_feat3", "onehot_feat4", "onehot_feat6", "onehot_feat7",
+    "onehot_feat8", "onehot_feat9", "onehot_feat10",
+)
+CRITEO_BASE = ("uid", "campaign", "conversion", "attribution", "click", "click_nb", "cost", "cpo")
+CRITEO_CATS = tuple(f"cat{i}" for i in range(1, 10))
+
+
+def default_kuairand_path() -> Path:
+    return Path(__file__).resolve().parents[2].parent / "shared/data/kuairand_sequence.zip"
+
+
+# ----------------------------------------------------------------------------- long -> per user
+
+
+def sequences_frame(
+    user: np.ndarray, action: np.ndarray, gain: np.ndarray, gain_cls: np.ndarray,
+    cost: np.ndarray, q: np.ndarray, f: np.ndarray,
+) -> pd.DataFrame:
+    """Rows already ordered by user then time -> one row per user with list columns."""
+    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+    bounds = list(starts[1:])
+    def parts(a: np.ndarray) -> list[np.ndarray]:
+        return np.split(a, bounds)
+    return pd.DataFrame({
+        "user_id": user[starts].astype(np.int64),
+        "length": np.diff(np.r_[starts, len(user)]).astype(np.int64),
+        "action": [p.astype(np.int64) for p in parts(action)],
+        "gain": [p.astype(np.float64) for p in parts(gain)],
+        "gain_cls": [p.astype(np.int64) for p in parts(gain_cls)],
+        "cost": [p.astype(np.float64) for p in parts(cost)],
+        "q": [p.astype(np.float64).ravel() for p in parts(q)],
+        "f": [p[0].astype(np.float64) for p in parts(f)],
+    })
+
+
+def split_users(seqs: pd.DataFrame, cfg: MTORLConfig, out: Path, source: str, meta: dict) -> None:
+    """Drop short journeys, split users 80/10/10 (seeded) and write the dataset."""
+    seqs = seqs[seqs["length"] >= cfg.min_len].reset_index(drop=True)
+    perm = np.random.default_rng(cfg.seed).permutation(len(seqs))
+    cut1 = int(round(cfg.split_fractions[0] * len(seqs)))
+    cut2 = cut1 + int(round(cfg.split_fractions[1] * len(seqs)))
+    parts = {"train": perm[:cut1], "val": perm[cut1:cut2], "test": perm[cut2:]}
+    splits = {k: seqs.iloc[np.sort(v)].reset_index(drop=True) for k, v in parts.items()}
+    write_dataset(out, splits, source=source, seed=cfg.seed, meta={**meta, "users": len(seqs)})
+
+
+# ----------------------------------------------------------------------------- importers
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    sep = "\t" if ".tsv" in path.name else ","
+    try:
+        return pd.read_csv(path, sep=sep)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read as CSV ({exc})") from None
+
+
+def _one(files: Sequence[Path], fmt: str) -> Path:
+    if len(files) != 1:
+        raise DataError(f"{fmt}: expected exactly one input file, got {len(files)}")
+    return Path(files[0])
+
+
+def import_kuairand(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
+    """KuaiRand sequence CSV (or the zip holding it): action = one-hot short/mid/long, gain = is_click."""
+    path = _one(files, "kuairand-sequence")
+    df = _read_table(path)
+    cols = ["user_id", "time_ms", "is_click", *KUAIRAND_ACTIONS, *cfg.step_features, *KUAIRAND_STATIC]
+    require_columns(df, cols, str(path))
+    require_finite(df, cols, str(path))
+    df = df.sort_values(["user_id", "time_ms"], kind="stable")
+    onehot = df[list(KUAIRAND_ACTIONS)].to_numpy(float)
+    bad = np.flatnonzero(onehot.sum(1) != 1)
+    if len(bad):
+        raise DataError(f"{path}: row {int(bad[0])}: columns short/mid/long must be one-hot")
+    gain = df["is_click"].to_numpy(float)
+    if not np.isin(gain, (0.0, 1.0)).all():
+        raise DataError(f"{path}: column 'is_click' must be 0 or 1")
+    seqs = sequences_frame(
+        df["user_id"].to_numpy(np.int64), onehot.argmax(1), gain, gain.astype(np.int64),
+        np.zeros(len(df)), df[list(cfg.step_features)].to_numpy(float),
+        df[list(KUAIRAND_STATIC)].to_numpy(float),
+    )
+    meta = {"num_channels": 3, "channels": list(KUAIRAND_ACTIONS), "q_dim": len(cfg.step_features),
+            "f_dim": len(KUAIRAND_STATIC), "file": str(path), "gain": "is_click", "costs": "none (0)"}
+    split_users(seqs, cfg, out, "kuairand", meta)
+
+
+def import_criteo(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
+    """Criteo attribution sequences: one row per impression, ordered by user then time.
+
+    Action = argmax of the one-hot ``Type_<id>`` columns (ordered by id); q_t = cat1..cat9 min-max
+    scaled over the file; no static features; cost from ``cost``; gain per ``cfg.gain``.
+    """
+    path = _one(files, "criteo-sequence")
+    df = _read_table(path)
+    require_columns(df, [*CRITEO_BASE, *CRITEO_CATS], str(path))
+    types = sorted((c for c in df.columns if str(c).startswith("Type_")), key=lambda c: int(c[5:]))
+    if not types:
+        raise DataError(f"{path}: no one-hot channel columns named Type_<id>")
+    num = [*CRITEO_BASE, *CRITEO_CATS, *types]
+    require_finite(df, num, str(path))
+    onehot = df[types].to_numpy(float)
+    bad = np.flatnonzero(onehot.sum(1) != 1)
+    if len(bad):
+        raise DataError(f"{path}: row {int(bad[0])}: columns {types[0]}..{types[-1]} must be one-hot")
+    click, conv = df["click"].to_numpy(float), df["conversion"].to_numpy(float)
+    gain = {"click": click, "conversion": conv, "both": click + 10.0 * conv}[cfg.gain]
+    gain_cls = np.where(conv > 0, 2, np.where(click > 0, 1, 0)) if cfg.gain == "both" else (gain > 0)
+    cats = df[list(CRITEO_CATS)].to_numpy(float)
+    lo, hi = cats.min(0), cats.max(0)
+    q = (cats - lo) / np.maximum(hi - lo, 1e-12)
+    user = df["uid"].to_numpy(np.int64)
+    order_ok = np.r_[True, user[1:] != user[:-1]].sum() == len(np.unique(user))
+    if not order_ok:
+        raise DataError(f"{path}: rows must be ordered by user (column 'uid') then time")
+    seqs = sequences_frame(user, onehot.argmax(1), gain, gain_cls.astype(np.int64),
+                           df["cost"].to_numpy(float), q, np.zeros((len(df), 0)))
+    meta = {"num_channels": len(types), "channels": types, "q_dim": len(CRITEO_CATS), "f_dim": 0,
+            "file": str(path), "gain": cfg.gain, "costs": "column cost"}
+    split_users(seqs, cfg, out, "criteo", meta)
+
+
+def make_data(cfg: MTORLConfig, out: Path) -> None:
+    """Write the dataset named by ``cfg.source``: simulator logs or an import of KuaiRand."""
+    if cfg.source == "kuairand":
+        import_kuairand([Path(cfg.kuairand_path) if cfg.kuairand_path else default_kuairand_path()], out, cfg)
+    elif cfg.source == "simulator":
+        from workloads.mtorl.sim import simulate_logs
+
+        seqs, meta = simulate_logs(cfg.sim, cfg.seed)
+        split_users(seqs, cfg, out, "simulator", meta)
+    else:
+        raise DataError("source=criteo has no generator: use `adray data import criteo-sequence FILE --out DIR`")
+
+
+# ----------------------------------------------------------------------------- windowing
+
+
+def read_sequences(data_dir: Path, split: str, cfg: MTORLConfig) -> tuple[pd.DataFrame, dict]:
+    ds = read_dataset(data_dir)
+    if ds.manifest.get("source") != cfg.source:
+        raise DataError(
+            f"{data_dir}: dataset source is {ds.manifest.get('source')!r} but config source={cfg.source!r}; "
+            "point `data` at a matching dataset"
+        )
+    df = ds.read(split)
+    require_columns(df, ["user_id", "length", "action", "gain", "gain_cls", "cost", "q", "f"], str(ds.split_path(split)))
+    return df, ds.meta
+
+
+def reward_range(data_dir: Path, cfg: MTORLConfig) -> tuple[float, float]:
+    """Min and max of g - s*w over the train split (the MinMaxNorm of Eq. 3)."""
+    train, _ = read_sequences(data_dir, "train", cfg)
+    raw = np.concatenate(train["gain"].to_numpy()) - cfg.penalty_s * np.concatenate(train["cost"].to_numpy())
+    return float(raw.min()), float(raw.max())
+
+
+def windows(seqs: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, n: int, meta: dict,
+            rng_minmax: tuple[float, float], penalty_s: float) -> dict[str, np.ndarray]:
+    """Cut window [start, start+n) of user row ``rows[i]``; right-pad with mask 0."""
+    qd, fd = int(meta["q_dim"]), int(meta["f_dim"])
+    big_n = len(rows)
+    out = {
+        "action": np.zeros((big_n, n), np.int64), "reward": np.zeros((big_n, n), np.float32),
+        "gain_cls": np.zeros((big_n, n), np.int64), "state": np.zeros((big_n, n, qd + fd), np.float32),
+        "mask": np.zeros((big_n, n), np.float32),
+    }
+    lo, hi = rng_minmax
+    for i, (r, s) in enumerate(zip(rows, starts)):
+        row = seqs.iloc[int(r)]
+        e = min(int(row["length"]), int(s) + n)
+        k = e - int(s)
+        out["action"][i, :k] = row["action"][s:e]
+        raw = row["gain"][s:e] - penalty_s * row["cost"][s:e]
+        out["reward"][i, :k] = np.clip((raw - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        out["gain_cls"][i, :k] = row["gain_cls"][s:e]
+        out["state"][i, :k, :qd] = np.asarray(row["q"]).reshape(-1, qd)[s:e] if qd else 0.0
+        out["state"][i, :k, qd:] = row["f"]
+        out["mask"][i, :k] = 1.0
+    return out
+
+
+def load_split(data_dir: Path, split: str, cfg: MTORLConfig) -> dict[str, np.ndarray]:
+    """Windows of ``cfg.n`` steps for one split under ``cfg.protocol`` (see module docstring)."""
+    data_dir = Path(data_dir)
+    if split not in SPLITS:
+        raise DataError(f"split {split!r}: expected one of {SPLITS}")
+    rng_minmax = reward_range(data_dir, cfg)
+    if cfg.protocol == "user":
+        seqs, meta = read_sequences(data_dir, split, cfg)
+        lengths = seqs["length"].to_numpy()
+        starts = np.maximum(lengths - cfg.n, 0) if cfg.truncate == "last" else np.zeros(len(seqs), np.int64)
+        return windows(seqs, starts, np.arange(len(seqs)), cfg.n, meta, rng_minmax, cfg.penalty_s)
+    # reference protocol: pool all users, sample windows with replacement, split the windows
+    frames = [read_sequences(data_dir, s, cfg) for s in SPLITS]
+    seqs, meta = pd.concat([f for f, _ in frames], ignore_index=True), frames[0][1]
+    eligible = np.flatnonzero(seqs["length"].to_numpy() >= cfg.n + 1)
+    if len(eligible) == 0:
+        raise DataError(f"{data_dir}: no user has >= n+1={cfg.n + 1} steps (reference protocol)")
+    rng = np.random.default_rng(cfg.ref_seed)
+    rows = rng.choice(eligible, size=cfg.ref_windows, replace=True)
+    starts = rng.integers(0, seqs["length"].to_numpy()[rows] - cfg.n + 1)
+    perm = rng.permutation(cfg.ref_windows)
+    c1 = int(cfg.split_fractions[0] * cfg.ref_windows)
+    c2 = c1 + int(cfg.split_fractions[1] * cfg.ref_windows)
+    take = {"train": perm[:c1], "val": perm[c1:c2], "test": perm[c2:]}[split]
+    return windows(seqs, starts[take], rows[take], cfg.n, meta, rng_minmax, cfg.penalty_s)
+
+
+def model_meta(data_dir: Path, cfg: MTORLConfig) -> dict:
+    ds = read_dataset(data_dir)
+    m = ds.meta
+    return {"num_channels": int(m["num_channels"]), "state_dim": int(m["q_dim"]) + int(m["f_dim"]),
+            "num_gain_classes": 3, "source": ds.manifest.get("source")}

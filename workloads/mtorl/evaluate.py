@@ -1,0 +1,76 @@
+"""Offline metrics of next-action prediction (macro F1 / precision / recall on valid steps) and
+reward prediction; the table of methods for ``adray eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adray.metrics import auc, macro_prf
+from workloads.mtorl.model import predict
+
+
+@torch.no_grad()
+def outputs(model: Any, arrays: dict[str, np.ndarray], chunk: int = 1024) -> tuple[np.ndarray, np.ndarray | None]:
+    """Action probabilities (N, T, m) and predicted rewards (N, T) (None for DT)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probs, rewards = [], []
+    for i in range(0, len(arrays["action"]), chunk):
+        t = {k: torch.from_numpy(np.ascontiguousarray(arrays[k][i:i + chunk])).to(device)
+             for k in ("action", "reward", "state", "mask")}
+        p, r = predict(model, t["action"], t["reward"], t["state"], t["mask"])
+        probs.append(p.cpu().numpy())
+        if r is not None:
+            rewards.append(r.cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(probs), (np.concatenate(rewards) if rewards else None)
+
+
+def evaluate(model: Any, arrays: dict[str, np.ndarray], cfg: Any) -> dict[str, float]:
+    """Macro F1 / precision / recall / accuracy of next-action prediction on valid steps, plus
+    reward-prediction accuracy (binary) or MSE (continuous) or class accuracy (multiclass)."""
+    probs, r_pred = outputs(model, arrays)
+    valid = arrays["mask"] > 0
+    y_true, y_pred = arrays["action"][valid], probs.argmax(-1)[valid]
+    prf = macro_prf(y_true, y_pred, labels=list(range(probs.shape[-1])))
+    out = {"f1_macro": prf["f1"], "precision_macro": prf["precision"], "recall_macro": prf["recall"],
+           "accuracy": float(np.mean(y_true == y_pred))}
+    if r_pred is not None:
+        rv, rt = r_pred[valid], arrays["reward"][valid]
+        if cfg.reward_type == "continuous":
+            out["reward_mse"] = float(np.mean((rv - rt) ** 2))
+        elif cfg.reward_type == "binary":
+            out["reward_accuracy"] = float(np.mean((rv > 0.5) == (rt > 0.5)))
+            if 0 < rt.mean() < 1:
+                out["reward_auc"] = auc((rt > 0.5).astype(int), rv)
+        else:
+            out["reward_accuracy"] = float(np.mean((rv > 0.5) == (arrays["gain_cls"][valid] > 0)))
+    return out
+
+
+def evaluate_methods(cfg: Any, data_dir: Path, model: Any) -> dict[str, dict[str, float]]:
+    """The given model on the test split beside two model-free references: the majority channel
+    of the train split and the previous step's channel (repeat-last)."""
+    from workloads.mtorl.data import load_split
+
+    train, test = load_split(Path(data_dir), "train", cfg), load_split(Path(data_dir), "test", cfg)
+    valid = test["mask"] > 0
+    y = test["action"][valid]
+    labels = list(range(int(max(train["action"].max(), test["action"].max())) + 1))
+
+    def scores(pred: np.ndarray) -> dict[str, float]:
+        prf = macro_prf(y, pred, labels=labels)
+        return {f"test_{k}_macro": v for k, v in prf.items()}
+
+    majority = np.bincount(train["action"][train["mask"] > 0]).argmax()
+    prev = np.concatenate([np.full((len(test["action"]), 1), majority), test["action"][:, :-1]], 1)
+    return {
+        "mtorl": {f"test_{k}": v for k, v in evaluate(model, test, cfg).items()},
+        "majority": scores(np.full(len(y), majority)),
+        "repeat_last": scores(prev[valid]),
+    }
