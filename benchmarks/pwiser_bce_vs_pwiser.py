@@ -74,14 +74,18 @@ def main() -> None:
     ap.add_argument("--m1", type=float, default=0.3)
     ap.add_argument("--m2", type=float, default=0.3)
     ap.add_argument("--margin-form", default="hinge", choices=["hinge", "literal"])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--embedding-dim", type=int, default=8)
+    ap.add_argument("--expert-units", default="64", help="comma-separated widths (experts / shared bottom)")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="also print one JSON line with every number")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     base = PWiseRConfig(rows=args.rows, epochs=args.epochs, batch_size=2048, lr=1e-3, weight_decay=1e-6,
                         noise_click_share=args.noise_share, ctr=args.ctr, cvr=args.cvr,
                         test_fraction=args.test_fraction, lam=args.lam, m1=args.m1, m2=args.m2,
-                        margin_form=args.margin_form)
+                        margin_form=args.margin_form, embedding_dim=args.embedding_dim,
+                        expert_units=tuple(int(u) for u in args.expert_units.split(",")),
+                        bottom_units=tuple(int(u) for u in args.expert_units.split(",")), tower_units=(32,))
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +96,10 @@ def main() -> None:
             for model in args.models.split(","):
                 for loss in ("bce", "pwiser"):
                     cfg = base.override({"seed": seed, "model": model, "loss": loss})
+                    t = time.perf_counter()
                     m = train_one(cfg, data_dir, noise)
+                    print(f"  seed {seed} {model:<12} {loss:<6} " + " ".join(f"{k}={m[k]:.4f}" for k in METRICS)
+                          + f"  ({time.perf_counter() - t:.0f}s)", flush=True)
                     cell = results.setdefault(model, {}).setdefault(loss, {k: [] for k in METRICS})
                     for k in METRICS:
                         cell[k].append(m[k])

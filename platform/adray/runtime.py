@@ -34,9 +34,11 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True, configure_logging=False)
     else:
+        # The dashboard stays on: Train V2's PlacementGroupCleaner asks the State API (served by
+        # the dashboard) whether a controller died; without it a stopped Tune trial's worker
+        # placement group is never released and the next trial waits for CPUs forever.
         ray.init(
             num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
             logging_level=logging.WARNING,

@@ -132,6 +132,10 @@ def _distributions(space: TuneSpace, grid: bool) -> dict[str, Any]:
     return out
 
 
+def _trial_name(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
 def _trial(config: dict[str, Any]) -> None:  # a Tune function trainable
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -219,9 +223,13 @@ def run_sweep(
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                scheduler=ASHAScheduler(metric=space.metric, mode=space.mode, max_t=max(1, max_t),
+                # max_t one past the last epoch: a trial that reaches the end finishes by itself
+                # (and writes its best model) instead of being stopped at its final report.
+                scheduler=ASHAScheduler(metric=space.metric, mode=space.mode, max_t=max(1, max_t) + 1,
                                         grace_period=1, reduction_factor=2),
                 num_samples=num_samples,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=1 if progress else 0),
         )

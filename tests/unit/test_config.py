@@ -71,3 +71,17 @@ def test_unknown_named_config_lists_available(tmp_path: Path) -> None:
 def test_configs_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Demo().lr = 2.0  # type: ignore[misc]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair(Config):
+    split: tuple[float, int] = (0.5, 1)
+    """A fixed-length, mixed-type tuple."""
+
+
+def test_fixed_length_tuples_coerce_each_item_to_its_type() -> None:
+    assert Pair.from_dict({"split": [1, 2]}).split == (1.0, 2)
+    with pytest.raises(ConfigError, match="expected 2 items"):
+        Pair.from_dict({"split": [1.0]})
+    with pytest.raises(ConfigError, match=r"split\[1\]=0.5; expected an integer"):
+        Pair.from_dict({"split": [1.0, 0.5]})

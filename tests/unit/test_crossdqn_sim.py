@@ -76,7 +76,7 @@ def test_episode_ends_when_user_leaves_or_lists_run_out() -> None:
 
 def test_arrangement_signal_and_personal_tolerance() -> None:
     # Ad CTR in slot 2: alone (0b00100) vs next to another ad (0b01100); organic slot 1 next to an ad.
-    n = 20000
+    n = 8000
     _, alone = _run(CFG, 0b00100, n, seed=11)
     _, pair = _run(CFG, 0b01100, n, seed=11)
     assert pair[0]["click_mask"][:, 2].mean() < 0.85 * alone[0]["click_mask"][:, 2].mean()

@@ -157,3 +157,15 @@ def test_online_procedure_never_overspends_and_ablations_run():
         out = run_procedure(cfg, net, p0, rank_users=rank, channel=ch, reward_minmax=(-0.7, 1.0), static_dim=1)
         assert 0 < out["spent"] <= 60.0 + 1e-9 and out["exposures"] > 0
         assert 0 <= out["avg_reward"] <= 1
+
+
+def test_real_kuairand_zip_imports_every_row_and_user(shared_data, tmp_path):
+    path = shared_data / "kuairand_sequence.zip"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    cfg = MTORLConfig(source="kuairand")
+    import_kuairand([path], tmp_path / "ds", cfg)
+    seqs = pd.concat([read_sequences(tmp_path / "ds", s, cfg)[0] for s in ("train", "val", "test")])
+    assert len(seqs) == 6051 and seqs["length"].sum() == 126184
+    arr = load_split(tmp_path / "ds", "val", cfg)
+    assert arr["action"].shape == (605, 20)

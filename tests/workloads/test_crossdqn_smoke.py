@@ -34,3 +34,15 @@ def test_offline_fit_publish_and_load(ray_cluster, adray_home: Path, tmp_path: P
     # the loaded module is the trained one: same greedy rollout as the validation reported in fit
     val = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=7_777_777)
     assert val["reward"] == pytest.approx(metrics["val_reward"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_online_training_in_the_simulator(ray_cluster, tmp_path: Path) -> None:
+    """online=True: RLlib's own DQN sampling in FeedEnv (epsilon-greedy), same learner and loss."""
+    from adray import rl
+    from workloads.crossdqn.train import MODULE_DIR, train_module
+
+    cfg = load_config(CrossDQNConfig, "smoke", WORKLOAD.configs_dir, {"online": True, "iterations": 2})
+    metrics = train_module(cfg, tmp_path, tmp_path / "out")
+    assert np.isfinite(metrics["qf_loss"]) and "pae_batch" in metrics
+    assert rl.load_module(tmp_path / "out" / MODULE_DIR) is not None

@@ -111,13 +111,10 @@ def train_ablations(cfg: CrossDQNConfig, data_dir: Path, out_root: Path) -> dict
 def evaluate_methods(cfg: CrossDQNConfig, data_dir: Path, model: Any,
                      ablations: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """The paper's table: {method: {metric: value}} for crossdqn, fixed, gea and the ablations."""
-    torch.set_grad_enabled(False)
-    try:
-        policies: dict[str, Policy] = {"crossdqn": q_policy(model), "fixed": fixed_policy(cfg),
-                                       "gea": gea_policy(cfg)}
-        with tempfile.TemporaryDirectory(prefix="crossdqn-ablations-") as tmp:
-            trained = ablations if ablations is not None else train_ablations(cfg, Path(data_dir), Path(tmp))
-            policies.update({name: q_policy(m) for name, m in trained.items()})
+    policies: dict[str, Policy] = {"crossdqn": q_policy(model), "fixed": fixed_policy(cfg), "gea": gea_policy(cfg)}
+    with tempfile.TemporaryDirectory(prefix="crossdqn-ablations-") as tmp:
+        # train first: the ablations need gradients (evaluation below runs under no_grad)
+        trained = ablations if ablations is not None else train_ablations(cfg, Path(data_dir), Path(tmp))
+        policies.update({name: q_policy(m) for name, m in trained.items()})
+        with torch.no_grad():
             return {name: evaluate_policy(cfg, p, matched=(name != "fixed")) for name, p in policies.items()}
-    finally:
-        torch.set_grad_enabled(True)

@@ -162,7 +162,8 @@ def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any
 
     try:
         start = time.perf_counter()
-        history = rl.train_iterations(algo, cfg.iterations, summarize, report, progress)
+        with torch.enable_grad():  # callers may evaluate under no_grad; training must not inherit it
+            history = rl.train_iterations(algo, cfg.iterations, summarize, report, progress)
         train_s = time.perf_counter() - start
         rl.export_module(algo, out_dir / MODULE_DIR)
     finally:
