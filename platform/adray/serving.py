@@ -8,7 +8,6 @@ a 422 naming ``candidates.<i>.<feature>`` and the OpenAPI page lists the exact f
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -210,16 +209,6 @@ class BodyLimit:
 
 
 # --------------------------------------------------------------------------- deploy options
-
-
-@dataclasses.dataclass(frozen=True)
-class HttpTarget:
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{'127.0.0.1' if self.host in ('0.0.0.0', '') else self.host}:{self.port}"
 
 
 def default_registry() -> str:

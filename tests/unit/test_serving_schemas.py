@@ -18,7 +18,15 @@ from adray.config import save_config
 from adray.data.features import CategoricalFeature, FeatureMap
 from adray.models import load_model
 from adray.registry import ModelVersion, Registry
-from adray.serving import BodyLimit, Scorer, ServeError, columns_of, request_schema, resolve_model
+from adray.serving import (
+    BodyLimit,
+    Scorer,
+    ServeError,
+    columns_of,
+    predict_offline,
+    request_schema,
+    resolve_model,
+)
 from workloads import WORKLOADS
 
 FM = FeatureMap((CategoricalFeature("user_id", 50), CategoricalFeature("item_id", 30)), ("price",), ("click", "conversion"))
@@ -81,6 +89,7 @@ def test_scorer_matches_the_network_and_maps_unknown_ids_to_zero(tmp_path: Path)
     for task in ("ctr", "cvr", "ctcvr"):
         np.testing.assert_array_equal(got[task], want[task].numpy())
     np.testing.assert_allclose(got["ctcvr"], got["ctr"] * got["cvr"], rtol=1e-6)
+    np.testing.assert_array_equal(predict_offline("pwiser@latest", df, tmp_path)["cvr"], want["cvr"].numpy())
 
 
 def test_single_task_model_has_null_cvr(tmp_path: Path) -> None:

@@ -22,12 +22,14 @@ def test_offline_fit_publish_and_load(ray_cluster, adray_home: Path, tmp_path: P
     cfg = load_config(CrossDQNConfig, "smoke", WORKLOAD.configs_dir,
                       {"data": str(tmp_path / "data"), "iterations": 2, "updates_per_iteration": 4})
     reports: list[dict] = []
-    metrics, ref = run_fit(WORKLOAD, cfg, report=reports.append)
+    with torch.no_grad():  # as when evaluate_methods trains ablations: training must still learn
+        metrics, ref = run_fit(WORKLOAD, cfg, report=reports.append)
     assert len(reports) == 2 and all(np.isfinite(r["qf_loss"]) for r in reports)
     assert {"pae_batch", "val_reward", "iter_time_s", "train_transitions_per_s"} <= set(metrics)
     loaded = load_model(ref)  # the inference RLModule alone, from the registry
     module = loaded.model
     assert not hasattr(module, "_target_net")  # inference-only: no target network
+    assert module.net.type_emb.abs().sum() > 0  # zero at init: nonzero only if gradients flowed
     obs = torch.randn(3, loaded.meta["obs_layout"]["obs_dim"])
     actions = module.forward_inference({"obs": obs})["actions"]
     assert actions.shape == (3,) and int(actions.max()) < cfg.num_actions
