@@ -21,7 +21,7 @@ def _assert_nothing_published(home: Path) -> None:
         (["train", "pwiser", "--config", "smoke", "--set", "lrr=0.1"], "unknown key(s) ['lrr']"),
         (["train", "pwiser", "--config", "smoke", "--set", "lr=fast"], "lr='fast'; expected a number"),
         (["train", "pwiser", "--config", "nosuch"], "unknown config 'nosuch'"),
-        (["eval", "pwiser", "--model", "pwiser@v0042"], "no published model 'pwiser'"),
+        (["eval", "pwiser", "--model", "pwiser@v0042"], "available versions of 'pwiser': none"),
     ],
 )
 def test_cli_user_errors(tmp_path: Path, args: list[str], message: str) -> None:
@@ -58,7 +58,7 @@ def _ae_csv(path: Path, src: Path, mutate) -> Path:  # noqa: ANN001
         (lambda df: df.assign(numerical_3=df["numerical_3"].where(df.index != 5, float("nan"))), "numerical_3"),
         (lambda df: df.astype({"numerical_7": object}).assign(
             numerical_7=lambda d: d["numerical_7"].where(d.index != 2, "abc")), "numerical_7"),
-        (lambda df: df.iloc[:0], "empty"),
+        (lambda df: df.iloc[:0], "no data rows"),
     ],
     ids=["missing-label", "nan", "wrong-type", "empty"],
 )

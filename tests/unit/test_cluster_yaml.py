@@ -54,3 +54,5 @@ def test_setup_installs_like_the_readme(raw: dict) -> None:
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = [c for c in raw[key] if "ray start" in c]
         assert start and all("~/adray/.venv/bin/ray start" in c for c in start), key
+        # ...with the venv on PATH: job entrypoints such as `adray train` run in Ray's environment.
+        assert all("PATH=$HOME/adray/.venv/bin:$PATH" in c for c in start), key
