@@ -8,6 +8,7 @@ of adray.jobs at the bottom need no cluster.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +82,7 @@ def head() -> Iterator[dict]:
             proc.wait(10)
         _kill_leftovers(str(tmp))
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _kill_leftovers(marker: str) -> None:
