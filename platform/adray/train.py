@@ -149,7 +149,12 @@ def run_training(
     ret: dict[str, Any] = result.return_value or {}
     history = ret.get("history", [])
     if ret.get("first_batch_unix"):
-        timings["first_batch_s"] = ret["first_batch_unix"] - wall_start + timings["ray_init_s"] + timings["data_load_s"]
+        before_fit = timings["ray_init_s"] + timings["data_load_s"]
+        timings["first_batch_s"] = ret["first_batch_unix"] - wall_start + before_fit
+        # Ray Train's share: controller, placement group, worker processes, process group
+        timings["workers_up_s"] = ret["loop_start_unix"] - wall_start
+        # ours, inside the worker: imports, fetching the arrays, building the model, first batch
+        timings["worker_setup_s"] = ret["first_batch_unix"] - ret["loop_start_unix"]
     ckpt_dir = run_dir / "best"
     _materialise_best(result.checkpoint, ckpt_dir, cfg, meta)
     (run_dir / COMPLETED).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -202,6 +207,7 @@ def _materialise_best(checkpoint: Any, out: Path, cfg: TrainConfig, meta: dict[s
 
 
 def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray Train worker
+    loop_start_unix = time.time()
     import ray
     import ray.train
     import ray.train.torch
@@ -289,6 +295,7 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray 
     with torch.no_grad():
         test_metrics = {k: float(v) for k, v in spec.evaluate(model, test, cfg).items()}
     return {"best": best or {}, "test": test_metrics, "history": history, "first_batch_unix": first_batch_unix,
+            "loop_start_unix": loop_start_unix,
             "resumed_from_epoch": start_epoch}
 
 
