@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray.tune import Callback
 
 from adray.config import Config, ConfigError, load_config
 from adray.paths import runs_root
@@ -132,18 +133,32 @@ def _distributions(space: TuneSpace, grid: bool) -> dict[str, Any]:
     return out
 
 
+class _TrialLines(Callback):
+    """One line per trial report and end, instead of Tune's full status tables."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
+        print(f"[tune] {trial.trial_id} iter {result.get('training_iteration')}: "
+              f"{self.metric}={result.get(self.metric, float('nan')):.4f}  ({params})", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        print(f"[tune] {trial.trial_id} finished ({done}/{len(trials)} trials done)", flush=True)
+
+
 def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _trial(config: dict[str, Any]) -> None:  # a Tune function trainable
+def _trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:  # a Tune function trainable
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    sweep = config["__sweep"]
     wl = get_workload(sweep["workload"])
-    params = {k: v for k, v in config.items() if not k.startswith("__")}
-    cfg = wl.config_cls.from_dict(sweep["cfg"]).override(params, "tune trial")
+    cfg = wl.config_cls.from_dict(sweep["cfg"]).override(dict(config), "tune trial")
     trial_dir = Path(sweep["root"]) / tune.get_context().get_trial_id()
     if wl.torch is not None:
         from adray.train import run_training
@@ -207,20 +222,20 @@ def run_sweep(
     root = runs_root() / "sweeps"
     exp_dir = root / name
     max_t = cfg.epochs if wl.torch is not None else getattr(cfg, "iterations", cfg.epochs)
-    trainable = tune.with_resources(_trial, {"CPU": trial_cpu})
-    param_space = {"__sweep": {"workload": wl.name, "cfg": cfg.to_dict(), "workers": num_workers,
-                               "cpus_per_worker": per_worker, "root": str(exp_dir / "trials")}}
+    sweep = {"workload": wl.name, "cfg": cfg.to_dict(), "workers": num_workers,
+             "cpus_per_worker": per_worker, "root": str(exp_dir / "trials")}
+    trainable = tune.with_resources(tune.with_parameters(_trial, sweep=sweep), {"CPU": trial_cpu})
+    callbacks = [_TrialLines(space.metric)] if progress else []
     if tune.Tuner.can_restore(str(exp_dir)):
         if progress:
             print(f"[adray] resuming sweep {name} from {exp_dir}")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, param_space=param_space, resume_errored=True)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
     else:
         searcher = ConcurrencyLimiter(
             OptunaSearch(dists, metric=space.metric, mode=space.mode, sampler=sampler), max_concurrent=concurrent
         )
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 # max_t one past the last epoch: a trial that reaches the end finishes by itself
@@ -231,7 +246,7 @@ def run_sweep(
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=1 if progress else 0),
+            run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0, callbacks=callbacks),
         )
     grid_result = tuner.fit()
     return _summarise(space, wl, cfg, grid_result, exp_dir, name, publish)
@@ -256,7 +271,7 @@ def _summarise(space: TuneSpace, wl: Workload, cfg: Config, results: Any, exp_di
 
     rows = []
     for r in results:
-        params = {k.removeprefix("config/"): v for k, v in r.config.items() if not k.startswith("__")}
+        params = dict(r.config)
         hist = r.metrics_dataframe if r.metrics_dataframe is not None else pd.DataFrame()
         vals = hist[space.metric].dropna() if space.metric in hist else pd.Series(dtype=float)
         best_val = (vals.max() if space.mode == "max" else vals.min()) if len(vals) else float("nan")

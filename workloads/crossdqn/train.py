@@ -179,8 +179,12 @@ def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any
 
 
 def fit(cfg: CrossDQNConfig, ctx: FitContext) -> FitResult:
-    """The platform's entry point: offline (or online) RLlib training, checkpoint = module dir."""
-    out = ctx.run_dir / "checkpoint"
+    """The platform's entry point: offline (or online) RLlib training.
+
+    The checkpoint is ``ctx.run_dir`` itself (``module/`` + the config and meta the platform adds):
+    the Tune harness publishes a fit trial's best model from ``<trial>/fit/config.yaml``.
+    """
+    out = ctx.run_dir
     out.mkdir(parents=True, exist_ok=True)
     metrics = train_module(cfg, ctx.data_dir, out, ctx.report, ctx.progress)
     meta = {"obs_layout": obs_layout(cfg), "module_config": module_config(cfg, obs_layout(cfg)),
