@@ -136,8 +136,8 @@ def _distributions(space: TuneSpace, grid: bool) -> dict[str, Any]:
 class _TrialLines(Callback):
     """One line per trial report and end, instead of Tune's full status tables."""
 
-    def __init__(self, metric: str) -> None:
-        self.metric = metric
+    def __init__(self, metric: str, total: int) -> None:
+        self.metric, self.total = metric, total
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
@@ -145,8 +145,9 @@ class _TrialLines(Callback):
               f"{self.metric}={result.get(self.metric, float('nan')):.4f}  ({params})", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        print(f"[tune] {trial.trial_id} finished ({done}/{len(trials)} trials done)", flush=True)
+        # Tune calls this before it sets the trial's status
+        done = 1 + sum(t.status in ("TERMINATED", "ERROR") for t in trials if t is not trial)
+        print(f"[tune] {trial.trial_id} finished ({done}/{self.total} trials done)", flush=True)
 
 
 def _trial_name(trial: Any) -> str:
@@ -203,6 +204,9 @@ def run_sweep(
         raise TuneSpaceError(f"{space.path}: no 'params' to search")
     dists = _distributions(space, grid)
     _validate_values(space, wl, cfg, dists)
+    from adray.train import prepare_data
+
+    prepare_data(wl, cfg, progress)  # once, here: concurrent trials must not each generate it
     num_samples = math.prod(len(v) for v in space.grid.values()) if grid else trials
     sampler = GridSampler(space.grid, seed=cfg.seed) if grid else TPESampler(seed=cfg.seed)
 
@@ -225,7 +229,7 @@ def run_sweep(
     sweep = {"workload": wl.name, "cfg": cfg.to_dict(), "workers": num_workers,
              "cpus_per_worker": per_worker, "root": str(exp_dir / "trials")}
     trainable = tune.with_resources(tune.with_parameters(_trial, sweep=sweep), {"CPU": trial_cpu})
-    callbacks = [_TrialLines(space.metric)] if progress else []
+    callbacks = [_TrialLines(space.metric, num_samples)] if progress else []
     if tune.Tuner.can_restore(str(exp_dir)):
         if progress:
             print(f"[adray] resuming sweep {name} from {exp_dir}")
@@ -288,12 +292,22 @@ def _summarise(space: TuneSpace, wl: Workload, cfg: Config, results: Any, exp_di
     ok = table[table[space.metric].notna()]
     if ok.empty:
         raise RuntimeError(f"sweep {name}: no trial reported {space.metric!r}; see {exp_dir}")
-    best = ok.loc[ok[space.metric].idxmax() if space.mode == "max" else ok[space.metric].idxmin()]
-    best_params = {k: _plain(best[k]) for k in (space.grid if not space.params else space.params) if k in best}
-    best_params |= {k: _plain(best[k]) for k in space.grid if k in best}
+    ranked = ok.sort_values(space.metric, ascending=space.mode == "min")
+    names = [k for k in (*space.params, *space.grid) if k in table]
+    best = ranked.iloc[0]
+    ref = None
+    if publish:  # the best trial with a publishable model (an ASHA-stopped fit trial has none)
+        for _, row in ranked.iterrows():
+            params = {k: _plain(row[k]) for k in names}
+            metrics = {space.metric: float(row[space.metric])}
+            ref = _publish_best(wl, cfg.override(params, "best trial"), row, exp_dir, space, metrics, name)
+            if ref is not None:
+                best = row
+                break
+        if ref is None:
+            print(f"[adray] warning: sweep {name}: no trial left a publishable model; nothing published")
+    best_params = {k: _plain(best[k]) for k in names}
     best_metrics = {space.metric: float(best[space.metric])}
-    ref = _publish_best(wl, cfg.override(best_params, "best trial"), best, exp_dir, space, best_metrics, name) \
-        if publish else None
     return SweepResult(best_params, best_metrics, ref, table_path, plot_path, len(table))
 
 
@@ -311,7 +325,10 @@ def _publish_best(wl: Workload, cfg: Config, best: Any, exp_dir: Path, space: Tu
     from adray.registry import Registry
 
     trial_dir = exp_dir / "trials" / str(best["trial_id"])
-    src = next((d for d in (trial_dir / "train" / "best", trial_dir / "fit") if (d / CONFIG_FILE).is_file()), None)
+    fit_dir = trial_dir / "fit"
+    fit_ckpts = sorted((p.parent for p in fit_dir.rglob(CONFIG_FILE)), key=lambda p: len(p.parts)) \
+        if fit_dir.is_dir() else []
+    src = next((d for d in (trial_dir / "train" / "best", *fit_ckpts) if (d / CONFIG_FILE).is_file()), None)
     if src is None and isinstance(best.get("_last"), str) and wl.torch is not None:
         src = exp_dir / "best_model"
         shutil.rmtree(src, ignore_errors=True)

@@ -14,6 +14,7 @@ from workloads.mtorl.data import (
     load_split,
     make_data,
     read_sequences,
+    reference_windows,
 )
 from workloads.mtorl.model import MTORLNet
 from workloads.mtorl.online import Memory, channel_ratios, run_procedure
@@ -101,6 +102,14 @@ def test_reference_protocol_samples_windows_from_long_users_across_splits(tmp_pa
     assert all((p["mask"] == 1).all() for p in parts)  # users with >= n+1 steps: no padding
     again = load_split(tmp_path / "ds", "test", cfg)
     assert np.array_equal(again["action"], parts[2]["action"])  # seeded
+    # the window draws behind load_split: same test windows, the splits partition the draws, and
+    # sampling with replacement from 40 users makes test windows repeat train users (the leak)
+    seqs, _, rows, starts, take = reference_windows(tmp_path / "ds", cfg)
+    assert sorted(np.concatenate(list(take.values())).tolist()) == list(range(50))
+    for i, (r, s0) in enumerate(zip(rows[take["test"]], starts[take["test"]])):
+        assert seqs.iloc[r]["length"] >= cfg.n + 1
+        assert np.array_equal(parts[2]["action"][i], seqs.iloc[r]["action"][s0:s0 + cfg.n])
+    assert np.isin(rows[take["test"]], rows[take["train"]]).any()
 
 
 def test_source_mismatch_is_a_clear_error(tmp_path):

@@ -225,8 +225,20 @@ def load_split(data_dir: Path, split: str, cfg: MTORLConfig) -> dict[str, np.nda
         lengths = seqs["length"].to_numpy()
         starts = np.maximum(lengths - cfg.n, 0) if cfg.truncate == "last" else np.zeros(len(seqs), np.int64)
         return windows(seqs, starts, np.arange(len(seqs)), cfg.n, meta, rng_minmax, cfg.penalty_s)
-    # reference protocol: pool all users, sample windows with replacement, split the windows
-    frames = [read_sequences(data_dir, s, cfg) for s in SPLITS]
+    seqs, meta, rows, starts, take = reference_windows(data_dir, cfg)
+    return windows(seqs, starts[take[split]], rows[take[split]], cfg.n, meta, rng_minmax, cfg.penalty_s)
+
+
+def reference_windows(
+    data_dir: Path, cfg: MTORLConfig,
+) -> tuple[pd.DataFrame, dict, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The reference protocol's sampling: pool all users, draw ``ref_windows`` (user row, start)
+    pairs with replacement from users with >= n+1 steps, split the windows 80/10/10.
+
+    Returns the pooled sequences, the meta, ``rows`` and ``starts`` (ref_windows,) and, per split,
+    the indices into rows/starts (so callers can tell which test windows repeat a train window).
+    """
+    frames = [read_sequences(Path(data_dir), s, cfg) for s in SPLITS]
     seqs, meta = pd.concat([f for f, _ in frames], ignore_index=True), frames[0][1]
     eligible = np.flatnonzero(seqs["length"].to_numpy() >= cfg.n + 1)
     if len(eligible) == 0:
@@ -237,8 +249,7 @@ def load_split(data_dir: Path, split: str, cfg: MTORLConfig) -> dict[str, np.nda
     perm = rng.permutation(cfg.ref_windows)
     c1 = int(cfg.split_fractions[0] * cfg.ref_windows)
     c2 = c1 + int(cfg.split_fractions[1] * cfg.ref_windows)
-    take = {"train": perm[:c1], "val": perm[c1:c2], "test": perm[c2:]}[split]
-    return windows(seqs, starts[take], rows[take], cfg.n, meta, rng_minmax, cfg.penalty_s)
+    return seqs, meta, rows, starts, {"train": perm[:c1], "val": perm[c1:c2], "test": perm[c2:]}
 
 
 def model_meta(data_dir: Path, cfg: MTORLConfig) -> dict:
