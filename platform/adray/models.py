@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from adray.config import Config, save_config
 from adray.registry import ModelVersion, Registry
 from adray.workload import Workload, get_workload
 
@@ -30,6 +33,22 @@ class LoadedModel:
     meta: dict[str, Any]
     version: ModelVersion
     workload: Workload
+
+
+def write_model_dir(out: Path, weights: Path | dict[str, Any], cfg: Config, meta: dict[str, Any]) -> None:
+    """Write a publishable model directory (model.pt, config.yaml, meta.json), replacing ``out``
+    only once it is complete. ``weights`` is a state dict or a saved state-dict file to copy."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if isinstance(weights, Path):
+        shutil.copy(weights, tmp / WEIGHTS_FILE)
+    else:
+        torch.save(weights, tmp / WEIGHTS_FILE)
+    save_config(cfg, tmp / CONFIG_FILE)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
 
 
 def read_checkpoint_files(path: Path, workload: Workload) -> tuple[Any, dict[str, Any]]:

@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from adray.config import save_config
 from adray.data import DataError, read_manifest
-from adray.models import CONFIG_FILE, META_FILE, WEIGHTS_FILE
+from adray.models import write_model_dir
 from adray.paths import runs_root
 from adray.registry import Registry
 from adray.workload import TrainConfig, Workload, data_dir_for, get_workload
@@ -189,18 +188,11 @@ def _rows(arrays: dict[str, np.ndarray]) -> int:
 
 
 def _materialise_best(checkpoint: Any, out: Path, cfg: TrainConfig, meta: dict[str, Any]) -> None:
-    """Write the publishable directory: best weights as model.pt, config.yaml, meta.json."""
+    """Write the publishable directory from the run's last checkpoint (which holds the best weights)."""
     if checkpoint is None:
         raise RuntimeError("training finished without a checkpoint")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     with checkpoint.as_directory() as d:
-        shutil.copy(Path(d) / "best.pt", tmp / WEIGHTS_FILE)
-    save_config(cfg, tmp / CONFIG_FILE)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+        write_model_dir(out, Path(d) / "best.pt", cfg, meta)
 
 
 # ----------------------------------------------------------------------------- worker side

@@ -318,10 +318,7 @@ def _plain(v: Any) -> Any:
 def _publish_best(wl: Workload, cfg: Config, best: Any, exp_dir: Path, space: TuneSpace,
                   metrics: dict[str, float], sweep: str) -> str | None:
     """Publish the best trial's model: its finished run, or (stopped by ASHA) its last checkpoint."""
-    import shutil
-
-    from adray.config import save_config
-    from adray.models import CONFIG_FILE, META_FILE, WEIGHTS_FILE
+    from adray.models import CONFIG_FILE, write_model_dir
     from adray.registry import Registry
 
     trial_dir = exp_dir / "trials" / str(best["trial_id"])
@@ -331,12 +328,8 @@ def _publish_best(wl: Workload, cfg: Config, best: Any, exp_dir: Path, space: Tu
     src = next((d for d in (trial_dir / "train" / "best", *fit_ckpts) if (d / CONFIG_FILE).is_file()), None)
     if src is None and isinstance(best.get("_last"), str) and wl.torch is not None:
         src = exp_dir / "best_model"
-        shutil.rmtree(src, ignore_errors=True)
-        src.mkdir(parents=True)
-        shutil.copy(Path(best["_last"]) / "best.pt", src / WEIGHTS_FILE)
-        save_config(cfg, src / CONFIG_FILE)
-        data_dir = data_dir_for(wl.name, cfg)  # type: ignore[arg-type]
-        (src / META_FILE).write_text(json.dumps(wl.torch.model_meta(data_dir, cfg)))
+        meta = wl.torch.model_meta(data_dir_for(wl.name, cfg), cfg)  # type: ignore[arg-type]
+        write_model_dir(src, Path(best["_last"]) / "best.pt", cfg, meta)
     if src is None:
         return None
     mv = Registry().publish(wl.name, src, {"workload": wl.name, "config": cfg.to_dict(), "metrics": metrics,

@@ -6,9 +6,7 @@ talks to it over HTTP.
 
 from __future__ import annotations
 
-import json
 import socket
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -21,10 +19,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from adray.config import save_config
 from adray.data.features import CategoricalFeature, FeatureMap
 from adray.models import build_from_dir
-from adray.registry import ModelVersion, Registry
+from adray.registry import ModelVersion
+from tests.helpers import publish_tiny as _publish_tiny
 from workloads import WORKLOADS
 
 pytestmark = pytest.mark.ray
@@ -37,18 +35,7 @@ FM = FeatureMap(
 
 
 def publish_tiny(root: Path, seed: int, model: str) -> ModelVersion:
-    """A small pwiser network (random weights) published as the registry does after training."""
-    wl = WORKLOADS["pwiser"]
-    cfg = wl.config_cls(model=model, embedding_dim=4, expert_units=(8,), tower_units=(8,), bottom_units=(8,),
-                        dnn_units=(8,), num_experts=2, num_specific_experts=1)
-    meta = {"feature_map": FM.to_dict()}
-    torch.manual_seed(seed)
-    net = wl.torch.build_model(cfg, meta)
-    with tempfile.TemporaryDirectory() as d:
-        torch.save(net.state_dict(), Path(d) / "model.pt")
-        save_config(cfg, Path(d) / "config.yaml")
-        (Path(d) / "meta.json").write_text(json.dumps(meta))
-        return Registry(root).publish("pwiser", d, {"workload": "pwiser", "config": cfg.to_dict(), "metrics": {}})
+    return _publish_tiny(root, seed, model, FM)
 
 
 def candidates(n: int, seed: int = 0) -> list[dict]:

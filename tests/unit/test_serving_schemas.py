@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,6 @@ import pytest
 import torch
 from fastapi import FastAPI
 
-from adray.config import save_config
 from adray.data.features import CategoricalFeature, FeatureMap
 from adray.models import load_model
 from adray.registry import ModelVersion, Registry
@@ -27,23 +25,13 @@ from adray.serving import (
     request_schema,
     resolve_model,
 )
-from workloads import WORKLOADS
+from tests.helpers import publish_tiny as _publish_tiny
 
 FM = FeatureMap((CategoricalFeature("user_id", 50), CategoricalFeature("item_id", 30)), ("price",), ("click", "conversion"))
 
 
 def publish_tiny(root: Path, seed: int, model: str) -> ModelVersion:
-    wl = WORKLOADS["pwiser"]
-    cfg = wl.config_cls(model=model, embedding_dim=4, expert_units=(8,), tower_units=(8,), bottom_units=(8,),
-                        dnn_units=(8,), num_experts=2, num_specific_experts=1)
-    meta = {"feature_map": FM.to_dict()}
-    torch.manual_seed(seed)
-    net = wl.torch.build_model(cfg, meta)
-    with tempfile.TemporaryDirectory() as d:
-        torch.save(net.state_dict(), Path(d) / "model.pt")
-        save_config(cfg, Path(d) / "config.yaml")
-        (Path(d) / "meta.json").write_text(json.dumps(meta))
-        return Registry(root).publish("pwiser", d, {"workload": "pwiser", "config": cfg.to_dict(), "metrics": {}})
+    return _publish_tiny(root, seed, model, FM)
 
 
 def cand(i: int, **kw: object) -> dict:

@@ -9,6 +9,7 @@ The PWiseR loss itself lives in train.py; nothing here depends on it.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from adray.data import FeatureMap
 from .config import PWiseRConfig
 
 
-class _Base(nn.Module):
+class _Base(nn.Module, abc.ABC):
     multitask: bool = True
 
     def __init__(self, feature_map: FeatureMap, cfg: PWiseRConfig) -> None:
@@ -31,8 +32,9 @@ class _Base(nn.Module):
     def _tower(self, in_dim: int, cfg: PWiseRConfig) -> MLP:
         return MLP(in_dim, cfg.tower_units, out_dim=1, dropout=cfg.dropout)
 
+    @abc.abstractmethod
     def logits(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Pre-sigmoid scores per task: {"ctr": (B,)} and, for multi-task models, {"cvr": (B,)}."""
 
     def forward(self, x_cat: torch.Tensor, x_num: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.logits(x_cat, x_num)
