@@ -6,6 +6,7 @@ Trains in-process with the workload's TorchSpec pieces (benchmarks/mtorl_common.
 run_training: 24+ short runs on 2 CPUs would mostly wait on Ray actor start-up.
 
     python benchmarks/mtorl_kuairand.py [--seeds 0 1 2] [--epochs 8] [--set d_model=32] [--json out.json]
+    python benchmarks/mtorl_kuairand.py --config default --methods mtorl bc dt ...   # simulator logs
 
 ``--leakage`` instead trains MTORL with a memorising budget on the reference protocol and splits
 its test windows into (a) identical to a training window, (b) user seen in train but window new,
@@ -22,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -30,7 +32,7 @@ from mtorl_common import fit  # noqa: E402
 from adray.config import load_config, parse_set  # noqa: E402
 from adray.metrics import macro_prf  # noqa: E402
 from workloads.mtorl import WORKLOAD  # noqa: E402
-from workloads.mtorl.data import reference_windows  # noqa: E402
+from workloads.mtorl.data import read_sequences, reference_windows  # noqa: E402
 from workloads.mtorl.evaluate import outputs  # noqa: E402
 
 METHODS = {
@@ -49,6 +51,51 @@ KEYS = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
 def scores(y: np.ndarray, pred: np.ndarray, m: int) -> dict[str, float]:
     prf = macro_prf(y, pred, labels=list(range(m)))
     return {"f1_macro": prf["f1"], "accuracy": float(np.mean(y == pred)) if len(y) else float("nan")}
+
+
+def action_statistics(data: Path, cfg) -> dict:
+    """Is the next channel predictable at all in this data? Under i.i.d. uniform channels the
+    per-user chi-square of channel counts has mean m-1, every row of the transition matrix is
+    1/m, and the previous channel repeats 1/m of the time."""
+    seqs = pd.concat([read_sequences(data, s, cfg)[0] for s in ("train", "val", "test")], ignore_index=True)
+    m = int(max(a.max() for a in seqs["action"])) + 1
+    chi = []
+    trans = np.zeros((m, m))
+    for acts in seqs["action"]:
+        acts = np.asarray(acts)
+        cnt = np.bincount(acts, minlength=m)
+        chi.append(float((((cnt - len(acts) / m) ** 2) / (len(acts) / m)).sum()))
+        np.add.at(trans, (acts[:-1], acts[1:]), 1)
+    return {"users": len(seqs), "steps": int(seqs["length"].sum()), "channels": m,
+            "channel_shares": (trans.sum(0) / trans.sum()).round(4).tolist(),
+            "per_user_chi2_mean": float(np.mean(chi)), "per_user_chi2_expected_iid": m - 1,
+            "repeat_previous_channel": float(np.trace(trans) / trans.sum()),
+            "transition_matrix": (trans / trans.sum(1, keepdims=True)).round(4).tolist()}
+
+
+def step_keys(arr: dict[str, np.ndarray]) -> tuple[list[bytes], np.ndarray]:
+    """One hashable key per valid step from exactly what the model's token x_t sees (Eq. 3):
+    the state s_t = (q_t, f) and the previous step's action and reward."""
+    prev_a = np.concatenate([np.full((len(arr["action"]), 1), -1), arr["action"][:, :-1]], axis=1)
+    prev_r = np.concatenate([np.zeros((len(arr["reward"]), 1), np.float32), arr["reward"][:, :-1]], axis=1)
+    valid = arr["mask"] > 0
+    feats = np.concatenate([arr["state"], prev_a[..., None], prev_r[..., None]], axis=-1)[valid]
+    return [row.tobytes() for row in feats.astype(np.float32)], arr["action"][valid]
+
+
+def memoriser(train: dict[str, np.ndarray], test: dict[str, np.ndarray], m: int) -> dict[str, float]:
+    """A lookup table over the model's step inputs: a test step whose inputs occur in train gets
+    the action recorded there; any other step gets the train majority channel. It learns nothing
+    that generalises, so any score above chance is the split leaking events from train into test."""
+    keys, actions = step_keys(train)
+    table: dict[bytes, int] = {}
+    for k, a in zip(keys, actions.tolist()):
+        table.setdefault(k, a)
+    majority = int(np.bincount(actions, minlength=m).argmax())
+    t_keys, y = step_keys(test)
+    hit = np.array([k in table for k in t_keys])
+    pred = np.array([table.get(k, majority) for k in t_keys])
+    return {"windows": int(len(test["action"])), **scores(y, pred, m), "steps_seen_in_train": float(hit.mean())}
 
 
 def leakage(base, data: Path, seed: int) -> dict:
@@ -78,8 +125,13 @@ def leakage(base, data: Path, seed: int) -> dict:
     res["reference"]["train windows (fit)"] = {"windows": int(len(tv)),
                                                **scores(arrays["train"]["action"][tv], tp.argmax(-1)[tv], m)}
     res["reference_best_epoch"] = out["val"]["epoch"]
-    usr = fit(base.override({"protocol": "user", "seed": seed}), data)
-    res["user"] = {"test (users disjoint)": {"windows": None, **{k: usr["test"][k] for k in ("f1_macro", "accuracy")}}}
+    res["reference"]["memoriser (lookup of step inputs)"] = memoriser(arrays["train"], arrays["test"], m)
+    user_cfg = base.override({"protocol": "user", "seed": seed})
+    user_arrays = {s: spec.load_split(data, s, user_cfg) for s in ("train", "val", "test")}
+    usr = fit(user_cfg, data, user_arrays)
+    res["user"] = {"test (users disjoint)": {"windows": len(user_arrays["test"]["action"]),
+                                             **{k: usr["test"][k] for k in ("f1_macro", "accuracy")}},
+                   "memoriser (lookup of step inputs)": memoriser(user_arrays["train"], user_arrays["test"], m)}
     res["user_best_epoch"] = usr["val"]["epoch"]
     res["train_s"] = out["train_s"] + usr["train_s"]
     return res
@@ -91,16 +143,21 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
-    ap.add_argument("--data", default="data/mtorl-kuairand")
+    ap.add_argument("--config", default="kuairand", help="base config (default: simulator logs, where the channel is predictable)")
+    ap.add_argument("--data", default="", help="dataset dir (default: the config's data)")
     ap.add_argument("--json", default="")
+    ap.add_argument("--data-stats", action="store_true", help="is the next channel predictable at all? (no training)")
     ap.add_argument("--leakage", action="store_true", help="split reference-protocol test scores by leakage group")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = Path(args.data)
-    base = load_config(WORKLOAD.config_cls, "kuairand", WORKLOAD.configs_dir,
-                       {"data": str(data), "epochs": args.epochs, **parse_set(args.set)})
+    base = load_config(WORKLOAD.config_cls, args.config, WORKLOAD.configs_dir,
+                       {"epochs": args.epochs, **parse_set(args.set), **({"data": args.data} if args.data else {})})
+    data = Path(base.data)
     if not (data / "manifest.json").is_file():
         WORKLOAD.make_data(base, data)
+    if args.data_stats:
+        print(json.dumps(action_statistics(data, base), indent=1))
+        return
     if args.leakage:
         runs = {seed: leakage(base, data, seed) for seed in args.seeds}
         print(f"\n{'protocol / test group':40s} {'windows':>8s} {'f1_macro':>16s} {'accuracy':>16s}")

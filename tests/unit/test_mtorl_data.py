@@ -178,3 +178,28 @@ def test_real_kuairand_zip_imports_every_row_and_user(shared_data, tmp_path):
     assert len(seqs) == 6051 and seqs["length"].sum() == 126184
     arr = load_split(tmp_path / "ds", "val", cfg)
     assert arr["action"].shape == (605, 20)
+
+
+def test_online_eval_reports_algorithm_1_reward_with_the_windows_normalisation(tmp_path):
+    from adray.config import ConfigError
+    from workloads.mtorl.data import reward_range
+    from workloads.mtorl.evaluate import evaluate, outputs
+
+    cfg = MTORLConfig(n=5, d_model=8, online_eval=True, sim=SimConfig(num_users=30, steps=6)).override(
+        {"online.num_users": 40, "online.budget": 60.0, "online.rounds": 10, "online.top_n": 10})
+    make_data(cfg, tmp_path)
+    val = load_split(tmp_path, "val", cfg)
+    lo, hi = reward_range(tmp_path, cfg)
+    assert np.allclose(val["reward_minmax"], np.float32([lo, hi]))  # every window carries the MinMaxNorm bounds
+    torch.manual_seed(0)
+    net = MTORLNet(4, 4 + 1 + 1, d=8)  # left in train mode: online_eval must switch dropout off itself
+    got = evaluate(net, val, cfg)["online_reward"]
+    assert net.training
+    _, r_hat = outputs(net, val)
+    _, _, p0 = channel_ratios(r_hat, val, cfg.online.tau, cfg.online.alpha, 4)
+    direct = run_procedure(cfg, net.eval(), p0, rank_users=True, channel="model",
+                           reward_minmax=(float(np.float32(lo)), float(np.float32(hi))), static_dim=1)
+    assert got == pytest.approx(direct["avg_reward"])
+    assert "online_reward" not in evaluate(net, val, cfg.override({"online_eval": False}))
+    with pytest.raises(ConfigError, match="online_eval=true needs source=simulator"):
+        MTORLConfig(source="kuairand", online_eval=True)

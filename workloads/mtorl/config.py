@@ -135,6 +135,9 @@ class MTORLConfig(TrainConfig):
     """β of the DPO loss (Eq. 15)."""
     policy: Literal["deterministic", "stochastic"] = "stochastic"
     """Online channel choice: argmax (Eq. 10) or sampling (Eq. 11)."""
+    online_eval: bool = False
+    """Every evaluation also runs Algorithm 1 against the simulator (source: simulator only) and
+    reports ``online_reward`` (clicks per exposure at budget W), the objective that τ, η, α move."""
     sim: SimConfig = SimConfig()
     """Journey simulator."""
     online: OnlineConfig = OnlineConfig()
@@ -158,5 +161,7 @@ class MTORLConfig(TrainConfig):
         check(self.mu >= 0 and self.lam >= 0, f"mu={self.mu}, lam={self.lam}: expected >= 0")
         check(self.beta > 0, f"beta={self.beta}: expected > 0")
         check(self.penalty_s >= 0, f"penalty_s={self.penalty_s}: expected >= 0")
+        check(not self.online_eval or self.source == "simulator",
+              f"online_eval=true needs source=simulator (Algorithm 1 runs against the simulator), got source={self.source!r}")
         check(not (self.reward_type == "multiclass") or self.gain == "both",
               "reward_type=multiclass needs gain=both (classes: none / click / conversion)")

@@ -10,7 +10,8 @@ train/val/test hold disjoint users. The manifest meta gives num_channels, q_dim,
 ``load_split`` returns, for N windows of n steps (right-padded, mask 0 on padding):
 ``action`` (N, n) int64, ``reward`` (N, n) float32 = MinMaxNorm(g - s*w) with min/max from the
 train split (Eq. 3), ``gain_cls`` (N, n) int64, ``state`` (N, n, q_dim + f_dim) float32 = s_t =
-concat(q_t, f), ``mask`` (N, n) float32.
+concat(q_t, f), ``mask`` (N, n) float32, ``reward_minmax`` (N, 2) float32: the (min, max) of
+the MinMaxNorm, the same on every row (Algorithm 1 normalises the rewards it observes with it).
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ def windows(seqs: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, n: int, me
         "action": np.zeros((big_n, n), np.int64), "reward": np.zeros((big_n, n), np.float32),
         "gain_cls": np.zeros((big_n, n), np.int64), "state": np.zeros((big_n, n, qd + fd), np.float32),
         "mask": np.zeros((big_n, n), np.float32),
+        "reward_minmax": np.tile(np.asarray(rng_minmax, np.float32), (big_n, 1)),
     }
     lo, hi = rng_minmax
     for i, (r, s) in enumerate(zip(rows, starts)):

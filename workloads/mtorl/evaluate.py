@@ -50,7 +50,28 @@ def evaluate(model: Any, arrays: dict[str, np.ndarray], cfg: Any) -> dict[str, f
                 out["reward_auc"] = auc((rt > 0.5).astype(int), rv)
         else:
             out["reward_accuracy"] = float(np.mean((rv > 0.5) == (arrays["gain_cls"][valid] > 0)))
+    if cfg.online_eval and r_pred is not None:
+        out["online_reward"] = online_reward(model, arrays, r_pred, cfg)
     return out
+
+
+def online_reward(model: Any, arrays: dict[str, np.ndarray], r_pred: np.ndarray, cfg: Any) -> float:
+    """Average reward of Algorithm 1 against the simulator (``cfg.online`` users, seed and budget),
+    with P_initial from these windows and their predicted rewards (Eq. 17)."""
+    from workloads.mtorl.online import channel_ratios, run_procedure
+
+    m = cfg.sim.num_channels
+    _, _, p0 = channel_ratios(r_pred, arrays, cfg.online.tau, cfg.online.alpha, m)
+    lo, hi = (float(v) for v in arrays["reward_minmax"][0])
+    static_dim = arrays["state"].shape[-1] - (m + 1)
+    was_training = model.training
+    model.eval()
+    try:
+        res = run_procedure(cfg, model, p0, rank_users=True, channel="model", reward_minmax=(lo, hi),
+                            static_dim=static_dim)
+    finally:
+        model.train(was_training)
+    return res["avg_reward"]
 
 
 def evaluate_methods(cfg: Any, data_dir: Path, model: Any) -> dict[str, dict[str, float]]:
