@@ -7,9 +7,12 @@ asks :func:`cluster_cpus` and sizes its actors with :func:`worker_cpus`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 
 import ray
 
@@ -65,3 +68,54 @@ def worker_cpus(num_workers: int, reserve: float = 0.0) -> float:
     if total <= 0:
         raise ResourceError(f"the cluster has {cluster_cpus()} CPUs; {reserve} are reserved")
     return 1.0 if total >= num_workers else round(total / num_workers, 3)
+
+
+def release_orphan_placement_groups() -> list[str]:
+    """Remove every non-detached placement group whose creating actor is dead; returns their ids.
+
+    Ray Train V2 creates the worker placement group from its controller actor, and Ray keeps such
+    a group until the whole job ends. Train's detached PlacementGroupCleaner is meant to remove it
+    when the controller dies (a Tune trial stopped by ASHA), but it asks the State API without an
+    address, which fails ("Found multiple active Ray instances") whenever a second local Ray runs
+    on the machine; the next trial then waits for CPUs forever. The driver knows its cluster, so
+    it applies the same rule itself. Groups made by the driver (Tune's trial groups) are skipped.
+    """
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    gone = (gcs_pb2.PlacementGroupTableData.REMOVED,)
+    removed = []
+    for raw in state._connect_and_get_accessor().get_placement_group_table():  # private in 2.60
+        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        if pg.is_detached or pg.state in gone or not pg.creator_actor_dead:
+            continue
+        if ray.ActorID(pg.creator_actor_id).is_nil():  # created by a driver, not an actor
+            continue
+        pg_id = ray.PlacementGroupID(pg.placement_group_id)
+        remove_placement_group(PlacementGroup(pg_id))
+        removed.append(pg_id.hex())
+    if removed:
+        log.warning("released %d placement group(s) left by dead actors: %s", len(removed), removed)
+    return removed
+
+
+@contextlib.contextmanager
+def orphan_placement_group_reaper(interval_s: float = 5.0) -> Iterator[None]:
+    """Run :func:`release_orphan_placement_groups` every ``interval_s`` while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            try:
+                release_orphan_placement_groups()
+            except Exception as e:  # a failed sweep of the table must not kill the driver
+                log.warning("placement group reaper: %s", e)
+
+    t = threading.Thread(target=loop, name="adray-pg-reaper", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=interval_s + 5)

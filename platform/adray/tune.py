@@ -36,6 +36,7 @@ from ray.tune import Callback
 
 from adray.config import Config, ConfigError, load_config
 from adray.paths import runs_root
+from adray.runtime import orphan_placement_group_reaper
 from adray.workload import TrainConfig, Workload, data_dir_for, get_workload
 
 
@@ -252,7 +253,8 @@ def run_sweep(
             ),
             run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0, callbacks=callbacks),
         )
-    grid_result = tuner.fit()
+    with orphan_placement_group_reaper():
+        grid_result = tuner.fit()
     return _summarise(space, wl, cfg, grid_result, exp_dir, name, publish)
 
 
