@@ -53,6 +53,8 @@ class TuneSpace:
     mode: str
     params: dict[str, dict[str, Any]]
     grid: dict[str, list[Any]]
+    grace_period: int = 1
+    """ASHA: epochs (iterations) every trial runs before it can be stopped."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +78,7 @@ def load_space(path: Path | str, workload: str | None = None) -> TuneSpace:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise TuneSpaceError(f"{path}: expected a mapping at top level")
-    unknown = set(raw) - {"workload", "config", "metric", "mode", "params", "grid"}
+    unknown = set(raw) - {"workload", "config", "metric", "mode", "params", "grid", "grace_period"}
     if unknown:
         raise TuneSpaceError(f"{path}: unknown key(s) {sorted(unknown)}")
     wl_name = raw.get("workload") or workload
@@ -103,7 +105,10 @@ def load_space(path: Path | str, workload: str | None = None) -> TuneSpace:
         _check_param(path, wl, name)
         if not isinstance(values, list) or not values:
             raise TuneSpaceError(f"{path}: grid.{name}: expected a non-empty list of values")
-    return TuneSpace(path, wl.name, raw.get("config"), str(raw["metric"]), mode, params, grid)
+    grace = raw.get("grace_period", 1)
+    if not isinstance(grace, int) or isinstance(grace, bool) or grace < 1:
+        raise TuneSpaceError(f"{path}: grace_period={grace!r}: expected an integer >= 1 (epochs before ASHA may stop a trial)")
+    return TuneSpace(path, wl.name, raw.get("config"), str(raw["metric"]), mode, params, grid, grace)
 
 
 def _check_param(path: Path, wl: Workload, name: str) -> None:
@@ -246,7 +251,7 @@ def run_sweep(
                 # max_t one past the last epoch: a trial that reaches the end finishes by itself
                 # (and writes its best model) instead of being stopped at its final report.
                 scheduler=ASHAScheduler(metric=space.metric, mode=space.mode, max_t=max(1, max_t) + 1,
-                                        grace_period=1, reduction_factor=2),
+                                        grace_period=min(space.grace_period, max(1, max_t)), reduction_factor=2),
                 num_samples=num_samples,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,

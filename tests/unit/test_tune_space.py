@@ -1,0 +1,43 @@
+"""Tune spaces are data: every shipped space loads against its workload's config, and a bad
+space is refused by name before any trial starts."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from adray.tune import TuneSpaceError, load_space
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tune_spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_loads(path):
+    space = load_space(path)
+    assert space.params and space.metric.startswith("val_")
+
+
+def test_mtorl_space_moves_online_knobs_with_an_objective_that_sees_them():
+    space = load_space(REPO / "tune_spaces" / "mtorl.yaml", "mtorl")
+    assert {"n", "lam", "mu", "online.tau", "online.eta", "online.alpha"} <= set(space.params)
+    assert space.metric == "val_online_reward" and space.config == "online" and space.grace_period == 10
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("grace_period: 0\n", "grace_period=0: expected an integer >= 1"),
+    ("grace_period: two\n", "grace_period='two'"),
+    ("schedule: asha\n", "unknown key(s) ['schedule']"),
+    ("mode: best\n", "mode='best'"),
+])
+def test_bad_space_is_refused_by_name(tmp_path, extra, message):
+    path = tmp_path / "space.yaml"
+    path.write_text("workload: mtorl\nmetric: val_f1_macro\nparams:\n  mu: {type: float, low: 0, high: 0.2}\n" + extra)
+    with pytest.raises(TuneSpaceError, match=re.escape(message)):
+        load_space(path)
+
+
+def test_unknown_parameter_is_refused(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("workload: mtorl\nmetric: val_f1_macro\nparams:\n  muu: {type: float, low: 0, high: 0.2}\n")
+    with pytest.raises(TuneSpaceError, match="muu"):
+        load_space(path)
