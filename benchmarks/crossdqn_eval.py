@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from adray import rl
 from adray.config import load_config, parse_set
@@ -28,7 +29,15 @@ from adray.runtime import ensure_ray
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import make_data
-from workloads.crossdqn.evaluate import evaluate_methods, evaluate_policy, q_policy
+from workloads.crossdqn.evaluate import (
+    ABLATIONS,
+    EVAL_SEED,
+    evaluate_methods,
+    evaluate_policy,
+    q_policy,
+    rollout,
+    train_ablations,
+)
 from workloads.crossdqn.train import MODULE_DIR, train_module
 
 
@@ -41,21 +50,29 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=Path("results/crossdqn_pae_vs_target.png"))
     ap.add_argument("--skip-table", action="store_true", help="only the PAE-vs-target curve")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep", type=Path, help="keep the data and trained modules here (for diagnose)")
+    ap.add_argument("--reuse", type=Path, help="a --keep directory of an earlier run with the same data and"
+                    " ablation config: reuse its data and ablations (retrain only Cross DQN)")
     args = ap.parse_args()
     cfg = load_config(CrossDQNConfig, args.config, WORKLOAD.configs_dir, parse_set(args.set))
     ensure_ray()
+    torch.set_num_threads(rl.torch_threads())  # evaluation too: no oversubscribed shared CPUs
     report: dict = {"config": args.config, "pae_target": cfg.pae_target}
     with tempfile.TemporaryDirectory(prefix="crossdqn-bench-") as tmp:
-        root = Path(tmp)
+        root = args.keep or Path(tmp)
         t0 = time.perf_counter()
-        make_data(cfg, root / "data")
+        data = args.reuse / "data" if args.reuse else root / "data"
+        if not args.reuse:
+            make_data(cfg, data)
         report["data_s"] = time.perf_counter() - t0
         if not args.skip_table:
-            train = train_module(cfg, root / "data", root / "main", validate=False)
+            train = train_module(cfg, data, root / "main", validate=False)
             report["train"] = {k: train[k] for k in ("iter_time_s", "train_transitions_per_s", "train_time_s")}
             model = rl.load_module(root / "main" / MODULE_DIR)
             t0 = time.perf_counter()
-            report["methods"] = evaluate_methods(cfg, root / "data", model)
+            ablations = ({name: rl.load_module(args.reuse / "ablations" / name / MODULE_DIR) for name in ABLATIONS}
+                         if args.reuse else train_ablations(cfg, data, root / "ablations"))
+            report["methods"] = evaluate_methods(cfg, data, model, ablations)
             report["eval_s"] = time.perf_counter() - t0
             print(f"\nCross DQN table ({args.config}; PAE matched to {cfg.pae_target} by bisection on mu)")
             print(f"{'method':18s}" + "".join(f"{m:>18s}" for m in ("r_ad", "r_fee", "cvr", "r_ex", "pae", "reward")))
@@ -77,21 +94,30 @@ def main() -> None:
                         continue
                     c = cfg.override({**over, "pae_target": target, "seed": cfg.seed + k})
                     out = root / f"t{target}-{name}-s{k}"
-                    train_module(c, root / "data", out, validate=False)
-                    per_seed.append(evaluate_policy(c, q_policy(rl.load_module(out / MODULE_DIR)), matched=False))
+                    m = train_module(c, data, out, validate=False)
+                    policy = q_policy(rl.load_module(out / MODULE_DIR))
+                    per_seed.append(evaluate_policy(c, policy, matched=False))
+                    if "pae_offset_trained" in m:  # the batch-level loss alone: β before calibration
+                        shift = m["pae_offset_trained"] - m["pae_offset"]
+                        per_seed[-1]["pae_loss_only"] = float(np.mean([
+                            rollout(c, policy, c.eval_requests, EVAL_SEED + s, shift)["pae"]
+                            for s in range(c.eval_seeds)]))
                     if name == "no_aux":
                         no_aux[k] = per_seed[-1]
                 pae = np.array([r["pae_raw"] for r in per_seed])
                 reward = np.array([r["reward"] for r in per_seed])
+                loss_only = np.array([r.get("pae_loss_only", np.nan) for r in per_seed])
                 curve.append({"target": target, "method": name, "pae": float(pae.mean()),
+                              "pae_loss_only": float(loss_only.mean()), "pae_loss_only_std": float(loss_only.std()),
                               "pae_std": float(pae.std()), "pae_seeds": pae.tolist(),
                               "pae_eval_std": float(np.mean([r["pae_raw_std"] for r in per_seed])),
                               "reward": float(reward.mean()), "reward_std": float(reward.std())})
                 print(f"PAE target {target:.2f} {name:10s} realised {pae.mean():.4f} ± {pae.std():.4f} "
-                      f"(seeds {np.round(pae, 4).tolist()}) reward {reward.mean():.4f}", flush=True)
+                      f"(seeds {np.round(pae, 4).tolist()}) reward {reward.mean():.4f}; before calibration"
+                      f" {loss_only.mean():.4f} ± {loss_only.std():.4f}", flush=True)
         report["pae_vs_target"] = curve
     if curve and args.plot:
-        plot_pae_vs_target(curve, args.plot, f"{args.config}, {args.train_seeds} training seeds")
+        plot_pae_vs_target(curve, args.plot, f"{' '.join([args.config, *args.set])}, {args.train_seeds} training seeds")
         print(f"plot: {args.plot}")
     if "train" in report:
         print(f"iteration {report['train']['iter_time_s']:.2f}s, {report['train']['train_transitions_per_s']:.0f}"
@@ -115,6 +141,12 @@ def plot_pae_vs_target(curve: list[dict], path: Path, subtitle: str) -> None:
         x = np.array([r["target"] for r in rows]) + (i - 0.5) * 0.006  # dodge overlapping bars
         ax.errorbar(x, [r["pae"] for r in rows], yerr=[r["pae_std"] for r in rows], marker="o", capsize=4,
                     label=label)
+    rows = sorted((r for r in curve if r["method"] == "crossdqn" and np.isfinite(r.get("pae_loss_only", np.nan))),
+                  key=lambda r: r["target"])
+    if rows:  # β as the batch-level loss left it, before the calibration shift
+        ax.errorbar(np.array([r["target"] for r in rows]) + 0.003, [r["pae_loss_only"] for r in rows],
+                    yerr=[r["pae_loss_only_std"] for r in rows], marker="s", capsize=4, ls=":",
+                    label="Cross DQN, loss only (before calibration)")
     ax.set_xlabel("PAE target (Eq. 21)")
     ax.set_ylabel("realised PAE (greedy, μ=0)")
     ax.set_title(f"Cross DQN: PAE vs target ({subtitle})", fontsize=9)

@@ -69,6 +69,25 @@ class TransitionSampler:
         return {k: v[idx] for k, v in self.columns.items()}
 
 
+def split_updates(n_updates: int, minibatch_size: int, target_update_freq: int) -> list[int]:
+    """Minibatches per ``learner_group.update`` call for one iteration of ``n_updates`` minibatches.
+
+    One call takes many minibatches (RLlib splits its batch by ``minibatch_size``), which saves the
+    per-call work (batch conversion, metrics reduce); a DQN learner checks its target-network sync
+    once per call, so each call covers at most ``target_update_freq`` transitions and syncs still
+    happen by count. E.g. (20, 128, 2000) -> [15, 5].
+    """
+    per_call = max(1, min(n_updates, target_update_freq // minibatch_size))
+    return [per_call] * (n_updates // per_call) + ([n_updates % per_call] if n_updates % per_call else [])
+
+
+def torch_threads() -> int:
+    """Torch intra-op threads for a learner in the driver: ``OMP_NUM_THREADS`` or 1 (as adray.train)."""
+    import os
+
+    return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+
 def learner_batch(columns: dict[str, np.ndarray], module_id: str | None = None) -> Any:
     """A numpy minibatch as the ``MultiAgentBatch`` that ``LearnerGroup.update(batch=...)`` takes."""
     from ray.rllib.core import DEFAULT_MODULE_ID

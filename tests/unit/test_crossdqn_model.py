@@ -71,6 +71,21 @@ def test_q_shape_and_dueling_identity(kw: dict) -> None:
     torch.testing.assert_close(q.mean(1), v)  # Q = V + A - mean A  =>  mean_a Q = V
 
 
+def test_served_scores_are_q_minus_the_learned_pae_offset() -> None:
+    net = CrossDQNNet(LAYOUT, embed_dim=4, hidden=16)
+    obs = torch.randn(5, LAYOUT["obs_dim"])
+    torch.testing.assert_close(net(obs), net.q_values(obs))  # β = 0 at init
+    with torch.no_grad():
+        net.pae_offset.fill_(0.7)
+    pae = torch.tensor([bin(a).count("1") / 5 for a in range(32)])
+    torch.testing.assert_close(net(obs), net.q_values(obs) - 0.7 * pae)
+    with torch.no_grad():  # a large β serves no ads; a large negative one serves all slots as ads
+        net.pae_offset.fill_(1e3)
+        assert (net(obs).argmax(1) == 0).all()
+        net.pae_offset.fill_(-1e3)
+        assert (net(obs).argmax(1) == 31).all()
+
+
 def test_pae_aux_loss_hand_computed() -> None:
     q = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
     action_pae = torch.tensor([0.0, 1.0])
@@ -99,3 +114,27 @@ def test_rl_module_builds_without_cluster_and_has_target_net() -> None:
                          model_config=module_config(CFG, LAYOUT))
     inf.set_state(mod.get_state(inference_only=True))
     torch.testing.assert_close(inf.forward_inference({"obs": obs})["qf_preds"], train["qf_preds"])
+
+
+def test_pae_aux_loss_straight_through_uses_the_greedy_pae_and_softmax_gradient() -> None:
+    q = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0]], requires_grad=True)
+    action_pae = torch.tensor([0.0, 1.0])
+    loss, pae = pae_aux_loss(q, action_pae, tau=0.5, target=0.4, straight_through=True)
+    assert pae.item() == pytest.approx(2 / 3)  # greedy actions 1, 0, 1
+    assert loss.item() == pytest.approx((2 / 3 - 0.4) ** 2)
+    loss.backward()
+    soft = torch.softmax(q.detach() / 0.5, dim=-1)[:, 1]  # dPAE_b/dq_i1 = p(1-p)/(τ·B)
+    expected = 2 * (2 / 3 - 0.4) * soft * (1 - soft) / (0.5 * 3)
+    torch.testing.assert_close(q.grad[:, 1], expected)
+    torch.testing.assert_close(q.grad[:, 0], -expected)  # greedy PAE above target: fewer ads
+
+
+def test_split_updates_bounds_each_learner_call_by_the_target_sync_count() -> None:
+    from adray import rl
+
+    assert rl.split_updates(20, 128, 2000) == [15, 5]
+    assert rl.split_updates(20, 128, 100_000) == [20]
+    assert rl.split_updates(3, 128, 64) == [1, 1, 1]  # sync more often than a minibatch: one per call
+    for n, size, freq in [(50, 128, 4000), (7, 32, 100), (1, 256, 256)]:
+        calls = rl.split_updates(n, size, freq)
+        assert sum(calls) == n and max(calls) * size <= max(freq, size)

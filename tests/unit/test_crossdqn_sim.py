@@ -7,6 +7,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.evaluate import rollout
+from workloads.crossdqn.policies import OraclePolicy, constant_policy
 from workloads.crossdqn.sim import FeedEnv, FeedSim, action_bits, make_requests, obs_layout
 
 CFG = CrossDQNConfig()
@@ -67,7 +69,7 @@ def test_determinism_under_seed() -> None:
 def test_episode_ends_when_user_leaves_or_lists_run_out() -> None:
     sim, outs = _run(CFG.override({"leave_base": 1.0}), action=0)
     assert len(outs) == 1 and outs[0]["left"].all() and outs[0]["terminated"].all()
-    sim, outs = _run(CFG.override({"leave_base": 0.0, "leave_per_ad": 0.0}), action=0)
+    sim, outs = _run(CFG.override({"leave_base": 0.0, "leave_per_ad": 0.0, "n_ads": 12}), action=0)
     assert len(outs) == CFG.n_organic // CFG.slots  # all-organic screens until fewer than K remain
     assert not any(o["left"].any() for o in outs) and outs[-1]["terminated"].all()
     with pytest.raises(ValueError, match="ended"):
@@ -93,3 +95,47 @@ def test_gym_env_api_and_observation_layout() -> None:
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (obs_layout(CFG)["obs_dim"],) and env.action_space.n == 32
+
+
+def test_tolerance_is_observable_through_profile_and_behaviour() -> None:
+    req = make_requests(CFG, 4000, 21)
+    assert np.corrcoef(req.profile[:, 0], req.tol)[0, 1] > 0.9  # noisy stated tolerance
+    assert np.corrcoef(req.profile[:, 2], req.tol)[0, 1] > 0.5  # past ad CTR (behaviour)
+    assert (req.tol < 0.2).mean() > 0.25 and (req.tol > 0.8).mean() > 0.25  # polarised: Beta(0.5, 0.5)
+    hidden = make_requests(CFG.override({"ad_history_len": 0}), 10, 21)
+    assert (hidden.profile[:, 2] == 0).all()
+
+
+def test_arrangement_x_user_and_ad_relevance_effects() -> None:
+    sim = FeedSim(CFG, make_requests(CFG, 4000, 13))
+    idx = np.arange(4000)
+    _, _, p_pair, _, _, _ = sim.arrange(idx, np.full(4000, 0b01100))  # slot 2: ad 1 with an ad right of it
+    _, _, p_alone, _, _, _ = sim.arrange(idx, np.full(4000, 0b00100))
+    ratio = p_pair[:, 2] / p_alone[:, 2]  # the adjacency penalty each user applies to the slot-2 ad
+    tol = sim.req.tol
+    assert ratio[tol < 0.2].mean() < ratio[tol > 0.8].mean() - 0.1  # users who mind ads mind clusters more
+    flat = FeedSim(CFG.override({"arrangement_tol_gain": 0.0}), sim.req)
+    _, _, q_pair, _, _, _ = flat.arrange(idx, np.full(4000, 0b01100))  # slot 2: ad 1 with an ad right of it
+    _, _, q_alone, _, _, _ = flat.arrange(idx, np.full(4000, 0b00100))
+    ok = q_alone[:, 2] < 1  # not clipped at probability 1
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(q_pair[ok, 2] / q_alone[ok, 2], 1 - CFG.adj_ad_penalty)
+    # one ad in slot 0: an irrelevant first ad adds more to leaving than a relevant one
+    _, _, _, p_leave, _, _ = sim.arrange(idx, np.full(4000, 0b00001))
+    extra = (p_leave - CFG.leave_base) / (1 - tol)
+    rel = sim.req.rel_ad[:, 0]
+    assert extra[rel < -1].mean() > 1.5 * extra[rel > 1].mean()
+
+
+def test_oracle_dp_value_matches_its_realised_reward_and_personalisation_pays() -> None:
+    cfg = CFG.override({"n_ads": 10, "n_organic": 15})  # short lists: a fast exact DP
+    n = 1000
+    oracle = OraclePolicy(cfg)
+    personal = rollout(cfg, oracle, n, seed=5)  # mu = 0: the DP maximises the expected reward
+    # the DP's expected return = the realised mean reward (only the click/leave draws differ)
+    sem = 3.0 * np.sqrt(np.var(oracle.start_value) + 4.0) / np.sqrt(n)  # generous: return var < 4
+    assert abs(oracle.start_value.mean() - personal["reward"]) < sem
+    blind = rollout(cfg, OraclePolicy(cfg, personal=False), n, seed=5)
+    consts = [a for a in range(cfg.num_actions) if bin(a).count("1") <= 2]
+    best_const = max(rollout(cfg, constant_policy(a), n, seed=5)["reward"] for a in consts)
+    assert personal["reward"] > blind["reward"] > best_const

@@ -30,6 +30,8 @@ def test_offline_fit_publish_and_load(ray_cluster, adray_home: Path, tmp_path: P
     module = loaded.model
     assert not hasattr(module, "_target_net")  # inference-only: no target network
     assert module.net.type_emb.abs().sum() > 0  # zero at init: nonzero only if gradients flowed
+    assert cfg.pae_mode == "offset" and cfg.lam > 0
+    assert module.net.pae_offset.item() != 0.0  # the batch-level PAE loss trained β (zero at init)
     obs = torch.randn(3, loaded.meta["obs_layout"]["obs_dim"])
     actions = module.forward_inference({"obs": obs})["actions"]
     assert actions.shape == (3,) and int(actions.max()) < cfg.num_actions

@@ -16,8 +16,9 @@ class CrossDQNConfig(TrainConfig):
     # ---------------------------------------------------------------- simulator (sim.py)
     slots: int = 5
     """K: slots per screen; the action space has 2^K actions."""
-    n_ads: int = 12
-    """Ads per request (ranked by bid)."""
+    n_ads: int = 25
+    """Ads per request (ranked by bid). As many as organic items, so that the ad list does not cap
+    how many ads an ad-tolerant user can be shown (with 12 it did, and personalising barely paid)."""
     n_organic: int = 25
     """Organic items per request (ranked by relevance)."""
     hist_len: int = 8
@@ -36,8 +37,22 @@ class CrossDQNConfig(TrainConfig):
     """Arrangement signal: an organic item next to an ad is clicked this fraction more."""
     leave_base: float = 0.12
     """Probability that the user leaves after a screen without ads."""
-    leave_per_ad: float = 0.1
+    leave_per_ad: float = 0.15
     """Extra leave probability per ad on the screen, scaled by (1 - the user's ad tolerance)."""
+    tol_concentration: float = 0.5
+    """Ad tolerance ~ Beta(c, c) per user: c=2 mild heterogeneity (most users near 0.5); c<1 polarised
+    (many users who mind ads and many who do not), as in feeds where ad tolerance varies strongly."""
+    tol_ctr_gain: float = 1.6
+    """Ads are clicked ``1 + gain·(tol - 0.5)`` times as often (floor 0.05): gain 1.6 -> 0.2x..1.8x."""
+    arrangement_tol_gain: float = 1.0
+    """Arrangement x user: the top/adjacent ad penalties are scaled by ``1 + gain·(0.5 - tol)`` (users
+    who mind ads mind ad clusters more); 0 = the same penalties for everyone."""
+    ad_leave_relevance: float = 1.0
+    """Item-dependent ad quality: each ad's leave contribution is scaled by ``1 + w·(1 - 2·σ(rel))``
+    with ``rel`` the ad's relevance to the user (irrelevant ads annoy more, relevant ones less)."""
+    ad_history_len: int = 20
+    """Past ad impressions behind the profile's behaviour feature ``past ad CTR`` (a binomial count
+    that reveals tolerance through behaviour); 0 = the feature is 0 (hidden)."""
     tolerance_noise: float = 0.1
     """Std of the noise on the ad tolerance shown in the user profile (0: the profile shows it exactly)."""
     take_rate: float = 0.1
@@ -75,6 +90,17 @@ class CrossDQNConfig(TrainConfig):
     between actions (~0.01 here), else softmax(Q/τ) is near uniform (PAE ≈ 0.5) and the constraint
     holds for the soft policy but not for the greedy one (measured: τ=0.02 -> greedy PAE 0.09 for
     target 0.4; τ=0.003 -> 0.31, smoke scale)."""
+    pae_estimator: Literal["soft", "straight_through"] = "straight_through"
+    """PAE_b of Eq. 20 from softmax(Q/τ) (the paper) or from the greedy argmax with the softmax's
+    gradient (straight-through), so the served greedy policy's PAE is the one held at the target."""
+    pae_mode: Literal["q", "offset"] = "offset"
+    """Where the PAE loss acts: "q" = on Q and the whole network (the paper; measured to swamp TD
+    and flatten Q over actions), "offset" = on one learned scalar β of the served scores
+    Q(s,a) - β·PAE(a) (TD alone trains Q). Ignored when lam = 0 (β stays 0)."""
+    calibrate_pae: bool = True
+    """pae_mode="offset", lam > 0: after training, shift β by bisection on simulated calibration
+    requests so that the served greedy policy's realised PAE equals pae_target (the loss holds PAE
+    on the logged states, not on the states the policy itself visits)."""
     pae_target: float = 0.4
     """Target PAE of the batch-level constraint (Eq. 21) and of the evaluation's PAE matching."""
     gamma: float = 0.9
@@ -84,7 +110,7 @@ class CrossDQNConfig(TrainConfig):
     updates_per_iteration: int = 50
     """Gradient steps (minibatches of ``batch_size`` logged transitions) per iteration."""
     target_update_freq: int = 4000
-    """Trained transitions between target-network updates."""
+    """Trained transitions between target-network updates (a learner call covers at most this many)."""
     online: bool = False
     """Train online in the simulator (DQN's own sampling + replay) instead of from the logged Parquet."""
 
@@ -104,6 +130,10 @@ class CrossDQNConfig(TrainConfig):
             v = getattr(self, name)
             check(0.0 <= v <= 1.0, f"{name}={v}: expected a value in [0, 1]")
         check(self.organic_lift >= 0 and self.leave_per_ad >= 0, "organic_lift, leave_per_ad: expected >= 0")
+        check(self.tol_concentration > 0, f"tol_concentration={self.tol_concentration}: expected > 0")
+        for name in ("tol_ctr_gain", "arrangement_tol_gain", "ad_leave_relevance"):
+            check(0.0 <= getattr(self, name) <= 2.0, f"{name}={getattr(self, name)}: expected in [0, 2]")
+        check(self.ad_history_len >= 0, f"ad_history_len={self.ad_history_len}: expected >= 0")
         check(0.0 <= self.take_rate <= 1.0, f"take_rate={self.take_rate}: expected in [0, 1]")
         check(self.eta >= 0 and self.lam >= 0, f"eta={self.eta}, lam={self.lam}: expected >= 0")
         check(self.tau > 0, f"tau={self.tau}: expected > 0")

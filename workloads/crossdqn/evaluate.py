@@ -56,7 +56,8 @@ def rollout(cfg: CrossDQNConfig, policy: Policy, n: int, seed: int, mu: float = 
     tot = dict.fromkeys(("r_ad", "r_fee", "r_ex", "orders", "reward"), 0.0)
     while sim.alive.any():
         idx = np.flatnonzero(sim.alive)
-        out = sim.step(idx, policy(sim.observe(idx), mu))
+        act_sim = getattr(policy, "act_sim", None)  # the oracle reads the simulator itself
+        out = sim.step(idx, act_sim(sim, idx, mu) if act_sim else policy(sim.observe(idx), mu))
         for key in tot:
             tot[key] += float(out[key].sum())
     req_pae = sim.ads_shown / np.maximum(sim.slots_shown, 1)

@@ -15,6 +15,7 @@ lives in train.py. The observation is the simulator's flat vector, split with ``
     V(s)     = MLP_v [u, mean h, mean E_ad, mean E_oi]                              Eq. 15
     A(s,a)   = MLP_a [flatten C(a), O_1..O_M, u]                                    Eq. 16
     Q(s,a)   = V(s) + A(s,a) - mean_a A(s,a)                                        Eq. 17
+    Q_srv    = Q(s,a) - β·PAE(a)          served scores; β learned by the PAE loss (train.py)
 
 Differences from the paper (why): the user vector ``u`` (profile + context) is also fed to the
 advantage head, because the user's ad tolerance is in the profile and the paper's state features
@@ -109,6 +110,8 @@ class CrossDQNNet(nn.Module):
             self.register_buffer("masks", masks, persistent=False)  # (M, d)
             self.register_buffer("masks_scaled", masks / masks.sum(1, keepdim=True).sqrt(), persistent=False)
             self.mcau_proj = nn.Linear(d, d, bias=False)
+        self.register_buffer("action_pae", bits.mean(1), persistent=False)  # PAE(a): (A,)
+        self.pae_offset = nn.Parameter(torch.zeros(()))  # β: 0 unless pae_mode="offset" trains it
         n_masks = len(self.masks) if self.use_mcau else 0
         adv_in = (k * d + n_masks * d + d) if use_sacu else (2 * k * d + 4 * d + k)
         self.af = _mlp(adv_in, hidden)
@@ -152,6 +155,11 @@ class CrossDQNNet(nn.Module):
         return out.flatten(2)  # (B, A, M·d)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Served scores Q(s, a) - β·PAE(a) (B, A): what the greedy policy maximises."""
+        return self.q_values(obs) - self.pae_offset * self.action_pae
+
+    def q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q(s, a) (B, A), the TD-trained estimate of the return (Eq. 15-17)."""
         e_ad, e_oi, u, state = self.represent(obs)
         b, n_act = obs.shape[0], self.bits.shape[0]
         if self.use_sacu:
@@ -188,14 +196,14 @@ class CrossDQNModule(TorchRLModule, QNetAPI, TargetNetworkAPI, InferenceOnlyAPI)
         return [(self.net, self._target_net)]
 
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {QF_PREDS: self._target_net(batch[Columns.OBS])}
+        return {QF_PREDS: self._target_net.q_values(batch[Columns.OBS])}
 
     def get_non_inference_attributes(self) -> list[str]:
         return ["_target_net"]
 
     # ---------------------------------------------------------------- Q-net API and forwards
     def compute_q_values(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {QF_PREDS: self.net(batch[Columns.OBS])}
+        return {QF_PREDS: self.net.q_values(batch[Columns.OBS])}
 
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         q = self.net(batch[Columns.OBS])
@@ -210,11 +218,12 @@ class CrossDQNModule(TorchRLModule, QNetAPI, TargetNetworkAPI, InferenceOnlyAPI)
         return out
 
     def _forward_train(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        # Double Q: one pass of the online net over [obs, next_obs]; target net on next_obs.
+        # Double Q on the TD estimate Q (not the served scores): one pass of the online net over
+        # [obs, next_obs]; target net on next_obs.
         obs, next_obs = batch[Columns.OBS], batch[Columns.NEXT_OBS]
-        q_both = self.net(torch.cat([obs, next_obs], dim=0))
+        q_both = self.net.q_values(torch.cat([obs, next_obs], dim=0))
         q, q_next = torch.chunk(q_both, 2, dim=0)
-        return {QF_PREDS: q, QF_NEXT_PREDS: q_next, QF_TARGET_NEXT_PREDS: self._target_net(next_obs)}
+        return {QF_PREDS: q, QF_NEXT_PREDS: q_next, QF_TARGET_NEXT_PREDS: self._target_net.q_values(next_obs)}
 
 
 def module_config(cfg: Any, layout: dict[str, int]) -> dict[str, Any]:

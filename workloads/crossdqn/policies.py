@@ -6,7 +6,10 @@ A policy maps observations (n, obs_dim) and a PAE knob ``mu`` to actions (n,) in
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,3 +72,77 @@ def gea_policy(cfg: CrossDQNConfig, interval_weight: float = 0.05) -> Policy:
         return action
 
     return policy
+
+
+class OraclePolicy:
+    """Personalised oracle: exact dynamic programming on each request's own user and items.
+
+    It reads the simulator (the user's true tolerance, every item, every effect), so it is an upper
+    reference for what personalisation can earn, not a deployable policy. Clicks and orders do not
+    change what comes next -- only leaving does -- so the state of a request is the pair of list
+    positions (ad_ptr, org_ptr), and the Lagrangian objective (undiscounted, as evaluated)
+
+        V(i, j) = max_a  E[r_ad + r_fee + η·r_ex | i, j, a] - mu·#ads(a)
+                         + (1 - p_leave(i, j, a))·V(i', j')    (V = 0 once the lists run out)
+
+    is solved exactly by backward induction over screens; ``mu`` sets the PAE (bisection in
+    ``evaluate.match_pae``). ``personal=False``: the same DP with every user at tolerance 0.5
+    (what knowing the items and arrangement effects earns without personalisation).
+    ``evaluate.rollout`` calls ``act_sim``.
+    """
+
+    def __init__(self, cfg: CrossDQNConfig, personal: bool = True) -> None:
+        self.cfg, self.personal = cfg, personal
+        self._key: tuple | None = None
+        self._table: np.ndarray | None = None
+        self.start_value: np.ndarray | None = None
+
+    def __call__(self, obs: np.ndarray, mu: float = 0.0) -> np.ndarray:
+        raise TypeError("OraclePolicy needs the simulator: call act_sim(sim, idx, mu)")
+
+    def act_sim(self, sim: Any, idx: np.ndarray, mu: float = 0.0) -> np.ndarray:
+        if self._key != (id(sim.req), mu):
+            self._table, self._key = self._solve(sim, mu), (id(sim.req), mu)
+        return self._table[idx, sim.screen[idx], sim.ad_ptr[idx]]
+
+    def _solve(self, sim: Any, mu: float) -> np.ndarray:
+        """Best action table (N, screens, n_ads + 1) by backward induction."""
+        cfg = self.cfg
+        if not self.personal:
+            sim = copy.copy(sim)
+            sim.req = dataclasses.replace(sim.req, tol=np.full_like(sim.req.tol, 0.5))
+        r, n, k, n_act = sim.req, len(sim.req), cfg.slots, cfg.num_actions
+        n_screens = (cfg.n_ads + cfg.n_organic) // k + 1
+        value = np.zeros((n, n_screens + 1, cfg.n_ads + 1))  # V(screen, ad_ptr); 0 past the end
+        table = np.zeros((n, n_screens, cfg.n_ads + 1), np.int64)
+        rows = np.repeat(np.arange(n), n_act)  # (n·A,): every action for every request
+        acts = np.tile(np.arange(n_act), n)
+        for s in range(n_screens - 1, -1, -1):
+            for i in range(max(0, k * s - cfg.n_organic), min(cfg.n_ads, k * s) + 1):
+                j = k * s - i  # organic position
+                if cfg.n_organic - j < k or (cfg.n_ads - i) + (cfg.n_organic - j) < k:
+                    continue  # unreachable: the episode ended before this screen
+                is_ad, item, p, p_leave, ad_next, org_next = sim.arrange(
+                    rows, acts, np.full(len(rows), i), np.full(len(rows), j))
+                cvr, val = sim.gather(rows, r.cvr, is_ad, item), sim.gather(rows, r.value, is_ad, item)
+                price = np.take_along_axis(r.price[rows], np.minimum(item, cfg.n_ads - 1), axis=1)
+                stay = 1.0 - p_leave
+                reward = ((p * is_ad * price).sum(1) + cfg.take_rate * (p * cvr * val).sum(1)
+                          + cfg.eta * (stay + (p * cvr).sum(1)))
+                ended = (cfg.n_organic - org_next < k) | ((cfg.n_ads - ad_next) + (cfg.n_organic - org_next) < k)
+                future = np.where(ended, 0.0, value[rows, s + 1, ad_next])
+                q = (reward - mu * is_ad.sum(1) + stay * future).reshape(n, n_act)
+                table[:, s, i] = q.argmax(1)
+                value[:, s, i] = q.max(1)
+        self.start_value = value[:, 0, 0]  # (N,) V at the first screen: the expected objective
+        return table
+
+
+def constant_policy(action: int) -> Policy:
+    """The same slot pattern ``action`` on every screen."""
+    return lambda obs, mu=0.0: np.full(len(obs), action, np.int64)
+
+
+def patterns_with(slots: int, n_ads: int) -> list[int]:
+    """All actions (slot patterns) with exactly ``n_ads`` ads."""
+    return [a for a in range(2**slots) if bin(a).count("1") == n_ads]

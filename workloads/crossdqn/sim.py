@@ -6,10 +6,16 @@ integer ``Σ_k a_k 2^k``. The simulated user carries the effects the paper relie
 
 * arrangement signal: an ad in the top slot or next to another ad is clicked less; an organic item
   next to an ad is clicked more (``top_ad_penalty``, ``adj_ad_penalty``, ``organic_lift``);
-* personal ad tolerance ``tol ∈ (0,1)``: ads are clicked in proportion to ``0.5 + tol`` and each ad
-  on a screen raises the leave probability by ``leave_per_ad·(1 - tol)``, so the best number of ads
-  per screen differs by user (the profile shows ``tol`` with noise);
-* after each screen the user leaves with ``p = leave_base + leave_per_ad·#ads·(1 - tol)``;
+* personal ad tolerance ``tol ~ Beta(c, c)`` (``tol_concentration``): ads are clicked
+  ``1 + tol_ctr_gain·(tol - 0.5)`` times as often, and each ad on a screen raises the leave
+  probability by ``leave_per_ad·(1 - tol)``, so the best number of ads per screen differs by user;
+  the observation shows ``tol`` with noise and a behaviour feature (past ad CTR over
+  ``ad_history_len`` past ad impressions);
+* arrangement x user: the top/adjacent penalties grow for users who mind ads
+  (``arrangement_tol_gain``); item-dependent ad quality: irrelevant ads add more to leaving than
+  relevant ones (``ad_leave_relevance``), so which ad lands on which screen matters;
+* after each screen the user leaves with ``p = leave_base + leave_per_ad·(1 - tol)·Σ_ads q_ad``
+  (``q_ad`` = 1 without the relevance effect);
 * clicks lead to orders (item-dependent conversion rate and value); ads are charged per click at
   the GSP price (the next bid in the ranked list, ``reserve_price`` for the last), the platform fee
   is ``take_rate·order value``, and the experience score is ``1[continues] + #orders``.
@@ -32,7 +38,7 @@ import numpy as np
 
 from workloads.crossdqn.config import CrossDQNConfig
 
-PROFILE_DIM = 3  # [tolerance seen with noise, activity, 1]
+PROFILE_DIM = 4  # [tolerance seen with noise, activity, past ad CTR (behaviour), 1]
 CTX_DIM = 4  # [screen / max_screens, ads left, organic left, PAE so far]
 
 
@@ -74,6 +80,7 @@ class Requests:
     value: dict[str, np.ndarray]  # (N, L) order value
     cvr: dict[str, np.ndarray]  # (N, L) P(order | click)
     logit: dict[str, np.ndarray]  # (N, L) click logit before position/arrangement effects
+    rel_ad: np.ndarray  # (N, Na) relevance of each ad to the user
     bid: np.ndarray  # (N, Na) ranked descending
     price: np.ndarray  # (N, Na) GSP price per click
     u_click: np.ndarray  # (N, S, K)
@@ -84,18 +91,25 @@ class Requests:
         return len(self.tol)
 
 
+def ad_ctr_factor(cfg: CrossDQNConfig, tol: np.ndarray) -> np.ndarray:
+    """Personal multiplier of ad click probabilities: ``max(0.05, 1 + tol_ctr_gain·(tol - 0.5))``."""
+    return np.maximum(0.05, 1.0 + cfg.tol_ctr_gain * (tol - 0.5))
+
+
 def make_requests(cfg: CrossDQNConfig, n: int, seed: int) -> Requests:
     rng = np.random.default_rng(seed)
     d, t, na, no = cfg.item_dim, cfg.hist_len, cfg.n_ads, cfg.n_organic
     pref = rng.normal(size=(n, d))
     pref /= np.linalg.norm(pref, axis=1, keepdims=True)
-    tol = rng.beta(2.0, 2.0, size=n)
+    tol = rng.beta(cfg.tol_concentration, cfg.tol_concentration, size=n)
     activity = rng.uniform(0.0, 1.0, size=n)
+    m = cfg.ad_history_len  # behaviour: past ad clicks of m impressions at 0.2x the user's ad factor
+    past_ctr = rng.binomial(m, np.clip(0.2 * ad_ctr_factor(cfg, tol), 0, 1)) / (0.3 * m) if m else np.zeros(n)
     profile = np.stack(
         [np.clip(tol + rng.normal(0.0, cfg.tolerance_noise, n), 0, 1) if cfg.tolerance_noise else tol,
-         activity, np.ones(n)], axis=1)
+         activity, past_ctr, np.ones(n)], axis=1)
     hist = 0.8 * pref[:, None, :] + rng.normal(0.0, 0.6, size=(n, t, d))
-    content, value, cvr, logit = {}, {}, {}, {}
+    content, value, cvr, logit, rels = {}, {}, {}, {}, {}
     for kind, length in (("ad", na), ("org", no)):
         c = rng.normal(size=(n, length, d))
         rel = np.einsum("nld,nd->nl", c, pref)
@@ -103,14 +117,14 @@ def make_requests(cfg: CrossDQNConfig, n: int, seed: int) -> Requests:
             order = np.argsort(-rel, axis=1)
             c = np.take_along_axis(c, order[..., None], axis=1)
             rel = np.take_along_axis(rel, order, axis=1)
-        content[kind] = c
+        content[kind], rels[kind] = c, rel
         value[kind] = rng.lognormal(1.0, 0.4, size=(n, length))
         cvr[kind] = 1.0 / (1.0 + np.exp(-rng.normal(-1.0, 0.5, size=(n, length))))
         logit[kind] = cfg.base_ctr_logit + 0.5 * activity[:, None] + rel
     bid = -np.sort(-rng.lognormal(-0.8, 0.4, size=(n, na)), axis=1)
     price = np.concatenate([bid[:, 1:], np.full((n, 1), cfg.reserve_price)], axis=1)
     s, k = max_screens(cfg), cfg.slots
-    return Requests(pref, tol, profile, hist, content, value, cvr, logit, bid, price,
+    return Requests(pref, tol, profile, hist, content, value, cvr, logit, rels["ad"], bid, price,
                     rng.uniform(size=(n, s, k)), rng.uniform(size=(n, s, k)), rng.uniform(size=(n, s)))
 
 
@@ -154,6 +168,51 @@ class FeedSim:
         blocks.append(ctx)
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
+    def arrange(self, idx: np.ndarray, actions: np.ndarray, ad_ptr: np.ndarray | None = None,
+                org_ptr: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Mixed screen of ``actions`` for requests ``idx`` (no randomness, no state change).
+
+        The lists' positions are the requests' current ones unless ``ad_ptr``/``org_ptr`` (n,) are
+        given. Returns is_ad, item (n, K) (item index in its list), click probability p (n, K), the
+        leave probability (n,), and the lists' positions after the screen (n,) x 2.
+        """
+        cfg, r = self.cfg, self.req
+        k, n = cfg.slots, len(idx)
+        want = self.bits[actions]  # (n, K)
+        is_ad = np.zeros((n, k), bool)
+        item = np.zeros((n, k), np.int64)
+        ad_ptr = (self.ad_ptr[idx] if ad_ptr is None else ad_ptr).copy()
+        org_ptr = (self.org_ptr[idx] if org_ptr is None else org_ptr).copy()
+        for j in range(k):  # the mixed list keeps each list's ranking; a list that ran out yields
+            has_ad, has_org = ad_ptr < cfg.n_ads, org_ptr < cfg.n_organic
+            is_ad[:, j] = (want[:, j].astype(bool) & has_ad) | ~has_org
+            item[:, j] = np.where(is_ad[:, j], ad_ptr, org_ptr)
+            ad_ptr += is_ad[:, j]
+            org_ptr += ~is_ad[:, j]
+        logit = self.gather(idx, r.logit, is_ad, item) - cfg.position_decay * np.arange(k)[None, :]
+        p = 1.0 / (1.0 + np.exp(-logit))  # (n, K)
+        tol = r.tol[idx, None]  # (n, 1)
+        scale = np.maximum(0.0, 1.0 + cfg.arrangement_tol_gain * (0.5 - tol))  # arrangement x user
+        adj, top = np.minimum(1.0, cfg.adj_ad_penalty * scale), np.minimum(1.0, cfg.top_ad_penalty * scale)
+        left_ad = np.pad(is_ad[:, :-1], ((0, 0), (1, 0)))
+        right_ad = np.pad(is_ad[:, 1:], ((0, 0), (0, 1)))
+        ad_factor = ad_ctr_factor(cfg, tol) * (1 - adj) ** (left_ad.astype(int) + right_ad)
+        ad_factor[:, 0] *= 1 - top[:, 0]
+        org_factor = np.where(left_ad | right_ad, 1 + cfg.organic_lift, 1.0)
+        p = np.clip(p * np.where(is_ad, ad_factor, org_factor), 0.0, 1.0)
+        rel = np.take_along_axis(r.rel_ad[idx], np.minimum(item, cfg.n_ads - 1), axis=1)  # (n, K)
+        annoy = np.maximum(0.0, 1.0 + cfg.ad_leave_relevance * (1.0 - 2.0 / (1.0 + np.exp(-rel))))
+        weight = (is_ad * annoy).sum(1)  # ads on the screen, weighted by how much each annoys
+        p_leave = np.clip(cfg.leave_base + cfg.leave_per_ad * weight * (1 - r.tol[idx]), 0.0, 1.0)
+        return is_ad, item, p, p_leave, ad_ptr, org_ptr
+
+    def gather(self, idx: np.ndarray, arrs: dict[str, np.ndarray], is_ad: np.ndarray,
+               item: np.ndarray) -> np.ndarray:
+        """Per-slot values (n, K) of ``arrs['ad']``/``arrs['org']`` for the shown items."""
+        a = np.take_along_axis(arrs["ad"][idx], np.minimum(item, self.cfg.n_ads - 1), axis=1)
+        o = np.take_along_axis(arrs["org"][idx], np.minimum(item, self.cfg.n_organic - 1), axis=1)
+        return np.where(is_ad, a, o)
+
     def step(self, idx: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
         """Show one screen to requests ``idx`` (all alive) with ``actions`` (n,) in [0, 2^K).
 
@@ -163,39 +222,15 @@ class FeedSim:
         cfg, r = self.cfg, self.req
         if not self.alive[idx].all():
             raise ValueError("FeedSim.step: some requests have already ended")
-        k, n = cfg.slots, len(idx)
-        want = self.bits[actions]  # (n, K)
-        is_ad = np.zeros((n, k), bool)
-        item = np.zeros((n, k), np.int64)
-        ad_ptr, org_ptr = self.ad_ptr[idx].copy(), self.org_ptr[idx].copy()
-        for j in range(k):  # the mixed list keeps each list's ranking; a list that ran out yields
-            has_ad, has_org = ad_ptr < cfg.n_ads, org_ptr < cfg.n_organic
-            is_ad[:, j] = (want[:, j].astype(bool) & has_ad) | ~has_org
-            item[:, j] = np.where(is_ad[:, j], ad_ptr, org_ptr)
-            ad_ptr += is_ad[:, j]
-            org_ptr += ~is_ad[:, j]
-
-        def gather(arrs: dict[str, np.ndarray]) -> np.ndarray:
-            a = np.take_along_axis(arrs["ad"][idx], np.minimum(item, cfg.n_ads - 1), axis=1)
-            o = np.take_along_axis(arrs["org"][idx], np.minimum(item, cfg.n_organic - 1), axis=1)
-            return np.where(is_ad, a, o)
-
-        logit = gather(r.logit) - cfg.position_decay * np.arange(k)[None, :]
-        p = 1.0 / (1.0 + np.exp(-logit))  # (n, K)
-        left_ad = np.pad(is_ad[:, :-1], ((0, 0), (1, 0)))
-        right_ad = np.pad(is_ad[:, 1:], ((0, 0), (0, 1)))
-        ad_factor = (0.5 + r.tol[idx, None]) * (1 - cfg.adj_ad_penalty) ** (left_ad.astype(int) + right_ad)
-        ad_factor[:, 0] *= 1 - cfg.top_ad_penalty
-        org_factor = np.where(left_ad | right_ad, 1 + cfg.organic_lift, 1.0)
-        p = np.clip(p * np.where(is_ad, ad_factor, org_factor), 0.0, 1.0)
+        k = cfg.slots
+        is_ad, item, p, p_leave, ad_ptr, org_ptr = self.arrange(idx, actions)
         s = self.screen[idx]
         click = r.u_click[idx, s] < p  # (n, K)
-        order = click & (r.u_order[idx, s] < gather(r.cvr))
+        order = click & (r.u_order[idx, s] < self.gather(idx, r.cvr, is_ad, item))
         price = np.take_along_axis(r.price[idx], np.minimum(item, cfg.n_ads - 1), axis=1)
         r_ad = ((click & is_ad) * price).sum(1)  # GSP, charged per click
-        r_fee = cfg.take_rate * (order * gather(r.value)).sum(1)
+        r_fee = cfg.take_rate * (order * self.gather(idx, r.value, is_ad, item)).sum(1)
         n_ads = is_ad.sum(1)
-        p_leave = np.clip(cfg.leave_base + cfg.leave_per_ad * n_ads * (1 - r.tol[idx]), 0.0, 1.0)
         left = r.u_leave[idx, s] < p_leave
         orders = order.sum(1)
         r_ex = (~left).astype(float) + orders

@@ -4,13 +4,34 @@ Loss (Eq. 18-21), per minibatch of logged transitions (s, a, r, s', done):
 
     L_DQN = mean Huber(Q(s,a), r + γ (1-done) Q_target(s', argmax_a' Q(s',a')))   (double Q)
     p_i   = softmax(Q(s_i, ·) / τ)                         soft argmax             Eq. 19
-    PAE_b = mean_i Σ_a p_i(a) · PAE(a),  PAE(a) = #ads(a)/K                          Eq. 20
+    p̂_i   = onehot(argmax_a Q(s_i, a)) + p_i - sg(p_i)     straight-through (ours, optional)
+    PAE_b = mean_i Σ_a p̂_i(a) · PAE(a),  PAE(a) = #ads(a)/K                          Eq. 20
     L     = L_DQN + λ (PAE_b - PAE_target)^2                                         Eq. 21
+    (pae_mode="offset": Q in Eq. 19 and the argmax is replaced by sg(Q) - β·PAE(a); see below)
+
+With ``pae_estimator="soft"`` p̂ = p (the paper): the loss holds the *softmax* policy's PAE at the
+target, and the served greedy policy drifted ~0.1 below it. ``"straight_through"`` (default) puts
+the greedy policy's PAE in the loss's value and takes the gradient through the softmax (sg =
+stop-gradient), so the constraint holds for the policy that is served.
+
+Where the PAE loss acts (``pae_mode``): ``"q"`` (the paper) applies it to Q itself, i.e. to the
+whole network. Measured (default scale, 3000 updates): its gradient, ~λ/τ ≈ 700 times a TD
+gradient, swamps TD under Adam; Q's spread over actions collapsed to 0.001 and the policy
+stopped personalising (same ads for every tolerance). ``"offset"`` (default) applies it to the
+served scores ``sg(Q(s,a)) - β·PAE(a)`` only, so it trains one scalar β (a learned Lagrange
+multiplier of the batch-level constraint) and TD alone shapes Q. The loss holds PAE on the
+*logged* states; the policy's own states differ, so its realised PAE can miss the target
+(measured 0.34 at target 0.4, default scale). ``calibrate_pae`` then shifts β after training by
+bisection on simulated calibration requests (not the evaluation's) so the served greedy policy's
+realised PAE equals the target.
 
 The TD part is RLlib's ``DQNTorchLearner`` loss (1-step, uniform weights: offline batches carry
 no replay priorities, so ``weights``/``n_step`` default to ones here). The algorithm is RLlib's
 DQN with ``training_step`` replaced, for offline data, by minibatches of the logged Parquet
-transitions (see ``adray.rl`` for why they are sampled in the driver rather than through Ray Data);
+transitions (see ``adray.rl`` for why they are sampled in the driver rather than through Ray Data):
+one ``learner_group.update`` call takes many minibatches at once (RLlib's ``minibatch_size``
+split), cut so that each call covers at most ``target_update_freq`` transitions -- the learner
+syncs the target network after a call, so syncs still happen by count;
 ``online=True`` keeps DQN's own sampling in the simulator (``FeedEnv``) with the same learner.
 Reward is rebuilt from the logged components with the config's η, so η can be tuned on one dataset.
 """
@@ -50,13 +71,18 @@ MODULE_DIR = "module"
 LOGGED = ("obs", "new_obs", "actions", "r_ad", "r_fee", "r_ex", "terminateds")
 
 
-def pae_aux_loss(q: torch.Tensor, action_pae: torch.Tensor, tau: float, target: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch-level PAE constraint: ((mean_i Σ_a softmax(q_i/τ)_a PAE(a)) - target)^2 and PAE_b.
+def pae_aux_loss(q: torch.Tensor, action_pae: torch.Tensor, tau: float, target: float,
+                 straight_through: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-level PAE constraint: ((mean_i Σ_a p_i(a) PAE(a)) - target)^2 and PAE_b.
 
     Args:
         q: (B, A) Q-values; action_pae: (A,) PAE of each action; tau: temperature; target: PAE target.
+        straight_through: value from the greedy argmax, gradient through softmax(q/τ).
     """
     probs = torch.softmax(q / tau, dim=-1)  # Eq. 19: (B, A)
+    if straight_through:
+        greedy = torch.nn.functional.one_hot(q.argmax(dim=-1), q.shape[-1]).to(probs.dtype)  # (B, A)
+        probs = greedy + probs - probs.detach()
     pae_batch = (probs @ action_pae).mean()  # Eq. 20
     return (pae_batch - target) ** 2, pae_batch  # Eq. 21
 
@@ -72,8 +98,12 @@ class CrossDQNLearner(DQNTorchLearner):
             batch["n_step"] = ones
         td_loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
         extra = config.learner_config_dict
-        bits = self.module[module_id].unwrapped().net.bits  # (A, K)
-        aux, pae_b = pae_aux_loss(fwd_out[QF_PREDS], bits.mean(1), extra["tau"], extra["pae_target"])
+        net = self.module[module_id].unwrapped().net
+        q = fwd_out[QF_PREDS]  # (B, A) TD estimate
+        if extra["pae_mode"] == "offset":  # the constraint trains β only: served = sg(Q) - β·PAE(a)
+            q = q.detach() - net.pae_offset * net.action_pae
+        aux, pae_b = pae_aux_loss(q, net.action_pae, extra["tau"], extra["pae_target"],
+                                  extra["pae_estimator"] == "straight_through")
         self.metrics.log_dict({PAE_AUX_KEY: aux, PAE_BATCH_KEY: pae_b}, key=module_id, window=1)
         return td_loss + extra["lam"] * aux
 
@@ -99,13 +129,14 @@ class OfflineCrossDQN(DQN):
     def training_step(self) -> None:
         if self._online:
             return super().training_step()
-        extra = self.config.learner_config_dict
-        for _ in range(int(extra["updates_per_iteration"])):
-            batch = self._sampler.sample(self.config.train_batch_size_per_learner)
-            self._trained += len(batch[Columns.REWARDS])
+        extra, size = self.config.learner_config_dict, self.config.train_batch_size_per_learner
+        for n_mb in rl.split_updates(int(extra["updates_per_iteration"]), size,
+                                     self.config.target_network_update_freq):
+            batch = self._sampler.sample(n_mb * size)  # n_mb minibatches in one learner call
+            self._trained += n_mb * size
             with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
                 results = self.learner_group.update(
-                    batch=rl.learner_batch(batch),
+                    batch=rl.learner_batch(batch), minibatch_size=size, num_epochs=1,
                     timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self._trained},  # drives target updates
                 )
             for res in results:  # per-sample TD errors are for replay priorities: none offline
@@ -133,6 +164,7 @@ def algorithm_config(cfg: CrossDQNConfig, data_path: Path | None) -> DQNConfig:
             learner_class=CrossDQNLearner,
             learner_config_dict={
                 "lam": cfg.lam, "tau": cfg.tau, "pae_target": cfg.pae_target, "eta": cfg.eta, "seed": cfg.seed,
+                "pae_estimator": cfg.pae_estimator, "pae_mode": cfg.pae_mode,
                 "updates_per_iteration": cfg.updates_per_iteration, "online": cfg.online,
                 "data_path": str(data_path) if data_path else "",
             },
@@ -145,31 +177,47 @@ def algorithm_config(cfg: CrossDQNConfig, data_path: Path | None) -> DQNConfig:
 def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any = lambda m: None,
                  progress: bool = False, validate: bool = True) -> dict[str, float]:
     """Train with RLlib, export the inference module to ``out_dir/module``; returns metrics."""
-    from workloads.crossdqn.evaluate import q_policy, rollout
+    from workloads.crossdqn.evaluate import match_pae, q_policy, rollout
 
     data_path = None if cfg.online else check_dataset(cfg, data_dir)
     algo = algorithm_config(cfg, data_path).build_algo()
     learner_module = algo.learner_group._learner.module[DEFAULT_MODULE_ID] if algo.learner_group.is_local else None
 
+    def validation() -> dict[str, float]:  # quick greedy rollout on held-out requests
+        with torch.no_grad():
+            val = rollout(cfg, q_policy(learner_module.unwrapped().net), cfg.eval_requests // 4, seed=7_777_777)
+        return {f"val_{k}": v for k, v in val.items()}
+
     def summarize(result: dict[str, Any]) -> dict[str, float]:
         stats = rl.learner_metrics(result)
         out = {k: stats[k] for k in ("qf_loss", "qf_mean", PAE_AUX_KEY, PAE_BATCH_KEY) if k in stats}
-        if validate and learner_module is not None:  # quick greedy rollout on held-out requests
-            with torch.no_grad():
-                val = rollout(cfg, q_policy(learner_module.unwrapped().net), cfg.eval_requests // 4, seed=7_777_777)
-            out.update({f"val_{k}": v for k, v in val.items()})
+        if validate and learner_module is not None:
+            out.update(validation())
         return out
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(rl.torch_threads())  # as the Train harness: no oversubscribed shared CPUs
     try:
         start = time.perf_counter()
         with torch.enable_grad():  # callers may evaluate under no_grad; training must not inherit it
             history = rl.train_iterations(algo, cfg.iterations, summarize, report, progress)
         train_s = time.perf_counter() - start
+        offsets = {}
+        if learner_module is not None and cfg.lam > 0 and cfg.pae_mode == "offset":
+            net = learner_module.unwrapped().net
+            offsets["pae_offset_trained"] = net.pae_offset.item()
+            if cfg.calibrate_pae:  # shift β so the served greedy policy's realised PAE = target
+                with torch.no_grad():
+                    net.pae_offset += match_pae(cfg, q_policy(net), cfg.pae_target, max(100, cfg.eval_requests // 2))
+            offsets["pae_offset"] = net.pae_offset.item()
+            if validate and cfg.calibrate_pae:
+                offsets.update(validation())  # the exported (calibrated) module's validation
         rl.export_module(algo, out_dir / MODULE_DIR)
     finally:
         algo.stop()
+        torch.set_num_threads(threads)
     transitions = cfg.iterations * cfg.updates_per_iteration * cfg.batch_size
-    metrics = dict(history[-1])
+    metrics = {**history[-1], **offsets}
     metrics.update({
         "iter_time_s": float(np.mean([h["iter_time_s"] for h in history])),
         "train_time_s": train_s,
