@@ -22,6 +22,7 @@ import torch
 
 from adray import rl
 from adray.config import load_config, parse_set
+from adray.runtime import torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import simulate_logs
@@ -77,7 +78,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     cfg = load_config(CrossDQNConfig, args.config, WORKLOAD.configs_dir, parse_set(args.set))
-    torch.set_num_threads(rl.torch_threads())
+    torch.set_num_threads(torch_threads())
     nets = {"crossdqn": rl.load_module(args.dir / "main" / "module").net}
     for name in ABLATIONS:
         path = args.dir / "ablations" / name / "module"

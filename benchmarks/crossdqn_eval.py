@@ -25,7 +25,7 @@ import torch
 
 from adray import rl
 from adray.config import load_config, parse_set
-from adray.runtime import ensure_ray
+from adray.runtime import ensure_ray, torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import make_data
@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(CrossDQNConfig, args.config, WORKLOAD.configs_dir, parse_set(args.set))
     ensure_ray()
-    torch.set_num_threads(rl.torch_threads())  # evaluation too: no oversubscribed shared CPUs
+    torch.set_num_threads(torch_threads())  # evaluation too: no oversubscribed shared CPUs
     report: dict = {"config": args.config, "pae_target": cfg.pae_target}
     with tempfile.TemporaryDirectory(prefix="crossdqn-bench-") as tmp:
         root = args.keep or Path(tmp)

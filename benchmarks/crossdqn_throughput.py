@@ -78,7 +78,7 @@ def main() -> None:
         out["data_make_s"] = time.perf_counter() - t0
         ensure_ray()
         for name, (freq, threads) in modes.items():
-            os.environ["OMP_NUM_THREADS"] = str(threads)  # read by adray.rl.torch_threads
+            os.environ["OMP_NUM_THREADS"] = str(threads)  # read by adray.runtime.torch_threads
             m = train_module(cfg.override({"target_update_freq": freq}), Path(tmp) / "data",
                              Path(tmp) / name, validate=False)
             row = {"iter_time_s": m["iter_time_s"], "train_transitions_per_s": m["train_transitions_per_s"],

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from adray.config import load_config, parse_set
-from adray.runtime import ensure_ray
+from adray.runtime import ensure_ray, torch_threads
 from adray.train import prepare_data, run_training
 from adray.workload import get_workload
 
@@ -33,7 +33,7 @@ def plain_loop(wl, cfg) -> dict[str, float]:  # noqa: ANN001
     train = spec.load_split(data_dir, spec.train_split, cfg)
     meta = spec.model_meta(data_dir, cfg)
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    torch.set_num_threads(torch_threads())
     model = spec.build_model(cfg, meta)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(next(iter(train.values())))

@@ -81,13 +81,6 @@ def split_updates(n_updates: int, minibatch_size: int, target_update_freq: int) 
     return [per_call] * (n_updates // per_call) + ([n_updates % per_call] if n_updates % per_call else [])
 
 
-def torch_threads() -> int:
-    """Torch intra-op threads for a learner in the driver: ``OMP_NUM_THREADS`` or 1 (as adray.train)."""
-    import os
-
-    return max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
-
-
 def learner_batch(columns: dict[str, np.ndarray], module_id: str | None = None) -> Any:
     """A numpy minibatch as the ``MultiAgentBatch`` that ``LearnerGroup.update(batch=...)`` takes."""
     from ray.rllib.core import DEFAULT_MODULE_ID

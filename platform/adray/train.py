@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -32,6 +31,7 @@ from adray.data import DataError, read_manifest
 from adray.models import write_model_dir
 from adray.paths import runs_root
 from adray.registry import Registry
+from adray.runtime import torch_threads
 from adray.workload import TrainConfig, Workload, data_dir_for, get_workload
 
 COMPLETED = "ADRAY_COMPLETED"
@@ -214,7 +214,7 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray 
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    torch.set_num_threads(torch_threads())
     data = ray.get(config["data_ref"])
     train, val, test = data[spec.train_split], data[spec.val_split], data[spec.test_split]
 

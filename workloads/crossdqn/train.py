@@ -59,6 +59,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from adray import rl
+from adray.runtime import torch_threads
 from adray.workload import FitContext, FitResult
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import check_dataset
@@ -196,7 +197,7 @@ def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any
         return out
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(rl.torch_threads())  # as the Train harness: no oversubscribed shared CPUs
+    torch.set_num_threads(torch_threads())  # as the Train harness: no oversubscribed shared CPUs
     try:
         start = time.perf_counter()
         with torch.enable_grad():  # callers may evaluate under no_grad; training must not inherit it
