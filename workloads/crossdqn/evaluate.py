@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from workloads.crossdqn.config import CrossDQNConfig
@@ -51,18 +52,23 @@ def q_policy(model: Any) -> Policy:
 
 
 def rollout(cfg: CrossDQNConfig, policy: Policy, n: int, seed: int, mu: float = 0.0) -> dict[str, float]:
-    """Run ``policy`` on ``n`` requests drawn with ``seed``; per-request means of the metrics."""
+    """Run ``policy`` on ``n`` requests drawn with ``seed``; per-request means of the metrics
+    (``return`` = the γ-discounted reward over screens, the value Q estimates; ``first_screen`` = the
+    reward of the first screen alone)."""
     sim = FeedSim(cfg, make_requests(cfg, n, seed))
-    tot = dict.fromkeys(("r_ad", "r_fee", "r_ex", "orders", "reward"), 0.0)
+    tot = dict.fromkeys(("r_ad", "r_fee", "r_ex", "orders", "reward", "return", "first_screen"), 0.0)
     while sim.alive.any():
         idx = np.flatnonzero(sim.alive)
+        discount, first = cfg.gamma ** sim.screen[idx], sim.screen[idx] == 0
         act_sim = getattr(policy, "act_sim", None)  # the oracle reads the simulator itself
         out = sim.step(idx, act_sim(sim, idx, mu) if act_sim else policy(sim.observe(idx), mu))
+        out = {**out, "return": out["reward"] * discount, "first_screen": out["reward"] * first}
         for key in tot:
             tot[key] += float(out[key].sum())
     req_pae = sim.ads_shown / np.maximum(sim.slots_shown, 1)
     return {"r_ad": tot["r_ad"] / n, "r_fee": tot["r_fee"] / n, "cvr": tot["orders"] / n,
-            "r_ex": tot["r_ex"] / n, "reward": tot["reward"] / n,
+            "r_ex": tot["r_ex"] / n, "reward": tot["reward"] / n, "return": tot["return"] / n,
+            "first_screen": tot["first_screen"] / n,
             "pae": float(sim.ads_shown.sum() / sim.slots_shown.sum()), "pae_req_std": float(req_pae.std())}
 
 
@@ -91,6 +97,41 @@ def evaluate_policy(cfg: CrossDQNConfig, policy: Policy, matched: bool = True) -
     out.update({"pae_raw": float(raw_pae.mean()), "pae_raw_std": float(raw_pae.std()),
                 "pae_raw_gap": float(abs(raw_pae.mean() - cfg.pae_target)),
                 "pae_raw_req_std": float(np.mean([r["pae_req_std"] for r in raw]))})
+    return out
+
+
+def off_policy_estimates(cfg: CrossDQNConfig, logs: pd.DataFrame, policy: Policy, mu: float = 0.0,
+                         net: Any = None, gamma: float | None = None) -> dict[str, dict[str, float]]:
+    """Value of a deterministic ``policy`` (at ``mu``) estimated from logs of the exploratory policy.
+
+    π(a_logged | s) = 1 if the policy picks the logged action, else 0; the logs' ``action_prob`` is
+    μ(a|s). Per request: PDIS, WPDIS, DR, WDR of the γ-discounted reward (Eq. 2 with the config's η;
+    ``gamma`` defaults to the config's, the rollout's ``return``; 1 = its ``reward``). DR/WDR take
+    q̂(s,a) = Q(s,a) and v̂(s) = Q(s, π(s)) from ``net`` (a CrossDQNNet; zeros without one, when DR
+    = PDIS). Trajectory estimators: :mod:`adray.ope`. Also the one-step IPS/SNIPS/DR of the first
+    screen's reward alone (``*_first``: no product of weights over screens, so far lower variance).
+    """
+    from adray import ope
+
+    obs = np.stack(logs["obs"].to_numpy()).astype(np.float32)
+    logged = logs["actions"].to_numpy()
+    chosen = policy(obs, mu)
+    q_logged = v_target = None
+    if net is not None:
+        with torch.no_grad():
+            q = net.q_values(torch.as_tensor(obs)).numpy()  # (N, A)
+        q_logged, v_target = q[np.arange(len(q)), logged], q[np.arange(len(q)), chosen]
+    reward = (logs["r_ad"] + logs["r_fee"] + cfg.eta * logs["r_ex"]).to_numpy()
+    traj = ope.Trajectories.from_rows(
+        logs["eps_id"].to_numpy(), logs["t"].to_numpy(), reward, (chosen == logged).astype(np.float64),
+        logs["action_prob"].to_numpy(), cfg.gamma if gamma is None else gamma, q_logged, v_target)
+    out = {name: est(traj).to_dict() for name, est in ope.TRAJECTORY_ESTIMATORS.items()}
+    first = logs["t"].to_numpy() == 0
+    pi, mu_log = (chosen == logged).astype(np.float64)[first], logs["action_prob"].to_numpy()[first]
+    out["ips_first"] = ope.ips(reward[first], pi, mu_log).to_dict()
+    out["snips_first"] = ope.snips(reward[first], pi, mu_log).to_dict()
+    if net is not None:
+        out["dr_first"] = ope.dr(reward[first], pi, mu_log, q_logged[first], v_target[first]).to_dict()
     return out
 
 
