@@ -7,7 +7,9 @@ requests; the best one (reward per request) is evaluated on the eval seeds. Orac
 (``policies.OraclePolicy``: exact DP on each user's true tolerance and items): its PAE knob ``mu``
 is bisected on calibration requests to the best fixed pattern's realised PAE, and it is evaluated
 on the same eval seeds. The non-personal oracle (every user at tolerance
-0.5) separates what personalisation earns from what item/arrangement knowledge earns.
+0.5) separates what personalisation earns from what item/arrangement knowledge earns; the
+count-only oracle (personal, but one fixed slot pattern per ad count) separates what choosing *how
+many* ads per user and screen earns from choosing *where* they go -- the part that SACU/MCAU model.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ def oracle_vs_fixed(cfg: CrossDQNConfig) -> dict:
     mcfg = cfg.override({"pae_target": round(pae, 4)})  # everyone at the best fixed pattern's PAE
     for name, personal in (("oracle", True), ("oracle_nonpersonal", False)):
         out[name] = evaluate_policy(mcfg, OraclePolicy(mcfg, personal))
+    # one pattern per ad count (the best constant pattern of that count on calibration requests):
+    # the DP then chooses only how many ads each user sees per screen, not where they go
+    per_count = []
+    for count in range(cfg.slots + 1):
+        pats = patterns_with(cfg.slots, count)
+        rewards = {a: rollout(cfg, constant_policy(a), n_cal, CALIBRATION_SEED)["reward"] for a in pats}
+        per_count.append(max(rewards, key=rewards.get))
+    out["count_only_patterns"] = [format(a, f"0{cfg.slots}b")[::-1] for a in per_count]
+    out["oracle_count_only"] = evaluate_policy(mcfg, OraclePolicy(mcfg, True, per_count))
     return out
 
 
@@ -54,13 +65,16 @@ def main() -> None:
     print(f"best fixed pattern slots {out['best_fixed_slots']} (calibration rewards "
           f"{ {k: round(v, 3) for k, v in out['fixed_calibration_rewards'].items()} })")
     print(f"{'method':20s}" + "".join(f"{m:>17s}" for m in METRICS))
-    for name in ("fixed", "best_fixed", "oracle", "oracle_nonpersonal"):
+    for name in ("fixed", "best_fixed", "oracle", "oracle_nonpersonal", "oracle_count_only"):
         row = out[name]
         print(f"{name:20s}" + "".join(f"{row[m]:>9.4f} ±{row[m + '_std']:.4f}" for m in METRICS))
     gap = out["oracle"]["reward"] - out["best_fixed"]["reward"]
     print(f"oracle - best fixed: {gap:+.4f} reward/request ({100 * gap / out['best_fixed']['reward']:+.1f}%); "
           f"non-personal oracle - best fixed: {out['oracle_nonpersonal']['reward'] - out['best_fixed']['reward']:+.4f}"
           f"  ({time.perf_counter() - t0:.0f}s)")
+    print(f"count-only oracle (patterns {out['count_only_patterns']}) - best fixed: "
+          f"{out['oracle_count_only']['reward'] - out['best_fixed']['reward']:+.4f}; full oracle - count-only: "
+          f"{out['oracle']['reward'] - out['oracle_count_only']['reward']:+.4f} (what placement adds)")
     out["gap"] = gap
     if args.json:
         args.json.write_text(json.dumps({"config": args.config, "set": args.set, **out}, indent=2))

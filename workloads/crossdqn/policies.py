@@ -87,13 +87,15 @@ class OraclePolicy:
 
     is solved exactly by backward induction over screens; ``mu`` sets the PAE (bisection in
     ``evaluate.match_pae``). ``personal=False``: the same DP with every user at tolerance 0.5
-    (what knowing the items and arrangement effects earns without personalisation).
-    ``evaluate.rollout`` calls ``act_sim``.
+    (what knowing the items and arrangement effects earns without personalisation). ``actions``
+    restricts the choice to a subset of slot patterns (e.g. one pattern per ad count: what choosing
+    only *how many* ads, per user and screen, earns). ``evaluate.rollout`` calls ``act_sim``.
     """
 
-    def __init__(self, cfg: CrossDQNConfig, personal: bool = True) -> None:
+    def __init__(self, cfg: CrossDQNConfig, personal: bool = True, actions: list[int] | None = None) -> None:
         self.cfg, self.personal = cfg, personal
-        self._key: tuple | None = None
+        self.actions = np.arange(cfg.num_actions) if actions is None else np.asarray(sorted(actions), np.int64)
+        self._key: tuple | None = None  # (the Requests object itself, mu): held, so never a reused id
         self._table: np.ndarray | None = None
         self.start_value: np.ndarray | None = None
 
@@ -101,8 +103,8 @@ class OraclePolicy:
         raise TypeError("OraclePolicy needs the simulator: call act_sim(sim, idx, mu)")
 
     def act_sim(self, sim: Any, idx: np.ndarray, mu: float = 0.0) -> np.ndarray:
-        if self._key != (id(sim.req), mu):
-            self._table, self._key = self._solve(sim, mu), (id(sim.req), mu)
+        if self._key is None or self._key[0] is not sim.req or self._key[1] != mu:
+            self._table, self._key = self._solve(sim, mu), (sim.req, mu)
         return self._table[idx, sim.screen[idx], sim.ad_ptr[idx]]
 
     def _solve(self, sim: Any, mu: float) -> np.ndarray:
@@ -111,12 +113,12 @@ class OraclePolicy:
         if not self.personal:
             sim = copy.copy(sim)
             sim.req = dataclasses.replace(sim.req, tol=np.full_like(sim.req.tol, 0.5))
-        r, n, k, n_act = sim.req, len(sim.req), cfg.slots, cfg.num_actions
+        r, n, k, n_act = sim.req, len(sim.req), cfg.slots, len(self.actions)
         n_screens = (cfg.n_ads + cfg.n_organic) // k + 1
         value = np.zeros((n, n_screens + 1, cfg.n_ads + 1))  # V(screen, ad_ptr); 0 past the end
         table = np.zeros((n, n_screens, cfg.n_ads + 1), np.int64)
         rows = np.repeat(np.arange(n), n_act)  # (n·A,): every action for every request
-        acts = np.tile(np.arange(n_act), n)
+        acts = np.tile(self.actions, n)
         for s in range(n_screens - 1, -1, -1):
             for i in range(max(0, k * s - cfg.n_organic), min(cfg.n_ads, k * s) + 1):
                 j = k * s - i  # organic position
@@ -132,7 +134,7 @@ class OraclePolicy:
                 ended = (cfg.n_organic - org_next < k) | ((cfg.n_ads - ad_next) + (cfg.n_organic - org_next) < k)
                 future = np.where(ended, 0.0, value[rows, s + 1, ad_next])
                 q = (reward - mu * is_ad.sum(1) + stay * future).reshape(n, n_act)
-                table[:, s, i] = q.argmax(1)
+                table[:, s, i] = self.actions[q.argmax(1)]
                 value[:, s, i] = q.max(1)
         self.start_value = value[:, 0, 0]  # (N,) V at the first screen: the expected objective
         return table
