@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.evaluate import rollout
 from workloads.crossdqn.policies import OraclePolicy, constant_policy
-from workloads.crossdqn.sim import FeedEnv, FeedSim, action_bits, make_requests, obs_layout
+from workloads.crossdqn.sim import FeedEnv, FeedSim, action_bits, ad_ctr_factor, make_requests, obs_layout
 
 CFG = CrossDQNConfig()
 
@@ -107,14 +107,15 @@ def test_tolerance_is_observable_through_profile_and_behaviour() -> None:
 
 
 def test_arrangement_x_user_and_ad_relevance_effects() -> None:
-    sim = FeedSim(CFG, make_requests(CFG, 4000, 13))
+    cfg = CFG.override({"neighbour_similarity": 0.0})  # type-level effects alone (item-level: below)
+    sim = FeedSim(cfg, make_requests(cfg, 4000, 13))
     idx = np.arange(4000)
     _, _, p_pair, _, _, _ = sim.arrange(idx, np.full(4000, 0b01100))  # slot 2: ad 1 with an ad right of it
     _, _, p_alone, _, _, _ = sim.arrange(idx, np.full(4000, 0b00100))
     ratio = p_pair[:, 2] / p_alone[:, 2]  # the adjacency penalty each user applies to the slot-2 ad
     tol = sim.req.tol
     assert ratio[tol < 0.2].mean() < ratio[tol > 0.8].mean() - 0.1  # users who mind ads mind clusters more
-    flat = FeedSim(CFG.override({"arrangement_tol_gain": 0.0}), sim.req)
+    flat = FeedSim(cfg.override({"arrangement_tol_gain": 0.0}), sim.req)
     _, _, q_pair, _, _, _ = flat.arrange(idx, np.full(4000, 0b01100))  # slot 2: ad 1 with an ad right of it
     _, _, q_alone, _, _, _ = flat.arrange(idx, np.full(4000, 0b00100))
     ok = q_alone[:, 2] < 1  # not clipped at probability 1
@@ -139,3 +140,41 @@ def test_oracle_dp_value_matches_its_realised_reward_and_personalisation_pays() 
     consts = [a for a in range(cfg.num_actions) if bin(a).count("1") <= 2]
     best_const = max(rollout(cfg, constant_policy(a), n, seed=5)["reward"] for a in consts)
     assert personal["reward"] > blind["reward"] > best_const
+
+
+def test_item_level_arrangement_similar_neighbours_compete() -> None:
+    """neighbour_similarity w: each item's click logit falls by w·cos(x_i, x_j) per adjacent item."""
+    cfg = CFG.override({"neighbour_similarity": 1.0})
+    req = make_requests(cfg, 3000, 14)
+    idx = np.arange(3000)
+    action = np.full(3000, 0b00100)  # organic 0, organic 1, ad 0, organic 2, organic 3
+    is_ad, item, p_w, _, _, _ = FeedSim(cfg, req).arrange(idx, action)
+    _, _, p_0, _, _, _ = FeedSim(cfg.override({"neighbour_similarity": 0.0}), req).arrange(idx, action)
+    unit = {k: v / np.linalg.norm(v, axis=2, keepdims=True) for k, v in req.content.items()}
+    ad0, org1, org2 = unit["ad"][:, 0], unit["org"][:, 1], unit["org"][:, 2]
+    cos_sum = (ad0 * org1).sum(1) + (ad0 * org2).sum(1)  # the ad's two neighbours
+    factor = ad_ctr_factor(CFG, req.tol)  # the slot-2 ad has no ad neighbour and is not on top
+    base = p_0[:, 2] / factor  # σ(logit) before the personal factor
+    ok = (p_0[:, 2] < 0.999) & (base < 0.999)  # not clipped at 1
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    expected = sigmoid(np.log(base / (1 - base)) - cos_sum) * factor
+    ok &= expected < 1
+    np.testing.assert_allclose(p_w[ok, 2], expected[ok], rtol=1e-6)
+    assert is_ad[:, 2].all() and (item[:, 2] == 0).all()
+    # placement now pays per request: the oracle's best pattern per ad count is no longer one pattern
+    from workloads.crossdqn.policies import OraclePolicy, patterns_with
+
+    small = cfg.override({"n_ads": 10, "n_organic": 10})
+    sim = FeedSim(small, make_requests(small, 300, 15))
+    table = OraclePolicy(small, personal=True, actions=patterns_with(5, 2))._solve(sim, 0.0)
+    assert len(np.unique(table[:, 0, 0])) >= 5  # the first screen's 2-ad pattern differs by request
+
+
+def test_one_oracle_object_reused_over_request_sets_acts_as_a_fresh_one() -> None:
+    """The DP table is cached per request set: a new set (even at a reused address) is solved anew."""
+    from workloads.crossdqn.policies import OraclePolicy
+
+    cfg = CFG.override({"n_ads": 10, "n_organic": 10, "neighbour_similarity": 1.0})
+    shared = OraclePolicy(cfg)
+    for seed in range(3):
+        assert rollout(cfg, shared, 100, seed=seed) == rollout(cfg, OraclePolicy(cfg), 100, seed=seed)

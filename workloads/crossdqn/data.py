@@ -82,7 +82,7 @@ def make_data(cfg: CrossDQNConfig, out_dir: Path) -> None:
 
 SIM_FIELDS = ("slots", "n_ads", "n_organic", "hist_len", "item_dim", "base_ctr_logit", "position_decay",
               "top_ad_penalty", "adj_ad_penalty", "organic_lift", "leave_base", "leave_per_ad",
-              "tol_concentration", "tol_ctr_gain", "arrangement_tol_gain", "ad_leave_relevance",
+              "tol_concentration", "tol_ctr_gain", "arrangement_tol_gain", "ad_leave_relevance", "neighbour_similarity",
               "ad_history_len", "tolerance_noise", "take_rate", "reserve_price", "eta")
 
 

@@ -14,6 +14,9 @@ integer ``Σ_k a_k 2^k``. The simulated user carries the effects the paper relie
 * arrangement x user: the top/adjacent penalties grow for users who mind ads
   (``arrangement_tol_gain``); item-dependent ad quality: irrelevant ads add more to leaving than
   relevant ones (``ad_leave_relevance``), so which ad lands on which screen matters;
+* item-level arrangement (``neighbour_similarity`` w, default 1): an item's click logit
+  falls by ``w·cos(x_i, x_j)`` for each adjacent item j (similar neighbours compete), so where each
+  ad lands on the screen matters per request;
 * after each screen the user leaves with ``p = leave_base + leave_per_ad·(1 - tol)·Σ_ads q_ad``
   (``q_ad`` = 1 without the relevance effect);
 * clicks lead to orders (item-dependent conversion rate and value); ads are charged per click at
@@ -190,6 +193,12 @@ class FeedSim:
             ad_ptr += is_ad[:, j]
             org_ptr += ~is_ad[:, j]
         logit = self.gather(idx, r.logit, is_ad, item) - cfg.position_decay * np.arange(k)[None, :]
+        if cfg.neighbour_similarity:  # item-level arrangement: similar neighbours compete
+            x = np.where(is_ad[..., None], self.req.content["ad"][idx[:, None], np.minimum(item, cfg.n_ads - 1)],
+                         self.req.content["org"][idx[:, None], np.minimum(item, cfg.n_organic - 1)])  # (n, K, D)
+            x = x / np.linalg.norm(x, axis=2, keepdims=True)
+            cos = (x[:, 1:] * x[:, :-1]).sum(2)  # (n, K-1): slot j with slot j+1
+            logit = logit - cfg.neighbour_similarity * (np.pad(cos, ((0, 0), (1, 0))) + np.pad(cos, ((0, 0), (0, 1))))
         p = 1.0 / (1.0 + np.exp(-logit))  # (n, K)
         tol = r.tol[idx, None]  # (n, 1)
         scale = np.maximum(0.0, 1.0 + cfg.arrangement_tol_gain * (0.5 - tol))  # arrangement x user
