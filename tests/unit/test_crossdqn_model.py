@@ -16,7 +16,7 @@ from workloads.crossdqn.model import (
     offset_matrices,
 )
 from workloads.crossdqn.sim import obs_layout
-from workloads.crossdqn.train import pae_aux_loss
+from workloads.crossdqn.train import cql_penalty, pae_aux_loss
 
 CFG = CrossDQNConfig(embed_dim=4, hidden=16)
 LAYOUT = obs_layout(CFG)
@@ -127,6 +127,20 @@ def test_pae_aux_loss_straight_through_uses_the_greedy_pae_and_softmax_gradient(
     expected = 2 * (2 / 3 - 0.4) * soft * (1 - soft) / (0.5 * 3)
     torch.testing.assert_close(q.grad[:, 1], expected)
     torch.testing.assert_close(q.grad[:, 0], -expected)  # greedy PAE above target: fewer ads
+
+
+def test_cql_penalty_hand_computed_and_pushes_unlogged_actions_down() -> None:
+    q = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    actions = torch.tensor([0, 2])
+    loss = cql_penalty(q, actions)
+    lse0, lse1 = np.log(1 + np.e + np.e**2), 1 + np.log(3)  # logsumexp of each row
+    assert loss.item() == pytest.approx(((lse0 - 0.0) + (lse1 - 1.0)) / 2, rel=1e-6)
+    loss.backward()
+    soft = torch.softmax(q.detach(), dim=-1) / 2  # d/dQ: (softmax - onehot(logged)) / B
+    soft[0, 0] -= 0.5
+    soft[1, 2] -= 0.5
+    torch.testing.assert_close(q.grad, soft)
+    assert q.grad[0, 0] < 0 and (q.grad[0, 1:] > 0).all()  # descent raises the logged, lowers the others
 
 
 def test_split_updates_bounds_each_learner_call_by_the_target_sync_count() -> None:

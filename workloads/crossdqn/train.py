@@ -7,6 +7,7 @@ Loss (Eq. 18-21), per minibatch of logged transitions (s, a, r, s', done):
     p̂_i   = onehot(argmax_a Q(s_i, a)) + p_i - sg(p_i)     straight-through (ours, optional)
     PAE_b = mean_i Σ_a p̂_i(a) · PAE(a),  PAE(a) = #ads(a)/K                          Eq. 20
     L     = L_DQN + λ (PAE_b - PAE_target)^2                                         Eq. 21
+          + α (logsumexp_a Q(s,a) - Q(s,a_logged))        CQL(H) penalty (ours; cql_alpha, default 0)
     (pae_mode="offset": Q in Eq. 19 and the argmax is replaced by sg(Q) - β·PAE(a); see below)
 
 With ``pae_estimator="soft"`` p̂ = p (the paper): the loss holds the *softmax* policy's PAE at the
@@ -68,6 +69,7 @@ from workloads.crossdqn.sim import FeedEnv, obs_layout
 
 PAE_AUX_KEY = "pae_aux_loss"
 PAE_BATCH_KEY = "pae_batch"
+CQL_KEY = "cql_loss"
 MODULE_DIR = "module"
 LOGGED = ("obs", "new_obs", "actions", "r_ad", "r_fee", "r_ex", "terminateds")
 
@@ -88,6 +90,15 @@ def pae_aux_loss(q: torch.Tensor, action_pae: torch.Tensor, tau: float, target: 
     return (pae_batch - target) ** 2, pae_batch  # Eq. 21
 
 
+def cql_penalty(q: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Conservative Q-learning (CQL(H), Kumar et al. 2020): mean_i logsumexp_a Q(s_i,a) - Q(s_i,a_i).
+
+    Pushes down Q on actions the logs do not show relative to the logged one (ours; not the paper's).
+    Args: q (B, A) Q-values; actions (B,) logged action indices.
+    """
+    return (torch.logsumexp(q, dim=-1) - q.gather(1, actions.long()[:, None]).squeeze(1)).mean()
+
+
 class CrossDQNLearner(DQNTorchLearner):
     """DQN TD loss + λ·batch-level PAE loss; λ, τ, target from ``learner_config_dict``."""
 
@@ -105,8 +116,14 @@ class CrossDQNLearner(DQNTorchLearner):
             q = q.detach() - net.pae_offset * net.action_pae
         aux, pae_b = pae_aux_loss(q, net.action_pae, extra["tau"], extra["pae_target"],
                                   extra["pae_estimator"] == "straight_through")
-        self.metrics.log_dict({PAE_AUX_KEY: aux, PAE_BATCH_KEY: pae_b}, key=module_id, window=1)
-        return td_loss + extra["lam"] * aux
+        loss = td_loss + extra["lam"] * aux
+        logged = {PAE_AUX_KEY: aux, PAE_BATCH_KEY: pae_b}
+        if extra.get("cql_alpha", 0.0) > 0:
+            cql = cql_penalty(fwd_out[QF_PREDS], batch[Columns.ACTIONS])
+            loss = loss + extra["cql_alpha"] * cql
+            logged[CQL_KEY] = cql
+        self.metrics.log_dict(logged, key=module_id, window=1)
+        return loss
 
 
 class OfflineCrossDQN(DQN):
@@ -165,6 +182,7 @@ def algorithm_config(cfg: CrossDQNConfig, data_path: Path | None) -> DQNConfig:
             learner_class=CrossDQNLearner,
             learner_config_dict={
                 "lam": cfg.lam, "tau": cfg.tau, "pae_target": cfg.pae_target, "eta": cfg.eta, "seed": cfg.seed,
+                "cql_alpha": cfg.cql_alpha,
                 "pae_estimator": cfg.pae_estimator, "pae_mode": cfg.pae_mode,
                 "updates_per_iteration": cfg.updates_per_iteration, "online": cfg.online,
                 "data_path": str(data_path) if data_path else "",
@@ -191,7 +209,7 @@ def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any
 
     def summarize(result: dict[str, Any]) -> dict[str, float]:
         stats = rl.learner_metrics(result)
-        out = {k: stats[k] for k in ("qf_loss", "qf_mean", PAE_AUX_KEY, PAE_BATCH_KEY) if k in stats}
+        out = {k: stats[k] for k in ("qf_loss", "qf_mean", PAE_AUX_KEY, PAE_BATCH_KEY, CQL_KEY) if k in stats}
         if validate and learner_module is not None:
             out.update(validation())
         return out
