@@ -5,8 +5,10 @@
 ``KEEP`` is a directory written by ``crossdqn_eval.py --keep KEEP`` (``main/module`` and
 ``ablations/<name>/module``). For each Q-network, on fresh logs of the exploratory policy (not
 trained on): the mean of Q(s, a_logged) against the discounted Monte-Carlo return G of the logged
-episode (bias = over-/under-estimation), their correlation, and mean max_a Q(s, a) (what the greedy
-policy believes it earns). Then every policy (and the oracle) is rolled out at the PAE target
+episode and their correlation (Q(s, a) is the return of a *then the greedy policy*, so it should
+exceed G of the exploratory policy: the difference is not a bias); then the over-estimation proper:
+mean max_a Q(s0, a) over fresh first screens against the discounted return the greedy-on-Q policy
+really earns on those requests. Then every policy (and the oracle) is rolled out at the PAE target
 (mu by bisection) and the ads per screen shown to the least / middle / most ad-tolerant third of
 users is printed: a policy that personalises shows more ads to tolerant users.
 """
@@ -26,7 +28,7 @@ from adray.runtime import torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import simulate_logs
-from workloads.crossdqn.evaluate import ABLATIONS, EVAL_SEED, match_pae, q_policy
+from workloads.crossdqn.evaluate import ABLATIONS, EVAL_SEED, match_pae, q_policy, rollout
 from workloads.crossdqn.policies import OraclePolicy, fixed_policy
 from workloads.crossdqn.sim import FeedSim, make_requests
 
@@ -48,6 +50,23 @@ def q_accuracy(net, df, g: np.ndarray) -> dict[str, float]:
     return {"q_logged": float(q_logged.mean()), "mc_return": float(g.mean()),
             "bias": float((q_logged - g).mean()), "corr": float(np.corrcoef(q_logged, g)[0, 1]),
             "max_q": float(q.max(1).mean())}
+
+
+def value_accuracy(cfg: CrossDQNConfig, net, n: int, seed: int = EVAL_SEED) -> dict[str, float]:
+    """Over-estimation, measured where it is defined: mean_s0 max_a Q(s0, a) on fresh requests
+    against the γ-discounted return that the greedy-on-Q policy really earns on those requests.
+
+    (Q(s, a_logged) against the logging policy's Monte-Carlo return is *not* a bias: Q estimates
+    the return of a followed by the greedy policy, which beats the exploratory one.)"""
+    sim = FeedSim(cfg, make_requests(cfg, n, seed))
+    with torch.no_grad():
+        v_pred = float(net.q_values(torch.as_tensor(sim.observe())).max(1).values.mean())
+
+        def greedy(obs: np.ndarray, mu: float = 0.0) -> np.ndarray:
+            return net.q_values(torch.as_tensor(obs)).argmax(1).numpy()
+
+        v_true = rollout(cfg, greedy, n, seed)["return"]
+    return {"v_pred": v_pred, "v_true": v_true, "v_bias": v_pred - v_true, "v_bias_rel": (v_pred - v_true) / v_true}
 
 
 def ads_by_tolerance(cfg: CrossDQNConfig, policy, n: int, mu: float) -> dict[str, float]:
@@ -87,11 +106,12 @@ def main() -> None:
     df = simulate_logs(cfg, 2000, seed=cfg.seed + 12345)  # held out: a seed the training logs never use
     g = mc_returns(df, cfg.gamma, cfg.eta)
     report: dict = {"q": {}, "personalisation": {}}
-    print(f"{'net':18s}{'Q(s,a_log)':>11s}{'MC G':>8s}{'bias':>8s}{'corr':>7s}{'max_a Q':>9s}")
+    print(f"{'net':18s}{'Q(s,a_log)':>11s}{'MC G_log':>9s}{'diff':>7s}{'corr':>7s}{'max_a Q(s0)':>12s}"
+          f"{'greedy G':>9s}{'over-est.':>10s}")
     for name, net in nets.items():
-        row = report["q"][name] = q_accuracy(net, df, g)
-        print(f"{name:18s}{row['q_logged']:>11.3f}{row['mc_return']:>8.3f}{row['bias']:>8.3f}{row['corr']:>7.3f}"
-              f"{row['max_q']:>9.3f}")
+        row = report["q"][name] = {**q_accuracy(net, df, g), **value_accuracy(cfg, net, cfg.eval_requests)}
+        print(f"{name:18s}{row['q_logged']:>11.3f}{row['mc_return']:>9.3f}{row['bias']:>7.3f}{row['corr']:>7.3f}"
+              f"{row['v_pred']:>12.3f}{row['v_true']:>9.3f}{row['v_bias']:>+10.3f}")
     n = cfg.eval_requests
     policies = {"fixed": fixed_policy(cfg), "oracle": OraclePolicy(cfg),
                 **{name: q_policy(net) for name, net in nets.items()}}
