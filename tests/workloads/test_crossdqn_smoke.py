@@ -13,7 +13,7 @@ from adray.fit import run_fit
 from adray.models import load_model
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
-from workloads.crossdqn.evaluate import q_policy, rollout
+from workloads.crossdqn.evaluate import match_pae, q_policy, rollout
 
 pytestmark = pytest.mark.ray
 
@@ -30,14 +30,31 @@ def test_offline_fit_publish_and_load(ray_cluster, adray_home: Path, tmp_path: P
     module = loaded.model
     assert not hasattr(module, "_target_net")  # inference-only: no target network
     assert module.net.type_emb.abs().sum() > 0  # zero at init: nonzero only if gradients flowed
-    assert cfg.pae_mode == "offset" and cfg.lam > 0
-    assert module.net.pae_offset.item() != 0.0  # the batch-level PAE loss trained β (zero at init)
+    assert cfg.pae_mode == "q" and cfg.lam > 0 and cfg.calibrate_pae
+    assert metrics["pae_offset_trained"] == 0.0  # q mode: the loss shapes Q, not β
+    assert module.net.pae_offset.item() == pytest.approx(metrics["pae_offset"])  # β = the calibration shift
     obs = torch.randn(3, loaded.meta["obs_layout"]["obs_dim"])
     actions = module.forward_inference({"obs": obs})["actions"]
     assert actions.shape == (3,) and int(actions.max()) < cfg.num_actions
     # the loaded module is the trained one: same greedy rollout as the validation reported in fit
     val = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=7_777_777)
     assert val["reward"] == pytest.approx(metrics["val_reward"], rel=1e-6)
+    # the tune objective: the same rollout at the mu that matches the PAE target on calibration requests
+    mu = match_pae(cfg, q_policy(module), cfg.pae_target, cfg.eval_requests // 4, steps=10)
+    matched = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=7_777_777, mu=mu)
+    assert matched["reward"] == pytest.approx(metrics["val_reward_matched"], rel=1e-6)
+    assert matched["pae"] == pytest.approx(metrics["val_pae_matched"], rel=1e-6)
+
+
+def test_offset_mode_trains_only_the_pae_offset(ray_cluster, tmp_path: Path) -> None:
+    from workloads.crossdqn.train import train_module
+
+    cfg = load_config(CrossDQNConfig, "smoke", WORKLOAD.configs_dir,
+                      {"iterations": 1, "updates_per_iteration": 4, "pae_mode": "offset", "calibrate_pae": False})
+    WORKLOAD.make_data(cfg, tmp_path / "data")
+    metrics = train_module(cfg, tmp_path / "data", tmp_path / "out", validate=False)
+    assert metrics["pae_offset_trained"] != 0.0  # β (zero at init) moved by the batch-level loss
+    assert metrics["pae_offset"] == metrics["pae_offset_trained"]  # no calibration shift
 
 
 @pytest.mark.slow

@@ -15,16 +15,16 @@ target, and the served greedy policy drifted ~0.1 below it. ``"straight_through"
 the greedy policy's PAE in the loss's value and takes the gradient through the softmax (sg =
 stop-gradient), so the constraint holds for the policy that is served.
 
-Where the PAE loss acts (``pae_mode``): ``"q"`` (the paper) applies it to Q itself, i.e. to the
-whole network. Measured (default scale, 3000 updates): its gradient, ~λ/τ ≈ 700 times a TD
-gradient, swamps TD under Adam; Q's spread over actions collapsed to 0.001 and the policy
-stopped personalising (same ads for every tolerance). ``"offset"`` (default) applies it to the
-served scores ``sg(Q(s,a)) - β·PAE(a)`` only, so it trains one scalar β (a learned Lagrange
-multiplier of the batch-level constraint) and TD alone shapes Q. The loss holds PAE on the
-*logged* states; the policy's own states differ, so its realised PAE can miss the target
-(measured 0.34 at target 0.4, default scale). ``calibrate_pae`` then shifts β after training by
-bisection on simulated calibration requests (not the evaluation's) so the served greedy policy's
-realised PAE equals the target.
+Where the PAE loss acts (``pae_mode``): ``"q"`` (the paper, default) applies it to Q itself, i.e.
+to the whole network. Its gradient scales with λ/τ: at the paper's λ = 2, τ = 0.003 (~700 times
+a TD gradient) it swamped TD under Adam -- Q's spread over actions collapsed to 0.001 and the
+policy stopped personalising; at λ = τ = 0.01 (default) the two balance and Q stays informative.
+``"offset"`` applies it to the served scores ``sg(Q(s,a)) - β·PAE(a)`` only, so it trains one
+scalar β (a learned Lagrange multiplier of the constraint) and TD alone shapes Q. Either way the
+loss holds PAE on the *logged* states; the policy's own states differ, so its realised PAE can
+miss the target. ``calibrate_pae`` then shifts β (0 in q mode) after training by bisection on
+simulated calibration requests (not the evaluation's) so the served greedy policy's realised PAE
+equals the target.
 
 The TD part is RLlib's ``DQNTorchLearner`` loss (1-step, uniform weights: offline batches carry
 no replay priorities, so ``weights``/``n_step`` default to ones here). The algorithm is RLlib's
@@ -71,6 +71,7 @@ PAE_AUX_KEY = "pae_aux_loss"
 PAE_BATCH_KEY = "pae_batch"
 CQL_KEY = "cql_loss"
 MODULE_DIR = "module"
+VALIDATION_SEED = 7_777_777
 LOGGED = ("obs", "new_obs", "actions", "r_ad", "r_fee", "r_ex", "terminateds")
 
 
@@ -202,10 +203,18 @@ def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any
     algo = algorithm_config(cfg, data_path).build_algo()
     learner_module = algo.learner_group._learner.module[DEFAULT_MODULE_ID] if algo.learner_group.is_local else None
 
-    def validation() -> dict[str, float]:  # quick greedy rollout on held-out requests
+    def validation() -> dict[str, float]:
+        """Greedy rollout on held-out requests as served (val_*), and at the PAE target
+        (val_*_matched: mu by a 10-step bisection on the calibration requests), so that trials with
+        different λ, τ are compared at equal PAE (the tune objective ``val_reward_matched``)."""
+        n = max(50, cfg.eval_requests // 4)
         with torch.no_grad():
-            val = rollout(cfg, q_policy(learner_module.unwrapped().net), cfg.eval_requests // 4, seed=7_777_777)
-        return {f"val_{k}": v for k, v in val.items()}
+            policy = q_policy(learner_module.unwrapped().net)
+            val = rollout(cfg, policy, n, seed=VALIDATION_SEED)
+            mu = match_pae(cfg, policy, cfg.pae_target, n, steps=10)
+            matched = rollout(cfg, policy, n, seed=VALIDATION_SEED, mu=mu)
+        return {**{f"val_{k}": v for k, v in val.items()},
+                "val_reward_matched": matched["reward"], "val_pae_matched": matched["pae"]}
 
     def summarize(result: dict[str, Any]) -> dict[str, float]:
         stats = rl.learner_metrics(result)
@@ -222,7 +231,7 @@ def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any
             history = rl.train_iterations(algo, cfg.iterations, summarize, report, progress)
         train_s = time.perf_counter() - start
         offsets = {}
-        if learner_module is not None and cfg.lam > 0 and cfg.pae_mode == "offset":
+        if learner_module is not None and cfg.lam > 0:  # β: trained (offset mode) or 0 (q mode)
             net = learner_module.unwrapped().net
             offsets["pae_offset_trained"] = net.pae_offset.item()
             if cfg.calibrate_pae:  # shift β so the served greedy policy's realised PAE = target
