@@ -2,8 +2,8 @@
 
     python benchmarks/crossdqn_ope.py --dir KEEP --config default [--logs 10000] [--json out.json]
 
-``KEEP`` is a directory of ``crossdqn_eval.py --keep`` or ``crossdqn_variants.py`` (any
-``*/module`` below it is a trained Q-network). On fresh logs of the exploratory policy (a seed no
+``KEEP`` is a directory of ``crossdqn_eval.py --keep`` or ``crossdqn_variants.py`` (every
+``*/module`` and ``*/*/module`` below it is a trained Q-network). On fresh logs of the exploratory policy (a seed no
 training run used) every policy -- Fixed, GEA and each Q-network, each at its PAE-matching mu --
 is valued by PDIS, WPDIS, DR and WDR (``adray.ope``; DR/WDR with the policy's own Q as q̂), and the
 truth is its simulator rollout on fresh requests (γ-discounted reward per request, mean over the
@@ -48,7 +48,7 @@ def main() -> None:
     logs = simulate_logs(cfg, args.logs, seed=cfg.seed + OPE_LOG_SEED)
     obs = np.stack(logs["obs"].to_numpy()).astype(np.float32)
     candidates: dict[str, tuple] = {"fixed": (fixed_policy(cfg), None), "gea": (gea_policy(cfg), None)}
-    for path in sorted(args.dir.glob("**/module")):
+    for path in sorted({p for pattern in ("*/module", "*/*/module") for p in args.dir.glob(pattern)}):  # follows links
         net = rl.load_module(path).net
         candidates[str(path.parent.relative_to(args.dir))] = (q_policy(net), net)
     n = cfg.eval_requests
@@ -77,7 +77,8 @@ def main() -> None:
         errs = np.array([p["estimates"][e]["value"] - p[key] for p in rows])
         truths = np.array([p[key] for p in rows])
         ests = np.array([p["estimates"][e]["value"] for p in rows])
-        rank = float(np.corrcoef(np.argsort(np.argsort(truths)), np.argsort(np.argsort(ests)))[0, 1])
+        rank = (float(np.corrcoef(np.argsort(np.argsort(truths)), np.argsort(np.argsort(ests)))[0, 1])
+                if len(rows) >= 3 else float("nan"))
         report[e] = {"mean_abs_error": float(np.abs(errs).mean()), "rank_corr": rank}
         print(f"{e}: mean |estimate - truth| {np.abs(errs).mean():.3f}; Spearman rank corr with truth {rank:.2f}")
     if args.json:
