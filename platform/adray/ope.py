@@ -79,7 +79,8 @@ def _bootstrap(stat, n: int, seed: int) -> float:
 
 
 # ------------------------------------------------------------------------------------ one step
-def ips(rewards: object, target_prob: object, logging_prob: object, seed: int = 0) -> Estimate:
+def ips(rewards: object, target_prob: object, logging_prob: object) -> Estimate:
+    """Horvitz-Thompson; s.e. in closed form."""
     r = _column(rewards, "rewards")
     w = importance_weights(target_prob, logging_prob, len(r))
     x = w * r
@@ -88,6 +89,7 @@ def ips(rewards: object, target_prob: object, logging_prob: object, seed: int = 
 
 
 def snips(rewards: object, target_prob: object, logging_prob: object, seed: int = 0) -> Estimate:
+    """Self-normalised IPS; s.e. by a seeded bootstrap (a ratio estimator)."""
     r = _column(rewards, "rewards")
     w = importance_weights(target_prob, logging_prob, len(r))
 
@@ -97,8 +99,8 @@ def snips(rewards: object, target_prob: object, logging_prob: object, seed: int 
     return Estimate(stat(np.arange(len(r))), _bootstrap(stat, len(r), seed), _kish(w), len(r))
 
 
-def dr(rewards: object, target_prob: object, logging_prob: object, q_logged: object, v_target: object,
-       seed: int = 0) -> Estimate:
+def dr(rewards: object, target_prob: object, logging_prob: object, q_logged: object, v_target: object) -> Estimate:
+    """Doubly robust, one step; s.e. in closed form."""
     r = _column(rewards, "rewards")
     w = importance_weights(target_prob, logging_prob, len(r))
     q, v = _column(q_logged, "q_logged", len(r)), _column(v_target, "v_target", len(r))
