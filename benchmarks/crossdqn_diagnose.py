@@ -28,7 +28,7 @@ from adray.runtime import torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import simulate_logs
-from workloads.crossdqn.evaluate import ABLATIONS, EVAL_SEED, match_pae, q_policy, rollout
+from workloads.crossdqn.evaluate import ABLATIONS, EVAL_SEED, match_pae, q_policy, value_accuracy
 from workloads.crossdqn.policies import OraclePolicy, fixed_policy
 from workloads.crossdqn.sim import FeedSim, make_requests
 
@@ -50,23 +50,6 @@ def q_accuracy(net, df, g: np.ndarray) -> dict[str, float]:
     return {"q_logged": float(q_logged.mean()), "mc_return": float(g.mean()),
             "bias": float((q_logged - g).mean()), "corr": float(np.corrcoef(q_logged, g)[0, 1]),
             "max_q": float(q.max(1).mean())}
-
-
-def value_accuracy(cfg: CrossDQNConfig, net, n: int, seed: int = EVAL_SEED) -> dict[str, float]:
-    """Over-estimation, measured where it is defined: mean_s0 max_a Q(s0, a) on fresh requests
-    against the γ-discounted return that the greedy-on-Q policy really earns on those requests.
-
-    (Q(s, a_logged) against the logging policy's Monte-Carlo return is *not* a bias: Q estimates
-    the return of a followed by the greedy policy, which beats the exploratory one.)"""
-    sim = FeedSim(cfg, make_requests(cfg, n, seed))
-    with torch.no_grad():
-        v_pred = float(net.q_values(torch.as_tensor(sim.observe())).max(1).values.mean())
-
-        def greedy(obs: np.ndarray, mu: float = 0.0) -> np.ndarray:
-            return net.q_values(torch.as_tensor(obs)).argmax(1).numpy()
-
-        v_true = rollout(cfg, greedy, n, seed)["return"]
-    return {"v_pred": v_pred, "v_true": v_true, "v_bias": v_pred - v_true, "v_bias_rel": (v_pred - v_true) / v_true}
 
 
 def ads_by_tolerance(cfg: CrossDQNConfig, policy, n: int, mu: float) -> dict[str, float]:

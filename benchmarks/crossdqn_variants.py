@@ -10,7 +10,7 @@ Training seed k logs its own data (the exploratory policy, ``seed = base + k``; 
 trained module is rolled out on the evaluation's fresh requests at matched PAE (``evaluate_policy``:
 mu by bisection on separate calibration requests), and its value estimate max_a Q(s0, a) on fresh
 first screens is set against the discounted return its greedy-on-Q policy really earns
-(``crossdqn_diagnose.value_accuracy``: v_pred vs v_true, over-estimation = the difference). One JSON line per (variant,
+(``evaluate.value_accuracy``: v_pred vs v_true, over-estimation = the difference). One JSON line per (variant,
 seed) is appended to ``--jsonl`` as soon as it is done; the summary (mean ± std over seeds) prints at
 the end. ``--summarize FILE`` only prints the summary of an existing JSONL (several runs merged).
 """
@@ -19,24 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from crossdqn_diagnose import value_accuracy  # noqa: E402
-
-from adray import rl  # noqa: E402
-from adray.config import load_config, parse_set  # noqa: E402
-from adray.runtime import ensure_ray, torch_threads  # noqa: E402
-from workloads.crossdqn import WORKLOAD  # noqa: E402
-from workloads.crossdqn.config import CrossDQNConfig  # noqa: E402
-from workloads.crossdqn.data import make_data  # noqa: E402
-from workloads.crossdqn.evaluate import evaluate_policy, q_policy  # noqa: E402
-from workloads.crossdqn.train import MODULE_DIR, train_module  # noqa: E402
+from adray import rl
+from adray.config import load_config, parse_set
+from adray.runtime import ensure_ray, torch_threads
+from workloads.crossdqn import WORKLOAD
+from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.data import make_data
+from workloads.crossdqn.evaluate import evaluate_policy, q_policy, value_accuracy
+from workloads.crossdqn.train import MODULE_DIR, train_module
 
 SUMMARY = ("reward", "pae", "pae_raw", "r_ad", "r_ex", "v_pred", "v_true")
 
