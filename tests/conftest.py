@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SAMPLES = REPO / "data" / "samples"
 
 
 @pytest.fixture(scope="session")
@@ -40,5 +40,6 @@ def adray_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    return SHARED / "data"
+def samples() -> Path:
+    """The real data samples kept in the repository (data/samples/README.md)."""
+    return SAMPLES

@@ -62,8 +62,8 @@ def _ae_csv(path: Path, src: Path, mutate) -> Path:  # noqa: ANN001
     ],
     ids=["missing-label", "nan", "wrong-type", "empty"],
 )
-def test_import_rejects_bad_files(tmp_path: Path, shared_data: Path, mutate, message: str) -> None:  # noqa: ANN001
-    src = shared_data / "aliexpress_tiny"
+def test_import_rejects_bad_files(tmp_path: Path, samples: Path, mutate, message: str) -> None:  # noqa: ANN001
+    src = samples / "aliexpress_tiny"
     bad = _ae_csv(tmp_path / "train.csv", src / "train.csv", mutate)
     out = adray("data", "import", "aliexpress", str(bad), str(src / "test.csv"), "--out", str(tmp_path / "ds"),
                 home=tmp_path)

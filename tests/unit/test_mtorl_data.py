@@ -168,10 +168,8 @@ def test_online_procedure_never_overspends_and_ablations_run():
         assert 0 <= out["avg_reward"] <= 1
 
 
-def test_real_kuairand_zip_imports_every_row_and_user(shared_data, tmp_path):
-    path = shared_data / "kuairand_sequence.zip"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
+def test_real_kuairand_zip_imports_every_row_and_user(samples, tmp_path):
+    path = samples / "kuairand_sequence.zip"  # in the repository: never skipped
     cfg = MTORLConfig(source="kuairand")
     import_kuairand([path], tmp_path / "ds", cfg)
     seqs = pd.concat([read_sequences(tmp_path / "ds", s, cfg)[0] for s in ("train", "val", "test")])

@@ -54,8 +54,8 @@ def test_make_data_and_load_split(tmp_path: Path) -> None:
     assert (arrays["x_cat"] >= 1).all() and (arrays["x_cat"] < np.array(vocab)).all()
 
 
-def test_import_real_aliexpress_sample(tmp_path: Path, shared_data: Path) -> None:
-    src = shared_data / "aliexpress_tiny"
+def test_import_real_aliexpress_sample(tmp_path: Path, samples: Path) -> None:
+    src = samples / "aliexpress_tiny"
     cfg = PWiseRConfig(val_fraction=0.2)
     import_aliexpress([src / "test.csv", src / "train.csv"], tmp_path / "ali", cfg)  # order by name
     ds = read_dataset(tmp_path / "ali")

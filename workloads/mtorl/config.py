@@ -80,7 +80,7 @@ class MTORLConfig(TrainConfig):
     source: Literal["simulator", "kuairand", "criteo"] = "simulator"
     """What make_data writes: simulator logs, or an import of kuairand_path (criteo: import only)."""
     kuairand_path: str = ""
-    """KuaiRand sequence zip/CSV; empty: ../shared/data/kuairand_sequence.zip beside the repo."""
+    """KuaiRand sequence zip/CSV; empty: data/samples/kuairand_sequence.zip in the repository."""
     protocol: Literal["user", "reference"] = "user"
     """user: one window per user, users split 80/10/10. reference: the public notebook's protocol
     (ref_windows windows sampled with replacement from users with >= n+1 steps, windows split)."""

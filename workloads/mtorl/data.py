@@ -38,7 +38,7 @@ CRITEO_CATS = tuple(f"cat{i}" for i in range(1, 10))
 
 
 def default_kuairand_path() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared/data/kuairand_sequence.zip"
+    return Path(__file__).resolve().parents[2] / "data/samples/kuairand_sequence.zip"
 
 
 # ----------------------------------------------------------------------------- long -> per user
