@@ -2,7 +2,7 @@
 mean ± std over seeds, for MTORL, BC, DT and the four ablations, under the paper's user-split
 protocol (``--config kuairand``) and the public reference's window protocol (``kuairand-reference``).
 
-Trains in-process with the workload's TorchSpec pieces (benchmarks/mtorl_common.py), not through
+Trains in-process with the epoch loop that ships (adray.train_torch.fit_in_process), not through
 run_training: 24+ short runs on 2 CPUs would mostly wait on Ray actor start-up.
 
     python benchmarks/mtorl_kuairand.py [--seeds 0 1 2] [--epochs 8] [--set d_model=32] [--json out.json]
@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mtorl_common import fit  # noqa: E402
-
-from adray.config import load_config, parse_set  # noqa: E402
-from adray.metrics import macro_prf  # noqa: E402
-from workloads.mtorl import WORKLOAD  # noqa: E402
-from workloads.mtorl.data import read_sequences, reference_windows  # noqa: E402
-from workloads.mtorl.evaluate import outputs  # noqa: E402
+from adray.config import load_config, parse_set
+from adray.metrics import macro_prf
+from adray.train_torch import fit_in_process
+from workloads.mtorl import WORKLOAD
+from workloads.mtorl.data import read_sequences, reference_windows
+from workloads.mtorl.evaluate import outputs
 
 METHODS = {
     "mtorl": {},
@@ -100,10 +97,10 @@ def memoriser(train: dict[str, np.ndarray], test: dict[str, np.ndarray], m: int)
 
 def leakage(base, data: Path, seed: int) -> dict:
     """Reference-protocol MTORL, test scores per leakage group, and the user protocol beside it."""
-    spec = WORKLOAD.torch
+    spec = WORKLOAD.trainer.spec
     ref = base.override({"protocol": "reference", "seed": seed})
     arrays = {s: spec.load_split(data, s, ref) for s in ("train", "val", "test")}
-    out = fit(ref, data, arrays)
+    out = fit_in_process(spec, ref, data, arrays=arrays)
     seqs, _, rows, starts, take = reference_windows(data, ref)
     users = seqs["user_id"].to_numpy()
     train_pairs = set(zip(rows[take["train"]].tolist(), starts[take["train"]].tolist()))
@@ -113,27 +110,27 @@ def leakage(base, data: Path, seed: int) -> dict:
     seen = np.isin(users[t_rows], list(train_users))
     groups = {"(a) identical to a train window": same, "(b) user in train, new window": seen & ~same,
               "(c) unseen user": ~seen, "all test windows": np.ones(len(same), bool)}
-    probs, _ = outputs(out["model"], arrays["test"])
+    probs, _ = outputs(out.model, arrays["test"])
     m = probs.shape[-1]
     res: dict = {"reference": {}}
     for name, g in groups.items():
         valid = arrays["test"]["mask"][g] > 0
         y, pred = arrays["test"]["action"][g][valid], probs[g].argmax(-1)[valid]
         res["reference"][name] = {"windows": int(g.sum()), **scores(y, pred, m)}
-    tp, _ = outputs(out["model"], arrays["train"])
+    tp, _ = outputs(out.model, arrays["train"])
     tv = arrays["train"]["mask"] > 0
     res["reference"]["train windows (fit)"] = {"windows": int(len(tv)),
                                                **scores(arrays["train"]["action"][tv], tp.argmax(-1)[tv], m)}
-    res["reference_best_epoch"] = out["val"]["epoch"]
+    res["reference_best_epoch"] = out.val["best_epoch"]
     res["reference"]["memoriser (lookup of step inputs)"] = memoriser(arrays["train"], arrays["test"], m)
     user_cfg = base.override({"protocol": "user", "seed": seed})
     user_arrays = {s: spec.load_split(data, s, user_cfg) for s in ("train", "val", "test")}
-    usr = fit(user_cfg, data, user_arrays)
+    usr = fit_in_process(spec, user_cfg, data, arrays=user_arrays)
     res["user"] = {"test (users disjoint)": {"windows": len(user_arrays["test"]["action"]),
-                                             **{k: usr["test"][k] for k in ("f1_macro", "accuracy")}},
+                                             **{k: usr.test[k] for k in ("f1_macro", "accuracy")}},
                    "memoriser (lookup of step inputs)": memoriser(user_arrays["train"], user_arrays["test"], m)}
-    res["user_best_epoch"] = usr["val"]["epoch"]
-    res["train_s"] = out["train_s"] + usr["train_s"]
+    res["user_best_epoch"] = usr.val["best_epoch"]
+    res["train_s"] = out.train_s + usr.train_s
     return res
 
 
@@ -176,12 +173,12 @@ def main() -> None:
     for name in args.methods:
         for seed in args.seeds:
             cfg = base.override({**METHODS[name], "seed": seed})
-            out = fit(cfg, data)
+            out = fit_in_process(WORKLOAD.trainer.spec, cfg, data)
             row = table.setdefault(name, {k: [] for k in KEYS})
             for k in KEYS:
-                row[k].append(out["test"][k])
-            print(f"{name:28s} seed={seed} test_f1={out['test']['f1_macro']:.4f} "
-                  f"best_epoch={out['val']['epoch']} ({out['train_s']:.0f}s)", flush=True)
+                row[k].append(out.test[k])
+            print(f"{name:28s} seed={seed} test_f1={out.test['f1_macro']:.4f} "
+                  f"best_epoch={out.val['best_epoch']} ({out.train_s:.0f}s)", flush=True)
     print(f"\n{'method':28s} " + " ".join(f"{k:>18s}" for k in KEYS))
     summary = {}
     for name, row in table.items():

@@ -1,7 +1,7 @@
 """Algorithm 1 against the journey simulator: average reward (clicks per exposure) at equal budget W
 for MTORL, its ablations w/o channel-level (CA) and w/o user-level (UA) allocation, BC, the logged
 (behaviour) policy and a random policy. MTORL and BC are trained in-process on simulator logs
-(make_data with source: simulator) with the TorchSpec pieces.
+(make_data with source: simulator) with the epoch loop that ships (adray.train_torch.fit_in_process).
 
     python benchmarks/mtorl_online.py [--epochs 8] [--seeds 1 2 3] [--set key=value ...] [--json out.json]
 """
@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mtorl_common import fit  # noqa: E402
-
-from adray.config import load_config, parse_set  # noqa: E402
-from workloads.mtorl import WORKLOAD  # noqa: E402
-from workloads.mtorl.data import reward_range  # noqa: E402
-from workloads.mtorl.evaluate import outputs  # noqa: E402
-from workloads.mtorl.online import channel_ratios, run_procedure  # noqa: E402
+from adray.config import load_config, parse_set
+from adray.train_torch import fit_in_process
+from workloads.mtorl import WORKLOAD
+from workloads.mtorl.data import reward_range
+from workloads.mtorl.evaluate import outputs
+from workloads.mtorl.online import channel_ratios, run_procedure
 
 
 def main() -> None:
@@ -40,23 +37,23 @@ def main() -> None:
                       {"data": str(data), "epochs": args.epochs, **parse_set(args.set)})
     if not (data / "manifest.json").is_file():
         WORKLOAD.make_data(cfg, data)
-    spec = WORKLOAD.torch
+    spec = WORKLOAD.trainer.spec
     arrays = {s: spec.load_split(data, s, cfg) for s in ("train", "val", "test")}
-    mt = fit(cfg, data, arrays)
-    bc = fit(cfg.override({"variant": "bc"}), data, arrays)
-    print(f"offline test f1: mtorl {mt['test']['f1_macro']:.4f}  bc {bc['test']['f1_macro']:.4f}  "
-          f"reward_auc {mt['test'].get('reward_auc', float('nan')):.4f}")
+    mt = fit_in_process(spec, cfg, data, arrays=arrays)
+    bc = fit_in_process(spec, cfg.override({"variant": "bc"}), data, arrays=arrays)
+    print(f"offline test f1: mtorl {mt.test['f1_macro']:.4f}  bc {bc.test['f1_macro']:.4f}  "
+          f"reward_auc {mt.test.get('reward_auc', float('nan')):.4f}")
     m = cfg.sim.num_channels
-    _, r_hat = outputs(mt["model"], arrays["train"])
+    _, r_hat = outputs(mt.model, arrays["train"])
     p, p_hat, p0 = channel_ratios(r_hat, arrays["train"], cfg.online.tau, cfg.online.alpha, m)
     print("P (explicit CTR ratio)", np.round(p, 3), " P^ (implicit)", np.round(p_hat, 3), " P_initial", np.round(p0, 3))
     rng_mm, sd = reward_range(data, cfg), 1
     uniform = np.full(m, 1.0 / m)
     methods = {
-        "mtorl (Algorithm 1)": (mt["model"], p0, True, "model"),
-        "mtorl w/o CA": (mt["model"], uniform, True, "model"),
-        "mtorl w/o UA": (mt["model"], p0, False, "model"),
-        "bc": (bc["model"], p, False, "model"),
+        "mtorl (Algorithm 1)": (mt.model, p0, True, "model"),
+        "mtorl w/o CA": (mt.model, uniform, True, "model"),
+        "mtorl w/o UA": (mt.model, p0, False, "model"),
+        "bc": (bc.model, p, False, "model"),
         "logged policy": (None, uniform, False, "logged"),
         "random": (None, uniform, False, "random"),
     }
@@ -75,7 +72,7 @@ def main() -> None:
         print(f"{name:22s} " + " ".join(f"{np.mean(row[k]):.4f} ± {np.std(row[k]):.4f}".rjust(22) for k in keys))
     if args.json:
         Path(args.json).write_text(json.dumps({"config": cfg.to_dict(), "table": table,
-                                               "offline": {"mtorl": mt["test"], "bc": bc["test"]}}, indent=2))
+                                               "offline": {"mtorl": mt.test, "bc": bc.test}}, indent=2))
 
 
 if __name__ == "__main__":

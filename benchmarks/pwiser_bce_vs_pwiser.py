@@ -1,8 +1,9 @@
 """BCE vs BCE + lambda*PWiseR for SharedBottom, MMoE and PLE on generated CTR/CVR data with noisy clicks.
 
-Trains in-process (plain Adam loop, no Ray: the comparison is about the loss) with the workload's own
-``make_data``, ``build_model``, ``loss`` and ``evaluate``. Each (model, loss, seed) picks its best
-epoch on validation AUC-CTR, as the Ray Train harness does, and reports test AUCs. Seeds vary both
+Trains in-process (no Ray: the comparison is about the loss) with the epoch loop that ships
+(``adray.train_torch.fit_in_process``) and the workload's own ``make_data``, ``build_model``,
+``loss`` and ``evaluate``. Each (model, loss, seed) picks its best epoch on validation AUC-CTR, as
+the Ray Train workers do, and reports test AUCs. Seeds vary both
 the generated data and the initialisation. ``auc_ctr_clean`` (diagnostic) scores pCTR against
 real clicks only (noise clicks counted as negatives), which the generator knows and a real log
 does not.
@@ -31,40 +32,22 @@ import torch
 
 from adray.data import read_dataset
 from adray.metrics import auc
+from adray.train_torch import fit_in_process
+from workloads.pwiser import WORKLOAD
 from workloads.pwiser.config import PWiseRConfig
-from workloads.pwiser.data import load_split, make_data, model_meta
-from workloads.pwiser.evaluate import evaluate, predict
-from workloads.pwiser.model import build_model
-from workloads.pwiser.train import loss as loss_fn
+from workloads.pwiser.data import load_split, make_data
+from workloads.pwiser.evaluate import predict
 
 METRICS = ("auc_ctr", "auc_ctcvr", "auc_ctr_clean")
 
 
 def train_one(cfg: PWiseRConfig, data_dir: Path, noise: np.ndarray) -> dict[str, float]:
-    torch.manual_seed(cfg.seed)
-    splits = {s: load_split(data_dir, s, cfg) for s in ("train", "val", "test")}
-    train = splits["train"]
-    model = build_model(cfg, model_meta(data_dir, cfg))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
-    best, best_state = -1.0, None
-    for _ in range(cfg.epochs):
-        model.train()
-        perm = rng.permutation(len(train["click"]))
-        for s in range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size):
-            batch = {k: torch.from_numpy(v[perm[s:s + cfg.batch_size]]) for k, v in train.items()}
-            value, _ = loss_fn(model, batch, cfg)
-            opt.zero_grad()
-            value.backward()
-            opt.step()
-        val_auc = evaluate(model, splits["val"], cfg)["auc_ctr"]
-        if val_auc > best:
-            best, best_state = val_auc, {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    out = evaluate(model, splits["test"], cfg)
-    real_click = splits["test"]["click"] * (1.0 - noise)
-    out["auc_ctr_clean"] = auc(real_click, predict(model, splits["test"])["ctr"], name="auc_ctr_clean")
-    return out
+    """The shipped epoch loop (``adray.train_torch.fit_in_process``: best epoch on validation
+    AUC-CTR, as the Ray Train workers pick it), then the test AUCs and the clean-click AUC."""
+    out = fit_in_process(WORKLOAD.trainer.spec, cfg, data_dir)
+    test = load_split(data_dir, "test", cfg)
+    real_click = test["click"] * (1.0 - noise)
+    return {**out.test, "auc_ctr_clean": auc(real_click, predict(out.model, test)["ctr"], name="auc_ctr_clean")}
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ Open loop: request i is *scheduled* at t0 + i / rate whether or not earlier ones
 and its latency is measured from that scheduled time (no coordinated omission). Every request
 carries 50 candidate ads drawn from the pwiser generator's test split; the model is the pwiser
 default config (PLE) with untrained weights unless ``--model`` names a published one (latency
-does not depend on the weights). The in-process figure is the same Scorer on the same 50
+does not depend on the weights). The in-process figure is the same policy ``decide`` on the same 50
 candidates without Serve or HTTP; the overhead ratio is HTTP p50 / in-process p50.
 Ray Serve environment options (RAY_SERVE_*) are read when Ray starts: run one process per value.
 The load generator runs on the same machine as Serve and takes CPU from it.
@@ -47,25 +47,21 @@ def setup(model: str | None, registry: str | None, work: Path) -> tuple[str, str
     """(model ref, registry dir, candidate rows) — publishes an untrained default pwiser if needed."""
     import torch
 
-    from adray.config import save_config
     from adray.data import read_dataset
+    from adray.models import write_model_dir
     from adray.registry import Registry
-    from workloads import WORKLOADS
+    from adray.workload import get_workload
 
-    wl = WORKLOADS["pwiser"]
+    wl = get_workload("pwiser")
     cfg = wl.config_cls(rows=5000)
     data = work / "data"
     wl.make_data(cfg, data)
-    meta = wl.torch.model_meta(data, cfg)
+    meta = wl.trainer.spec.model_meta(data, cfg)
     registry = registry or str(work / "registry")
     if model is None:
-        ckpt = work / "ckpt"
-        ckpt.mkdir()
         torch.manual_seed(0)
-        torch.save(wl.torch.build_model(cfg, meta).state_dict(), ckpt / "model.pt")
-        save_config(cfg, ckpt / "config.yaml")
-        (ckpt / "meta.json").write_text(json.dumps(meta))
-        model = Registry(registry).publish("pwiser", ckpt, {"workload": "pwiser", "config": cfg.to_dict()}).ref
+        write_model_dir(work / "ckpt", {"model.pt": wl.trainer.spec.build_model(cfg, meta).state_dict()}, cfg, meta)
+        model = Registry(registry).publish("pwiser", work / "ckpt", {"workload": "pwiser", "config": cfg.to_dict()}).ref
     df = read_dataset(data).read("test")
     rows = df.drop(columns=[c for c in ("click", "conversion", "noise_click") if c in df]).to_dict("records")
     for i, r in enumerate(rows):
@@ -74,20 +70,18 @@ def setup(model: str | None, registry: str | None, work: Path) -> tuple[str, str
 
 
 def in_process_ms(model: str, registry: str, rows: list[dict], n: int = 300) -> float:
+    """p50 of the policy's decide on one validated request of 50 candidates (what a replica runs)."""
     import torch
 
-    from adray.models import load_model
-    from adray.registry import Registry
-    from adray.serving import Scorer, columns_of, request_schema
+    from adray.serving import PolicyHandle, validate_requests
 
     torch.set_num_threads(1)  # as in a replica
-    scorer = Scorer(load_model(model, Registry(registry)))
-    req = request_schema(scorer.feature_map).model_validate({"candidates": rows[:50]})
-    cols = columns_of(req.candidates, scorer.feature_map)
+    handle = PolicyHandle(model, registry)
+    req = validate_requests(type(handle.policy), handle.policy.meta, [{"candidates": rows[:50]}])
     times = []
     for _ in range(n):
         t = time.perf_counter()
-        scorer.score_columns(cols)
+        handle.decide(req)
         times.append(time.perf_counter() - t)
     return float(np.percentile(times, 50) * 1e3)
 

@@ -20,41 +20,35 @@ import numpy as np
 import torch
 
 from adray.config import load_config, parse_set
+from adray.epochs import LoopState, run_epochs
 from adray.runtime import ensure_ray, torch_threads
 from adray.train import prepare_data, run_training
 from adray.workload import get_workload
 
 
 def plain_loop(wl, cfg) -> dict[str, float]:  # noqa: ANN001
-    """The reference: the same steps as the harness's worker loop, no Ray."""
-    spec = wl.torch
+    """The reference: the epoch loop that the Ray Train workers run (adray.epochs), in this process."""
+    spec = wl.trainer.spec
     t0 = time.perf_counter()
     data_dir = prepare_data(wl, cfg)
     train = spec.load_split(data_dir, spec.train_split, cfg)
+    val = spec.load_split(data_dir, spec.val_split, cfg)
     meta = spec.model_meta(data_dir, cfg)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(torch_threads())
     model = spec.build_model(cfg, meta)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = len(next(iter(train.values())))
-    steps = max(1, n // cfg.batch_size)
-    first_batch, times = None, []
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = np.random.default_rng(cfg.seed * 100_003 + epoch).permutation(n)
-        te = time.perf_counter()
-        for s in range(steps):
-            idx = np.sort(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size])
-            batch = {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in train.items()}
-            if first_batch is None:
-                first_batch = time.perf_counter() - t0
-            loss, _ = spec.loss(model, batch, cfg)
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - te)
-    steady = float(np.mean(times[1:] or times))
-    return {"first_batch_s": first_batch or 0.0, "epoch_time_s": steady, "samples_per_s": steps * cfg.batch_size / steady}
+    first_batch: list[float] = []
+
+    def on_step(epoch: int, step: int, steps: int, loss: float) -> None:
+        if not first_batch:
+            first_batch.append(time.perf_counter() - t0)
+
+    state = run_epochs(spec, cfg, model, opt, train, val, state=LoopState(), on_step=on_step)
+    steady = state.history[1:] or state.history
+    return {"first_batch_s": first_batch[0] if first_batch else 0.0,
+            "epoch_time_s": float(np.mean([h["epoch_time_s"] for h in steady])),
+            "samples_per_s": float(np.mean([h["samples_per_s"] for h in steady]))}
 
 
 def main() -> None:

@@ -1,1 +1,1 @@
-"""Ray Serve applications of adray: the ranking deployment and its FastAPI ingress (``app.py``)."""
+"""Ray Serve applications of adray: any workload's policy behind a FastAPI ingress (``app.py``)."""

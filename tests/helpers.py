@@ -37,14 +37,14 @@ def publish_tiny(root: Path, seed: int, model: str, feature_map) -> object:  # n
 
     from adray.models import write_model_dir
     from adray.registry import Registry
-    from workloads import WORKLOADS
+    from adray.workload import get_workload
 
-    wl = WORKLOADS["pwiser"]
+    wl = get_workload("pwiser")
     cfg = wl.config_cls(model=model, embedding_dim=4, expert_units=(8,), tower_units=(8,), bottom_units=(8,),
                         dnn_units=(8,), num_experts=2, num_specific_experts=1)
     meta = {"feature_map": feature_map.to_dict()}
     torch.manual_seed(seed)
-    net = wl.torch.build_model(cfg, meta)
+    net = wl.trainer.spec.build_model(cfg, meta)
     out = root.parent / f".tiny-{model}-{seed}"
-    write_model_dir(out, net.state_dict(), cfg, meta)
+    write_model_dir(out, {"model.pt": net.state_dict()}, cfg, meta)
     return Registry(root).publish("pwiser", out, {"workload": "pwiser", "config": cfg.to_dict(), "metrics": {}})

@@ -1,35 +1,13 @@
-"""The workload registry: an explicit dict, name -> module. Adding a family = one line here.
+"""The workload registry: an explicit dict, name -> module path. Adding a family = one line here.
 
-Entries are imported on first access: a command (or a Ray Train worker) that needs one workload
-does not pay for importing the others (RLlib alone takes seconds).
+The module (``workloads/<name>/__init__.py``) exposes ``WORKLOAD``, an ``adray.workload.Workload``.
+Modules are imported on first use by ``adray.workload.get_workload``: a command (or a Ray Train
+worker) that needs one workload does not pay for importing the others (RLlib alone takes seconds).
+This file imports nothing, so the platform can read it without an import cycle.
 """
 
-from __future__ import annotations
-
-import importlib
-from collections.abc import Iterator, Mapping
-
-from adray.workload import Workload
-
-_MODULES: dict[str, str] = {
+WORKLOADS: dict[str, str] = {
     "pwiser": "workloads.pwiser",
     "mtorl": "workloads.mtorl",
     "crossdqn": "workloads.crossdqn",
 }
-
-
-class _Registry(Mapping[str, Workload]):
-    def __init__(self, modules: dict[str, str]) -> None:
-        self._modules = modules
-
-    def __getitem__(self, name: str) -> Workload:
-        return importlib.import_module(self._modules[name]).WORKLOAD
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._modules)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-
-WORKLOADS: Mapping[str, Workload] = _Registry(_MODULES)

@@ -28,10 +28,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from adray.data import DataError
     from adray.registry import RegistryError
     from adray.runtime import ResourceError
+    from adray.storage import StorageError
     from adray.tune import TuneSpaceError
     from adray.workload import WorkloadError
 
-    return (ConfigError, DataError, RegistryError, WorkloadError, ResourceError, TuneSpaceError, FileNotFoundError)
+    return (ConfigError, DataError, RegistryError, WorkloadError, ResourceError, TuneSpaceError, StorageError,
+            FileNotFoundError)
 
 
 def main() -> None:
@@ -112,12 +114,12 @@ def data_import(
 ) -> None:
     """Convert real files of a public format (aliexpress, alicpp, kuairand-sequence, ...) to a dataset."""
     from adray.data import read_manifest
-    from adray.workload import WorkloadError
-    from workloads import WORKLOADS
+    from adray.workload import WorkloadError, get_workload, workload_names
 
-    owners = [w for w in WORKLOADS.values() if fmt in w.importers]
+    workloads = [get_workload(n) for n in workload_names()]
+    owners = [w for w in workloads if fmt in w.importers]
     if not owners:
-        known = sorted(f for w in WORKLOADS.values() for f in w.importers)
+        known = sorted(f for w in workloads for f in w.importers)
         raise WorkloadError(f"unknown data format {fmt!r}; known formats: {known}")
     for f in files:
         if not f.is_file():
@@ -153,25 +155,25 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Ray Train workers")] = 1,
-    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker")] = False,
+    gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker (per learner for RLlib workloads)")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 autocast where the workload allows it")] = "fp32",
+    name: Annotated[str | None, typer.Option("--name", help="publish under this model name (default: the workload's)")] = None,
     address: AddressOpt = None,
     no_publish: Annotated[bool, typer.Option("--no-publish", help="do not publish to the registry")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a workload (Ray Train, or RLlib for RL workloads) and publish the best model."""
-    from adray.fit import run_fit
+    """Train a workload with its trainer (Ray Train or RLlib) and publish the model."""
+    from adray.config import ConfigError
     from adray.runtime import ensure_ray
     from adray.train import run_training
 
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"--precision {precision!r}: expected fp32 or bf16")
     wl, cfg = _resolve(workload, config, set_)
     ensure_ray(address)
-    if wl.torch is not None:
-        out = run_training(wl, cfg, num_workers=workers, use_gpu=gpu, publish=not no_publish, progress=not as_json)
-        metrics, ref = out.metrics, out.model_ref
-    else:
-        metrics, ref = run_fit(wl, cfg, num_workers=workers, use_gpu=gpu, publish=not no_publish,
-                               progress=not as_json)
-    _emit(as_json, {"workload": workload, "model": ref, "metrics": _finite(metrics)})
+    out = run_training(wl, cfg, num_workers=workers, use_gpu=gpu, precision=precision,  # type: ignore[arg-type]
+                       publish=not no_publish, progress=not as_json, model_name=name)
+    _emit(as_json, {"workload": workload, "model": out.model_ref, "metrics": _finite(out.metrics)})
 
 
 @app.command()
@@ -210,12 +212,15 @@ def evaluate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     data: Annotated[Path | None, typer.Option("--data", help="dataset directory (default: the model's)")] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", help="LABEL=NAME@VERSION: another published model of the workload in the table (repeatable)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate a published model (and the workload's baselines) with the paper's metrics."""
-    from adray.evaluate import run_eval
+    """Evaluate a published model, models to compare and the workload's baselines (the paper's metrics)."""
+    from adray.evaluate import parse_compare, run_eval
 
-    ref, metrics, methods = run_eval(workload, model or f"{workload}@latest", config, set_, data)
+    ref, metrics, methods = run_eval(workload, model or f"{workload}@latest", config, set_, data,
+                                     parse_compare(compare))
     payload: dict[str, Any] = {"workload": workload, "model": ref, "metrics": _finite(metrics)}
     if methods:
         payload["methods"] = {k: _finite(v) for k, v in methods.items()}
@@ -249,7 +254,7 @@ def models_show(ref: str) -> None:
     from adray.registry import Registry
 
     mv = Registry().get(ref)
-    print(f"{mv.ref}  at {mv.path}")
+    print(f"{mv.ref}  at {mv.location}")
     print(json.dumps(mv.manifest, indent=2, default=str))
 
 
@@ -262,7 +267,7 @@ def demo(
     trials: Annotated[int, typer.Option("--trials")] = 6,
     address: AddressOpt = None,
 ) -> None:
-    """The main job: generate PWiseR data, train with Ray Train, a short Optuna sweep, results table."""
+    """The main job: generate data, train with Ray Train, a short Optuna sweep, results table."""
     from adray.demo import run_demo
 
     run_demo(workers=workers, trials=trials, address=address)

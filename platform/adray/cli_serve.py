@@ -22,7 +22,7 @@ import typer
 
 from adray import jobs as _jobs
 
-serve_app = typer.Typer(help="Run the ranking application on Ray Serve.", no_args_is_help=True)
+serve_app = typer.Typer(help="Serve a published model's policy on Ray Serve.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Ray Jobs on a cluster: list, logs, stop.", no_args_is_help=True)
 
 ADDRESS_HELP = "Ray cluster (GCS host:port or ray://); default RAY_ADDRESS, else the local cluster."
@@ -57,7 +57,7 @@ def connect(address: str | None = None, start_local: bool = True) -> None:
 
 
 def serve_up(args: Any, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-             name: str = "adray", wait_s: float = 300.0) -> str:
+             name: str = "adray", route_prefix: str = "/", wait_s: float = 300.0) -> str:
     """Build (resolving the model first), deploy or roll the app; return the HTTP URL.
 
     Raises:
@@ -70,7 +70,7 @@ def serve_up(args: Any, *, address: str | None = None, host: str = "127.0.0.1", 
     app = build_app(args)  # resolves the model in the registry before touching the cluster
     connect(address)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name=name, route_prefix="/", blocking=False)
+    serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
     _wait_running(name, wait_s)
     return http_url()
 
@@ -101,47 +101,53 @@ def http_url() -> str:
 
 @serve_app.command("up")
 def up(
-    model: str = typer.Option("pwiser@latest", "--model", "-m", help="Registry reference name@version."),
-    replicas: int = typer.Option(1, "--replicas", help="Ranking replicas."),
-    replica_cpus: float = typer.Option(0.25, "--replica-cpus", help="CPUs reserved per ranking replica."),
+    model: str = typer.Option(..., "--model", "-m", help="Registry reference name@version (any workload)."),
+    replicas: int = typer.Option(1, "--replicas", help="Policy replicas."),
+    replica_cpus: float = typer.Option(0.25, "--replica-cpus", help="CPUs reserved per policy replica."),
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="@serve.batch size."),
     batch_wait_timeout_s: float = typer.Option(0.002, "--batch-wait-s", help="@serve.batch wait."),
     concat_batches: bool = typer.Option(False, "--concat-batches",
-                                        help="One forward pass per batch (faster, last-bit differences)."),
-    registry: str = typer.Option(None, "--registry", help="Registry dir (default $ADRAY_REGISTRY/$ADRAY_HOME)."),
+                                        help="One decide call per batch (faster, last-bit differences)."),
+    registry: str = typer.Option(None, "--registry",
+                                 help="Registry URI (default $ADRAY_REGISTRY, $ADRAY_STORAGE/registry or $ADRAY_HOME/registry)."),
+    name: str = typer.Option("adray", "--name", help="Serve application name (one per model served at once)."),
+    route_prefix: str = typer.Option("/", "--route-prefix", help="URL prefix of the application."),
     address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="HTTP bind host (first start of Serve only)."),
     port: int = typer.Option(8000, "--port", help="HTTP port (first start of Serve only)."),
 ) -> None:
-    """Deploy the ranking app, or roll it to a new model version (replicas replaced gracefully)."""
-    from adray.serving import ServeError
+    """Deploy a model's policy, or roll the app to a new model version (replicas replaced gracefully)."""
+    from adray.serving import ServeError, policy_meta, resolve_model
     from serve_apps.app import AppArgs
 
     try:
         args = AppArgs(model=model, registry=registry, num_replicas=replicas, replica_cpus=replica_cpus,
                        max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
                        concat_batches=concat_batches)
-        url = serve_up(args, address=address, host=host, port=port)
+        url = serve_up(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
+        wl, _, _ = policy_meta(resolve_model(model, registry), registry)
     except (ServeError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"serving {model} at {url}/v1/rank (OpenAPI: {url}/docs)")
+    prefix = route_prefix.rstrip("/")
+    typer.echo(f"serving {model} at {url}{prefix}/v1/{wl.policy.route} (OpenAPI: {url}{prefix}/docs)")
 
 
 @serve_app.command("down")
 def down(
     address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     all_apps: bool = typer.Option(False, "--all", help="Shut Serve down entirely (all apps, proxies)."),
+    name: str = typer.Option("adray", "--name", help="Serve application name."),
 ) -> None:
-    """Delete the ranking app (or, with --all, shut Serve down). The Ray cluster keeps running."""
+    """Delete the app (or, with --all, shut Serve down). The Ray cluster keeps running."""
     from ray import serve
 
     connect(address, start_local=False)
     if all_apps:
         serve.shutdown()
     else:
-        serve.delete("adray")
-    typer.echo("serve: stopped" if all_apps else "serve: app 'adray' deleted")
+        serve.delete(name)
+    typer.echo("serve: stopped" if all_apps else f"serve: app {name!r} deleted")
 
 
 @serve_app.command("status")

@@ -109,7 +109,7 @@ def submit(
 ) -> str:
     """Submit ``command`` (argv of an ``adray`` or any shell command) and return the job id."""
     if not command:
-        raise JobError("nothing to submit: give the command after `--`, e.g. `adray submit -- adray train pwiser`")
+        raise JobError("nothing to submit: give the command after `--`, e.g. `adray submit -- adray train WORKLOAD`")
     c = client(address)
     return c.submit_job(
         entrypoint=shlex.join(command),

@@ -1,8 +1,9 @@
-"""Load a published model by reference (``name@version``) into its inference network.
+"""Model directories: what a trainer leaves, what the registry publishes, what serving loads.
 
-A published version directory holds ``config.yaml`` (resolved config), ``meta.json`` (what the
-network needs, e.g. the FeatureMap) and, for Ray-Train workloads, ``model.pt`` (a state dict,
-loaded with ``weights_only=True``). The manifest names the workload.
+A model directory holds ``config.yaml`` (the resolved config), ``meta.json`` (what the loader
+needs, e.g. the FeatureMap or an observation layout) and the workload's own files (``model.pt``
+for Ray Train workloads, an RLlib module checkpoint for RLlib ones). The registry's manifest names
+the workload; ``Workload.load_model`` turns the directory into the inference model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from adray.config import Config, save_config
@@ -23,7 +23,6 @@ from adray.workload import Workload, get_workload
 
 CONFIG_FILE = "config.yaml"
 META_FILE = "meta.json"
-WEIGHTS_FILE = "model.pt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,26 +32,39 @@ class LoadedModel:
     meta: dict[str, Any]
     version: ModelVersion
     workload: Workload
+    path: Path
+    """The local directory the model was loaded from."""
 
 
-def write_model_dir(out: Path, weights: Path | dict[str, Any], cfg: Config, meta: dict[str, Any]) -> None:
-    """Write a publishable model directory (model.pt, config.yaml, meta.json), replacing ``out``
-    only once it is complete. ``weights`` is a state dict or a saved state-dict file to copy."""
+def write_model_dir(out: Path, files: dict[str, Any], cfg: Config, meta: dict[str, Any]) -> None:
+    """Write a model directory, replacing ``out`` only once it is complete.
+
+    ``files`` maps a file name to a source path (copied) or a torch state dict (saved).
+    """
+    import torch
+
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if isinstance(weights, Path):
-        shutil.copy(weights, tmp / WEIGHTS_FILE)
-    else:
-        torch.save(weights, tmp / WEIGHTS_FILE)
+    for name, content in files.items():
+        if isinstance(content, (str, Path)):
+            shutil.copy(content, tmp / name)
+        else:
+            torch.save(content, tmp / name)
     save_config(cfg, tmp / CONFIG_FILE)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
 
-def read_checkpoint_files(path: Path, workload: Workload) -> tuple[Any, dict[str, Any]]:
-    """The resolved config and meta saved in a checkpoint/version directory."""
+def finish_model_dir(path: Path, cfg: Config, meta: dict[str, Any]) -> None:
+    """Add the resolved config and meta to a trainer's model directory (before publishing)."""
+    save_config(cfg, path / CONFIG_FILE)
+    (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def read_model_files(path: Path, workload: Workload) -> tuple[Any, dict[str, Any]]:
+    """The resolved config and meta saved in a model directory."""
     cfg_dict = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
     cfg = workload.config_cls.from_dict(cfg_dict, str(path / CONFIG_FILE))
     meta_path = path / META_FILE
@@ -61,22 +73,19 @@ def read_checkpoint_files(path: Path, workload: Workload) -> tuple[Any, dict[str
 
 
 def build_from_dir(path: Path, workload: Workload) -> tuple[Any, Any, dict[str, Any]]:
-    """(model in eval mode, cfg, meta) from a checkpoint or registry version directory."""
-    cfg, meta = read_checkpoint_files(path, workload)
-    if workload.load_model is not None:
-        model = workload.load_model(path, cfg, meta)
-    else:
-        assert workload.torch is not None
-        model = workload.torch.build_model(cfg, meta)
-        state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+    """(model in eval mode, cfg, meta) from a model directory."""
+    cfg, meta = read_model_files(path, workload)
+    model = workload.load_model(path, cfg, meta)
     if hasattr(model, "eval"):
         model.eval()
     return model, cfg, meta
 
 
 def load_model(ref: str, registry: Registry | None = None) -> LoadedModel:
-    mv = (registry or Registry()).get(ref)
+    """A published model by reference (``name@version``), fetched to a local copy if remote."""
+    reg = registry or Registry()
+    mv = reg.get(ref)
     workload = get_workload(mv.manifest["workload"])
-    model, cfg, meta = build_from_dir(mv.path, workload)
-    return LoadedModel(model, cfg, meta, mv, workload)
+    path = reg.local_dir(mv)
+    model, cfg, meta = build_from_dir(path, workload)
+    return LoadedModel(model, cfg, meta, mv, workload, path)

@@ -1,22 +1,31 @@
-"""Model registry: ``name/version`` -> checkpoint directory + manifest; atomic publish.
+"""Model registry: ``name/version`` -> model directory + manifest; atomic publish; on a storage URI.
 
-Layout::
+Layout under the registry's storage (a local folder, ``s3://...``, ``gs://...``; see
+:mod:`adray.storage`)::
 
-    ROOT/<name>/v0001/            everything the workload needs to load the model
+    ROOT/<name>/v0001/               everything the workload needs to load the model
     ROOT/<name>/v0001/manifest.json  {name, version, workload, config, dataset_hash, metrics,
                                       code_version, created, files}
-    ROOT/<name>/latest            a text file holding the latest version ("v0001")
+    ROOT/<name>/latest               a text file holding the latest version ("v0001")
 
-Publishing copies into ``ROOT/<name>/.staging-*`` and renames into place; ``latest`` is replaced
-with ``os.replace`` after the version is complete. A failed or interrupted publish leaves at most a
-staging folder (ignored and cleaned), never a half-written version, and never moves ``latest``.
-A per-name lock file serialises concurrent publishers (e.g. Tune trials).
+A version exists once its ``manifest.json`` exists, and the manifest is written last. Locally the
+files are staged in ``ROOT/<name>/.staging-*`` and renamed into place; on an object store they are
+uploaded to the version's prefix and the manifest is PUT after them. Either way a failed or
+interrupted publish never leaves a readable half-written version and never moves ``latest``,
+which is replaced (one atomic write) after the version is complete. Publishers of one name are
+serialised by a lock file on the local machine; two machines publishing the same name to one
+object store at the same instant could pick the same version number (object stores here offer no
+create-if-absent), so publish from one place per name (the driver of a run or a sweep does).
+
+Loading reads a local directory: ``Registry.local_dir(mv)`` is the version folder itself on local
+storage, or a copy fetched once into ``$ADRAY_HOME/cache`` (versions are immutable).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -29,9 +38,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adray.paths import registry_root
+from adray.paths import cache_root, home, registry_uri
+from adray.storage import Storage
 
 MANIFEST = "manifest.json"
+LATEST = "latest"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _VERSION = re.compile(r"^v(\d{4,})$")
 
@@ -44,7 +55,8 @@ class RegistryError(LookupError):
 class ModelVersion:
     name: str
     version: str
-    path: Path
+    location: str
+    """Where the version lives (a local path or ``s3://bucket/.../name/v0001``)."""
     manifest: dict[str, Any]
 
     @property
@@ -66,24 +78,22 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 class Registry:
-    def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root else registry_root()
+    def __init__(self, root: Storage | Path | str | None = None) -> None:
+        self.storage = root if isinstance(root, Storage) else Storage(root or registry_uri())
+        self.root = self.storage.display()
+        """Human address of the registry (for messages)."""
 
     # ---------------------------------------------------------------- reading
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return [n for n in self.storage.list_dirs() if _NAME.match(n)]
 
     def versions(self, name: str) -> list[str]:
-        d = self.root / name
-        if not d.is_dir():
-            return []
-        return sorted(p.name for p in d.iterdir() if _VERSION.match(p.name) and (p / MANIFEST).is_file())
+        return [v for v in self.storage.list_dirs(name)
+                if _VERSION.match(v) and self.storage.is_file(name, v, MANIFEST)]
 
     def latest(self, name: str) -> str | None:
-        f = self.root / name / "latest"
-        return f.read_text().strip() if f.is_file() else None
+        text = self.storage.read_text(name, LATEST)
+        return text.strip() if text else None
 
     def get(self, ref: str) -> ModelVersion:
         name, version = parse_ref(ref)
@@ -93,49 +103,80 @@ class Registry:
                 raise RegistryError(
                     f"no published model {name!r} in {self.root}; available: {self.names() or 'none'}"
                 )
-        path = self.root / name / version
-        if not (path / MANIFEST).is_file():
+        text = self.storage.read_text(name, version, MANIFEST)
+        if text is None:
             raise RegistryError(
                 f"model {name}@{version} not found in {self.root}; available versions of {name!r}: "
                 f"{self.versions(name) or 'none'}"
             )
-        return ModelVersion(name, version, path, json.loads((path / MANIFEST).read_text()))
+        return ModelVersion(name, version, self.storage.display(name, version), json.loads(text))
 
     def list(self) -> list[ModelVersion]:
         return [self.get(f"{n}@{v}") for n in self.names() for v in self.versions(n)]
 
+    def local_dir(self, mv: ModelVersion) -> Path:
+        """A local directory with the version's files (fetched once when the registry is remote)."""
+        return self.storage.cached_copy(cache_root() / "registry", mv.name, mv.version)
+
     # ---------------------------------------------------------------- writing
     def publish(self, name: str, src: Path | str, manifest: dict[str, Any]) -> ModelVersion:
-        """Copy ``src`` (a directory) as the next version of ``name`` and move ``latest`` to it."""
+        """Copy ``src`` (a local directory) as the next version of ``name`` and move ``latest`` to it."""
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
         src = Path(src)
         if not src.is_dir():
             raise RegistryError(f"cannot publish {name}: {src} is not a directory")
-        base = self.root / name
-        base.mkdir(parents=True, exist_ok=True)
-        with _lock(base / ".lock"):
-            _clean_staging(base)
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
-            try:
-                shutil.copytree(src, staging, dirs_exist_ok=True)
-                existing = [int(_VERSION.match(v).group(1)) for v in self.versions(name)]  # type: ignore[union-attr]
-                version = f"v{(max(existing) + 1 if existing else 1):04d}"
-                full = {
-                    **manifest,
-                    "name": name,
-                    "version": version,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "code_version": manifest.get("code_version") or code_version(),
-                    "files": sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()),
-                }
-                _write_atomic(staging / MANIFEST, json.dumps(full, indent=2, default=str))
-                os.replace(staging, base / version)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            _write_atomic(base / "latest", version + "\n")
+        with _lock(self._lock_path(name)):
+            existing = [int(_VERSION.match(v).group(1)) for v in self.versions(name)]  # type: ignore[union-attr]
+            version = f"v{(max(existing) + 1 if existing else 1):04d}"
+            files = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file() and p.name != MANIFEST)
+            full = {
+                **manifest,
+                "name": name,
+                "version": version,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "code_version": manifest.get("code_version") or code_version(),
+                "files": files,
+            }
+            text = json.dumps(full, indent=2, default=str)
+            if self.storage.is_local:
+                self._publish_local(name, version, src, text)
+            else:
+                self._publish_remote(name, version, src, text)
+            self.storage.write_text(version + "\n", name, LATEST)
         return self.get(f"{name}@{version}")
+
+    def _publish_local(self, name: str, version: str, src: Path, manifest_text: str) -> None:
+        base = self.storage.local_path(name)
+        base.mkdir(parents=True, exist_ok=True)
+        for p in base.glob(".staging-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+        try:
+            shutil.copytree(src, staging, dirs_exist_ok=True)
+            (staging / MANIFEST).write_text(manifest_text)
+            os.replace(staging, base / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _publish_remote(self, name: str, version: str, src: Path, manifest_text: str) -> None:
+        self.storage.delete_dir(name, version)  # leftovers of an interrupted publish (no manifest)
+        with tempfile.TemporaryDirectory(prefix="adray-publish-") as tmp:
+            staged = Path(tmp) / "v"
+            shutil.copytree(src, staged)
+            (staged / MANIFEST).unlink(missing_ok=True)
+            self.storage.upload_dir(staged, name, version)
+        self.storage.write_text(manifest_text, name, version, MANIFEST)  # last: the version exists now
+
+    def _lock_path(self, name: str) -> Path:
+        if self.storage.is_local:
+            base = self.storage.local_path(name)
+            base.mkdir(parents=True, exist_ok=True)
+            return base / ".lock"
+        locks = home() / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        return locks / f"{hashlib.sha256(self.storage.display(name).encode()).hexdigest()[:16]}.lock"
 
 
 def code_version() -> str:
@@ -152,17 +193,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _clean_staging(base: Path) -> None:
-    for p in base.glob(".staging-*"):
-        shutil.rmtree(p, ignore_errors=True)
 
 
 @contextmanager

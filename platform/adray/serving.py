@@ -1,43 +1,35 @@
-"""Shared Serve helpers: resolve a model in the registry, request/response schemas, scoring.
+"""Serving any workload's policy: resolve a model in the registry, load its policy, decide.
 
-The ranking deployment (``serve_apps/ranking.py``) and offline prediction call the same
-:class:`Scorer`: candidates -> ``FeatureMap.arrays`` -> ``model(x_cat, x_num)`` -> probabilities.
-The request schema is generated from the model's FeatureMap, so a missing or mistyped feature is
-a 422 naming ``candidates.<i>.<feature>`` and the OpenAPI page lists the exact features.
+The Serve application (``serve_apps``) and offline inference call the same :class:`PolicyHandle`:
+a published version -> ``Workload.load_model`` -> ``Workload.policy(model, cfg, meta, ref)`` ->
+``decide``. The HTTP request schema is the policy's own (generated from the model's meta, e.g. its
+FeatureMap), so a missing or mistyped field is a 422 naming it and the OpenAPI page lists them.
+Nothing here knows a workload by name.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import pydantic
-import torch
-
-from adray.data import FeatureMap
-from adray.models import META_FILE, LoadedModel, load_model
-from adray.paths import registry_root
+from adray.models import load_model, read_model_files
+from adray.paths import registry_uri
 from adray.registry import ModelVersion, Registry, RegistryError
+from adray.workload import Policy, Workload, get_workload
 
 APP_NAME = "adray"
-MAX_CANDIDATES = 500
-"""Candidates per request; more is a 422 stating the limit."""
+MAX_ITEMS = 500
+"""Candidates (list items) per request; more is a 422 stating the limit."""
 MAX_BODY_BYTES = 1 << 20
 """Request body size; more is a 413 stating the limit."""
-TASKS = ("ctr", "cvr", "ctcvr")
 
 
 class ServeError(RuntimeError):
     """A deployment that cannot start (unknown model, bad options); the message says why."""
 
 
-# --------------------------------------------------------------------------- the model
-
-
-def resolve_model(ref: str, registry: str | Path | None = None) -> ModelVersion:
+def resolve_model(ref: str, registry: str | None = None) -> ModelVersion:
     """The concrete version behind ``ref`` (``@latest`` pinned), or a ServeError listing what exists.
 
     Pinning matters: every replica must load the same version even if ``latest`` moves later.
@@ -45,114 +37,51 @@ def resolve_model(ref: str, registry: str | Path | None = None) -> ModelVersion:
     reg = Registry(registry)
     try:
         mv = reg.get(ref)
-    except RegistryError as exc:
+        get_workload(mv.manifest.get("workload", "?"))
+    except (RegistryError, LookupError) as exc:
         available = [m.ref for m in reg.list()]
         raise ServeError(f"{exc}. Published models: {available or 'none'} (registry {reg.root})") from None
-    if "feature_map" not in _meta(mv):
-        raise ServeError(f"model {mv.ref} has no feature_map in {mv.path / META_FILE}; not a ranking model")
     return mv
 
 
-def _meta(mv: ModelVersion) -> dict[str, Any]:
-    path = mv.path / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+def policy_meta(mv: ModelVersion, registry: str | None = None) -> tuple[Workload, Any, dict[str, Any]]:
+    """The workload, resolved config and meta of a version (what the schemas need; no weights)."""
+    wl = get_workload(mv.manifest["workload"])
+    cfg, meta = read_model_files(Registry(registry).local_dir(mv), wl)
+    return wl, cfg, meta
 
 
-def feature_map_of(mv: ModelVersion) -> FeatureMap:
-    return FeatureMap.from_dict(_meta(mv)["feature_map"])
+class PolicyHandle:
+    """A loaded policy: what a Serve replica holds and what offline inference uses."""
 
-
-class Scorer:
-    """pCTR/pCVR/pCTCVR of candidate rows; the one scoring path for Serve and offline prediction."""
-
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.loaded = loaded
+    def __init__(self, ref: str, registry: str | None = None) -> None:
+        loaded = load_model(ref, Registry(registry))
         self.ref = loaded.version.ref
-        self.feature_map = FeatureMap.from_dict(loaded.meta["feature_map"])
+        self.workload = loaded.workload
+        self.policy: Policy = loaded.workload.policy(loaded.model, loaded.cfg, loaded.meta, self.ref)
 
-    def score_arrays(self, x_cat: np.ndarray, x_num: np.ndarray) -> dict[str, np.ndarray | None]:
-        """``x_cat`` (B, C) int64, ``x_num`` (B, D) float32 -> ``{task: (B,) float32 or None}``."""
-        with torch.inference_mode():
-            out = self.loaded.model(torch.from_numpy(x_cat), torch.from_numpy(x_num))
-        return {t: (out[t].numpy().astype(np.float32) if t in out else None) for t in TASKS}
-
-    def score_frame(self, df: pd.DataFrame, where: str = "request") -> dict[str, np.ndarray | None]:
-        arrays = self.feature_map.arrays(df, where=where, with_labels=False)
-        return self.score_arrays(arrays["x_cat"], arrays["x_num"])
-
-    def score_columns(self, columns: dict[str, list[Any]]) -> dict[str, list[float] | None]:
-        """Column lists (as the ingress sends them) -> JSON-able per-task lists."""
-        scores = self.score_frame(pd.DataFrame(columns))
-        return {t: (v.tolist() if v is not None else None) for t, v in scores.items()}
+    def decide(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.policy.decide(requests)
 
 
-def predict_offline(ref: str, df: pd.DataFrame, registry: str | Path | None = None) -> dict[str, np.ndarray | None]:
-    """Offline prediction of a published model on a DataFrame of candidates (the serving path)."""
-    return Scorer(load_model(resolve_model(ref, registry).ref, Registry(registry))).score_frame(df, "offline")
+def validate_requests(policy_cls: type[Policy], meta: dict[str, Any], requests: Sequence[dict[str, Any]],
+                      max_items: int = MAX_ITEMS) -> list[dict[str, Any]]:
+    """Requests as the HTTP ingress would pass them on: validated by the policy's schema, dumped."""
+    schema = policy_cls.request_schema(meta, max_items)
+    return [schema.model_validate(r).model_dump() for r in requests]
 
 
-# --------------------------------------------------------------------------- schemas
+def decide_offline(ref: str, requests: Sequence[dict[str, Any]], registry: str | None = None) -> list[dict[str, Any]]:
+    """Offline inference of a published model: each request validated and decided on its own,
+    exactly as a Serve replica answers it (the bit-exact contract of ``tests/contracts``)."""
+    handle = PolicyHandle(resolve_model(ref, registry).ref, registry)
+    valid = validate_requests(type(handle.policy), handle.policy.meta, requests)
+    return [handle.decide([r])[0] for r in valid]
 
 
-class AdScore(pydantic.BaseModel):
-    ad_id: str
-    pctr: float
-    pcvr: float | None = pydantic.Field(None, description="null for single-task (CTR-only) models")
-    pctcvr: float | None = pydantic.Field(None, description="null for single-task (CTR-only) models")
-
-
-class RankResponse(pydantic.BaseModel):
-    request_id: str | None = None
-    model: str = pydantic.Field(description="name@version that scored this request")
-    scores: list[AdScore] = pydantic.Field(description="one per candidate, in request order")
-
-
-def candidate_schema(fm: FeatureMap) -> type[pydantic.BaseModel]:
-    """A pydantic model with ``ad_id`` plus one required field per feature of ``fm``."""
-    fields: dict[str, Any] = {"ad_id": (str, pydantic.Field(description="the candidate ad"))}
-    for f in fm.categorical:
-        fields[f.name] = (int, pydantic.Field(description=f"categorical id in [0, {f.vocab_size}); others -> 0"))
-    for name in fm.numeric:
-        fields[name] = (float, pydantic.Field(allow_inf_nan=False, description="numeric feature"))
-    return pydantic.create_model(
-        "Candidate", __config__=pydantic.ConfigDict(extra="forbid"), **fields
-    )
-
-
-def request_schema(fm: FeatureMap, max_candidates: int = MAX_CANDIDATES) -> type[pydantic.BaseModel]:
-    candidate = candidate_schema(fm)
-    return pydantic.create_model(
-        "RankRequest",
-        __config__=pydantic.ConfigDict(extra="forbid"),
-        request_id=(str | None, None),
-        candidates=(
-            list[candidate],  # type: ignore[valid-type]
-            pydantic.Field(max_length=max_candidates, description=f"at most {max_candidates} ads"),
-        ),
-    )
-
-
-def columns_of(candidates: list[pydantic.BaseModel], fm: FeatureMap) -> dict[str, list[Any]]:
-    """Validated candidates -> ``{feature: [values]}`` (compact to ship to the ranking replica)."""
-    names = fm.categorical_names + list(fm.numeric)
-    return {n: [getattr(c, n) for c in candidates] for n in names}
-
-
-def response_of(request_id: str | None, ad_ids: list[str], scored: dict[str, Any]) -> RankResponse:
-    pcvr, pctcvr = scored.get("cvr"), scored.get("ctcvr")
-    return RankResponse(
-        request_id=request_id,
-        model=scored["model"],
-        scores=[
-            AdScore(
-                ad_id=a,
-                pctr=scored["ctr"][i],
-                pcvr=pcvr[i] if pcvr is not None else None,
-                pctcvr=pctcvr[i] if pctcvr is not None else None,
-            )
-            for i, a in enumerate(ad_ids)
-        ],
-    )
+def default_registry() -> str:
+    """The registry URI replicas should read (from ADRAY_REGISTRY / ADRAY_STORAGE / ADRAY_HOME)."""
+    return registry_uri()
 
 
 # --------------------------------------------------------------------------- request size
@@ -206,11 +135,3 @@ class BodyLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
-
-
-# --------------------------------------------------------------------------- deploy options
-
-
-def default_registry() -> str:
-    """The registry path replicas should read (absolute; from ADRAY_REGISTRY / ADRAY_HOME)."""
-    return str(registry_root())

@@ -13,11 +13,15 @@ A tune space is data::
     grid:                         # --grid: the full product, Optuna's GridSampler
       lam: [0.05, 0.1, 0.2]
 
-Each trial is a Tune function trainable that runs the workload's trainer inside it (Train V2 cannot
-be passed to a Tuner): Ray Train workloads go through ``run_training`` with ``TuneReportCallback``
-forwarding every epoch, RLlib workloads through ``fit`` with ``ctx.report = tune.report``. ASHA
-stops weak trials at epoch/iteration boundaries. A sweep's name is derived from the space and the
-base config, so running the same command again resumes it (``Tuner.restore``).
+Each trial is a Tune function trainable that runs the workload's one training entry inside it
+(``adray.train.run_training``; Train V2 cannot be passed to a Tuner) with a reporter that forwards
+every loop step to Tune: ``tune.report`` for steps reported in the trial's process (RLlib), Ray
+Train's ``TuneReportCallback`` for steps reported by Ray Train workers. ASHA stops weak trials at
+step boundaries; ``max_t`` is the workload's loop length (its trainer's ``loop_field``). A finished
+trial uploads its model directory to the sweep's storage; a trial stopped by ASHA leaves its last
+checkpoint, which the trainer may salvage. A sweep's name is derived from the space and the base
+config, so running the same command again resumes it (``Tuner.restore``). The sweep lives under
+``$ADRAY_STORAGE/sweeps/<name>`` (a local folder or ``s3://...``).
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ import yaml
 from ray.tune import Callback
 
 from adray.config import Config, ConfigError, load_config
-from adray.paths import runs_root
+from adray.paths import home, sweeps_storage
 from adray.runtime import orphan_placement_group_reaper
-from adray.workload import TrainConfig, Workload, data_dir_for, get_workload
+from adray.storage import Storage
+from adray.workload import Reporter, TrainConfig, Workload, data_dir_for, get_workload
 
 
 class TuneSpaceError(ValueError):
@@ -68,6 +73,8 @@ class SweepResult:
 
 
 _TYPES = {"float", "int", "categorical"}
+_KEYS = {"float": {"type", "low", "high", "step", "log"}, "int": {"type", "low", "high", "step", "log"},
+         "categorical": {"type", "choices"}}
 
 
 def load_space(path: Path | str, workload: str | None = None) -> TuneSpace:
@@ -89,13 +96,17 @@ def load_space(path: Path | str, workload: str | None = None) -> TuneSpace:
     if mode not in ("max", "min"):
         raise TuneSpaceError(f"{path}: mode={mode!r}; expected max or min")
     if not raw.get("metric"):
-        raise TuneSpaceError(f"{path}: 'metric' is required (e.g. val_{wl.torch.objective if wl.torch else 'reward'})")
+        raise TuneSpaceError(f"{path}: 'metric' is required (e.g. val_{wl.trainer.objective})")
     params = raw.get("params") or {}
     grid = raw.get("grid") or {}
     for name, spec in params.items():
         _check_param(path, wl, name)
         if not isinstance(spec, dict) or spec.get("type") not in _TYPES:
             raise TuneSpaceError(f"{path}: params.{name}: expected a mapping with type in {sorted(_TYPES)}")
+        unknown = set(spec) - _KEYS[spec["type"]]
+        if unknown:
+            raise TuneSpaceError(f"{path}: params.{name}: unknown key(s) {sorted(unknown)} for type "
+                                 f"{spec['type']}; valid keys: {sorted(_KEYS[spec['type']])}")
         if spec["type"] == "categorical":
             if not spec.get("choices"):
                 raise TuneSpaceError(f"{path}: params.{name}: categorical needs a non-empty 'choices' list")
@@ -160,24 +171,33 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+class _TuneReporter(Reporter):
+    """Forwards a trial's loop steps to Tune (made inside the trial: it needs the Tune session)."""
+
+    def report(self, metrics: Any) -> None:
+        from ray import tune
+
+        tune.report(dict(metrics))
+
+    def train_callbacks(self) -> list[Any]:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        return [TuneReportCallback()]
+
+
 def _trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:  # a Tune function trainable
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from adray.train import run_training
 
     wl = get_workload(sweep["workload"])
     cfg = wl.config_cls.from_dict(sweep["cfg"]).override(dict(config), "tune trial")
-    trial_dir = Path(sweep["root"]) / tune.get_context().get_trial_id()
-    if wl.torch is not None:
-        from adray.train import run_training
-
-        run_training(wl, cfg, num_workers=sweep["workers"], publish=False, run_name="train",
-                     storage_path=trial_dir, cpus_per_worker=sweep["cpus_per_worker"],
-                     callbacks=[TuneReportCallback()])
-    else:
-        from adray.fit import run_fit
-
-        run_fit(wl, cfg, num_workers=sweep["workers"], publish=False, run_dir=trial_dir / "fit",
-                report=lambda m: tune.report(dict(m)))
+    trial_id = tune.get_context().get_trial_id()
+    storage: Storage = sweep["storage"]
+    out = run_training(wl, cfg, num_workers=sweep["workers"], publish=False, run_name=trial_id,
+                       runs=storage.child("trials"), cpus_per_worker=sweep["cpus_per_worker"],
+                       reporter=_TuneReporter())
+    storage.upload_dir(out.model_dir, "models", trial_id)  # where the driver publishes the best from
 
 
 def run_sweep(
@@ -229,17 +249,19 @@ def run_sweep(
 
     key = json.dumps([space.workload, str(space.path), cfg.to_dict(), grid, num_samples, num_workers], sort_keys=True)
     name = name or f"tune-{space.workload}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    root = runs_root() / "sweeps"
-    exp_dir = root / name
-    max_t = cfg.epochs if wl.torch is not None else getattr(cfg, "iterations", cfg.epochs)
+    sweeps = sweeps_storage()
+    storage = sweeps.child(name)
+    storage_path, storage_fs = sweeps.ray_storage()
+    max_t = wl.loop_length(cfg)
     sweep = {"workload": wl.name, "cfg": cfg.to_dict(), "workers": num_workers,
-             "cpus_per_worker": per_worker, "root": str(exp_dir / "trials")}
+             "cpus_per_worker": per_worker, "storage": storage}
     trainable = tune.with_resources(tune.with_parameters(_trial, sweep=sweep), {"CPU": trial_cpu})
     callbacks = [_TrialLines(space.metric, num_samples)] if progress else []
-    if tune.Tuner.can_restore(str(exp_dir)):
+    exp_path = storage.path()
+    if tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
         if progress:
-            print(f"[adray] resuming sweep {name} from {exp_dir}")
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+            print(f"[adray] resuming sweep {name} from {storage.display()}")
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_errored=True, storage_filesystem=storage_fs)
     else:
         searcher = ConcurrencyLimiter(
             OptunaSearch(dists, metric=space.metric, mode=space.mode, sampler=sampler), max_concurrent=concurrent
@@ -256,11 +278,12 @@ def run_sweep(
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=str(root), verbose=0, callbacks=callbacks),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,
+                                      verbose=0, callbacks=callbacks),
         )
     with orphan_placement_group_reaper():
         grid_result = tuner.fit()
-    return _summarise(space, wl, cfg, grid_result, exp_dir, name, publish)
+    return _summarise(space, wl, cfg, grid_result, storage, name, publish)
 
 
 def _validate_values(space: TuneSpace, wl: Workload, cfg: Config, dists: dict[str, Any]) -> None:
@@ -276,7 +299,7 @@ def _validate_values(space: TuneSpace, wl: Workload, cfg: Config, dists: dict[st
                 raise TuneSpaceError(f"{space.path}: parameter {k}={v!r} is invalid: {exc}") from None
 
 
-def _summarise(space: TuneSpace, wl: Workload, cfg: Config, results: Any, exp_dir: Path, name: str,
+def _summarise(space: TuneSpace, wl: Workload, cfg: Config, results: Any, storage: Storage, name: str,
                publish: bool) -> SweepResult:
     import pandas as pd
 
@@ -287,27 +310,32 @@ def _summarise(space: TuneSpace, wl: Workload, cfg: Config, results: Any, exp_di
         vals = hist[space.metric].dropna() if space.metric in hist else pd.Series(dtype=float)
         best_val = (vals.max() if space.mode == "max" else vals.min()) if len(vals) else float("nan")
         rows.append({"trial_id": (r.metrics or {}).get("trial_id"), **params, space.metric: best_val,
-                     "epochs_run": len(hist), "error": bool(r.error), "_path": r.path,
+                     "epochs_run": len(hist), "error": bool(r.error),
                      "_last": (r.metrics or {}).get("checkpoint_path")})
     table = pd.DataFrame(rows)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    table_path = exp_dir / "results.csv"
-    table.drop(columns=["_path", "_last"]).sort_values(space.metric, ascending=space.mode == "min").to_csv(
+    out_dir = storage.local_path() if storage.is_local else home() / "sweeps" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table_path = out_dir / "results.csv"
+    table.drop(columns=["_last"]).sort_values(space.metric, ascending=space.mode == "min").to_csv(
         table_path, index=False)
-    plot_path = exp_dir / "objective.png"
+    plot_path = out_dir / "objective.png"
     _plot(table, space, plot_path)
+    if not storage.is_local:  # the table and plot beside the sweep, where every node sees them
+        for f in (table_path, plot_path):
+            with storage.fs.open_output_stream(storage.path(f.name)) as out:
+                out.write(f.read_bytes())
     ok = table[table[space.metric].notna()]
     if ok.empty:
-        raise RuntimeError(f"sweep {name}: no trial reported {space.metric!r}; see {exp_dir}")
+        raise RuntimeError(f"sweep {name}: no trial reported {space.metric!r}; see {storage.display()}")
     ranked = ok.sort_values(space.metric, ascending=space.mode == "min")
     names = [k for k in (*space.params, *space.grid) if k in table]
     best = ranked.iloc[0]
     ref = None
-    if publish:  # the best trial with a publishable model (an ASHA-stopped fit trial has none)
+    if publish:  # the best trial with a publishable model (an ASHA-stopped trial may have none)
         for _, row in ranked.iterrows():
             params = {k: _plain(row[k]) for k in names}
             metrics = {space.metric: float(row[space.metric])}
-            ref = _publish_best(wl, cfg.override(params, "best trial"), row, exp_dir, space, metrics, name)
+            ref = _publish_best(wl, cfg.override(params, "best trial"), row, storage, space, metrics, name)
             if ref is not None:
                 best = row
                 break
@@ -322,25 +350,29 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _publish_best(wl: Workload, cfg: Config, best: Any, exp_dir: Path, space: TuneSpace,
+def _publish_best(wl: Workload, cfg: Any, best: Any, storage: Storage, space: TuneSpace,
                   metrics: dict[str, float], sweep: str) -> str | None:
-    """Publish the best trial's model: its finished run, or (stopped by ASHA) its last checkpoint."""
-    from adray.models import CONFIG_FILE, write_model_dir
+    """Publish a trial's model: the one it uploaded when it finished, or (stopped by ASHA) what its
+    trainer salvages from its last checkpoint."""
+    from adray.models import finish_model_dir
+    from adray.paths import cache_root
     from adray.registry import Registry
+    from adray.train import make_context
 
-    trial_dir = exp_dir / "trials" / str(best["trial_id"])
-    fit_dir = trial_dir / "fit"
-    fit_ckpts = sorted((p.parent for p in fit_dir.rglob(CONFIG_FILE)), key=lambda p: len(p.parts)) \
-        if fit_dir.is_dir() else []
-    src = next((d for d in (trial_dir / "train" / "best", *fit_ckpts) if (d / CONFIG_FILE).is_file()), None)
-    if src is None and isinstance(best.get("_last"), str) and wl.torch is not None:
-        src = exp_dir / "best_model"
-        meta = wl.torch.model_meta(data_dir_for(wl.name, cfg), cfg)  # type: ignore[arg-type]
-        write_model_dir(src, Path(best["_last"]) / "best.pt", cfg, meta)
-    if src is None:
-        return None
+    trial_id = str(best["trial_id"])
+    if storage.is_dir("models", trial_id):
+        src = storage.cached_copy(cache_root() / "sweeps", "models", trial_id)
+    else:
+        last = best.get("_last")
+        ctx = make_context(wl, cfg, data_dir_for(wl.name, cfg), run_name=trial_id, runs=storage.child("trials"),
+                           scratch=home() / "scratch" / sweep)
+        salvaged = wl.trainer.salvage(cfg, ctx, last if isinstance(last, str) else None)
+        if salvaged is None:
+            return None
+        finish_model_dir(salvaged.model_dir, cfg, salvaged.meta)
+        src = salvaged.model_dir
     mv = Registry().publish(wl.name, src, {"workload": wl.name, "config": cfg.to_dict(), "metrics": metrics,
-                                          "sweep": sweep, "tune_space": str(space.path)})
+                                          "sweep": sweep, "trial": trial_id, "tune_space": str(space.path)})
     return mv.ref
 
 

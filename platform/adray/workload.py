@@ -1,24 +1,31 @@
 """The contract between the platform and a workload (one model family).
 
-A workload package (``workloads/<name>/__init__.py``) exposes one :class:`Workload` value; the
-explicit dict ``workloads.WORKLOADS`` maps names to them. The platform only ever reaches a
-workload through that dict.
+A workload is one folder under ``workloads/`` whose ``__init__.py`` exposes ``WORKLOAD``, a
+:class:`Workload`, plus one line in the explicit dict ``workloads.WORKLOADS`` (name -> module
+path). The platform (cli, train, tune, evaluate, serving, registry) reaches a workload only through
+:func:`get_workload` and calls only what the :class:`Workload` declares:
 
-Two ways to train:
-
-* ``torch``: a :class:`TorchSpec`. The platform's Ray Train harness (``adray.train``) owns the loop:
-  data-parallel workers, sharding, the optimiser, checkpoints every epoch, resume, GPU, per-epoch
-  reports, publishing. The workload gives the data, the network, the loss and the metrics.
-* ``fit``: a callable that trains by itself (RLlib workloads, or loops the harness cannot express)
-  and returns a :class:`FitResult` whose ``checkpoint_dir`` the platform publishes to the registry.
+* ``config_cls``: its frozen config (a :class:`TrainConfig` subclass; unknown keys are errors);
+* ``make_data`` / ``importers``: generators or simulators, and readers of real public formats;
+* ``trainer``: ONE training entry (:class:`Trainer`) returning ONE result type
+  (:class:`TrainResult`), whether it runs on Ray Train (``adray.train_torch.TorchTrainer``) or on
+  RLlib (the workload's own trainer). The trainer names its loop-length field (``epochs``,
+  ``iterations``): one report per loop step, which is what Tune's ASHA counts;
+* ``load_model``: a published version directory -> the inference model;
+* ``evaluate``: the paper's metrics of a model and of the workload's baselines;
+* ``policy``: the serving policy (:class:`Policy`): the typed request and response of one
+  decision and a batched ``decide``; the same class answers over HTTP and offline;
+* ``headline``: the metric and trivial baseline of the contract suite's learning check.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
@@ -30,12 +37,18 @@ Arrays = dict[str, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(Config):
-    """Fields the training harness reads. Workload configs subclass this (one level only)."""
+    """Fields every workload config has. Workload configs subclass this (or :class:`EpochConfig`)."""
 
     data: str = ""
     """Dataset directory (Parquet + manifest.json). Empty: ``data/<workload>`` under the cwd."""
     seed: int = 0
     """Seed for data order, initialisation and generators."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochConfig(TrainConfig):
+    """Fields of the epoch loop (``adray.epochs``) that Ray Train workloads share."""
+
     epochs: int = 5
     """Passes over the training split."""
     batch_size: int = 1024
@@ -55,107 +68,187 @@ class TrainConfig(Config):
         check(self.grad_clip >= 0, f"grad_clip={self.grad_clip}: expected >= 0")
 
 
-@dataclasses.dataclass(frozen=True)
-class TorchSpec:
-    """What a Ray-Train workload hands the harness. All callables are pure functions of their args.
+# ----------------------------------------------------------------------------- training
 
-    Attributes:
-        load_split: ``(data_dir, split, cfg) -> Arrays``; raises ``DataError`` naming the file/field.
-        model_meta: ``(data_dir, cfg) -> dict``: JSON-able facts the network needs (feature map,
-            vocab sizes, ...). Saved beside every checkpoint, passed back to ``build_model``.
-        build_model: ``(cfg, meta) -> nn.Module`` (inference network; this is what Serve loads).
-        loss: ``(model, batch, cfg) -> (scalar loss tensor, {name: float})``; batch is a dict of
-            tensors on the training device.
-        evaluate: ``(model, arrays, cfg) -> {metric: float}`` on one split (model in eval mode).
-        objective: metric name (from ``evaluate`` on the validation split) that Tune optimises and
-            that picks the best epoch.
-        mode: ``"max"`` or ``"min"`` for ``objective``.
-        val_split / test_split: split names in the dataset.
+
+class Reporter:
+    """Where a trainer's per-step metrics go. The default prints nothing.
+
+    ``report`` is called in the process that runs ``Trainer.train`` (RLlib trainers call it once per
+    iteration); ``train_callbacks`` are Ray Train callbacks that deliver the reports of Ray Train
+    workers (which run in other processes) to the same place. Tune's reporter forwards both.
     """
 
-    load_split: Callable[[Path, str, Any], Arrays]
-    model_meta: Callable[[Path, Any], dict[str, Any]]
-    build_model: Callable[[Any, dict[str, Any]], Any]
-    loss: Callable[[Any, dict[str, Any], Any], tuple[Any, dict[str, float]]]
-    evaluate: Callable[[Any, Arrays, Any], dict[str, float]]
-    objective: str
-    mode: Literal["max", "min"] = "max"
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
+    def report(self, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def train_callbacks(self) -> list[Any]:
+        return []
 
 
 @dataclasses.dataclass(frozen=True)
-class FitContext:
-    """Where a self-training (``fit``) workload works and what the user asked for."""
+class TrainContext:
+    """Where a run works and what the user asked for."""
 
-    run_dir: Path
-    """Scratch directory of this run (checkpoints go under it; the platform publishes from it)."""
     data_dir: Path
-    num_workers: int
-    use_gpu: bool
-    progress: bool
-    report: Callable[[dict[str, float]], None] = lambda metrics: None
-    """Called once per iteration with metrics (feeds Tune when running inside a sweep)."""
+    """The dataset (exists: the platform checked it before calling the trainer)."""
+    run_dir: Path
+    """Local scratch directory of this run; the same run (same name) finds it again to resume."""
+    run_name: str
+    """Stable name of the run (workload, config, dataset hash, workers): rerunning resumes."""
+    storage: str
+    """URI (local path, ``s3://...``) under which Ray Train keeps this run's checkpoints
+    (``RunConfig(storage_path=storage, name=run_name)``): every node of a cluster sees it."""
+    num_workers: int = 1
+    use_gpu: bool = False
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Mixed precision of the forward pass (bf16 autocast; weights and optimiser stay fp32)."""
+    cpus_per_worker: float | None = None
+    """Ray Train workers' CPU reservation; None = sized to the cluster."""
+    progress: bool = False
+    reporter: Reporter = dataclasses.field(default_factory=Reporter)
 
 
 @dataclasses.dataclass(frozen=True)
-class FitResult:
+class TrainResult:
+    """What every trainer returns."""
+
     metrics: dict[str, float]
-    checkpoint_dir: Path
-    """A directory holding everything ``Workload.load_model`` needs (the resolved config and
-    meta are written into it by the platform when publishing)."""
+    """val_* of the selected model, test_* where the trainer evaluates a test split, throughput."""
+    model_dir: Path
+    """A local directory holding everything ``Workload.load_model`` needs; the platform writes the
+    resolved config and ``meta`` into it and publishes it."""
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """JSON-able facts the loader needs (feature map, layouts); saved as meta.json."""
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    """One row per loop step (epoch or iteration)."""
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class Trainer(Protocol):
+    """One training entry of a workload."""
+
+    loop_field: str
+    """Config field counting the loop steps (one report each): ``epochs``, ``iterations``."""
+    objective: str
+    """Validation metric (reported as ``val_<objective>``) that picks the best step and that sweeps
+    optimise by default."""
+    mode: Literal["max", "min"]
+
+    def train(self, cfg: Any, ctx: TrainContext) -> TrainResult: ...
+
+    def salvage(self, cfg: Any, ctx: TrainContext, checkpoint: str | None) -> TrainResult | None:
+        """The model of an interrupted run (a trial stopped by ASHA) from its last reported
+        checkpoint, or None when the trainer keeps none."""
+        ...
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+class Policy(abc.ABC):
+    """A workload's inference policy: loaded once (per replica), decides batches of requests.
+
+    ``decide`` takes plain dicts that validated against :meth:`request_schema` and returns plain
+    dicts that validate against :meth:`response_schema`, one per request, in order. Serve calls it
+    with one request at a time by default (so an answer is bit-identical to offline inference of
+    the same request, ``adray.serving.decide_offline``) or with a micro-batch when concatenation is
+    asked for. Schemas may depend on the model's meta (e.g. its FeatureMap).
+    """
+
+    route: ClassVar[str]
+    """HTTP route of one decision: ``POST /v1/<route>``."""
+    summary: ClassVar[str] = ""
+
+    def __init__(self, model: Any, cfg: Any, meta: dict[str, Any], ref: str) -> None:
+        self.model, self.cfg, self.meta, self.ref = model, cfg, meta, ref
+
+    @classmethod
+    @abc.abstractmethod
+    def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[Any]:
+        """Pydantic model of one request (``max_items`` bounds any list of candidates)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def response_schema(cls, meta: dict[str, Any]) -> type[Any]:
+        """Pydantic model of one answer."""
+
+    @abc.abstractmethod
+    def decide(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Answers to ``requests`` (validated dicts), in order."""
+
+    @classmethod
+    @abc.abstractmethod
+    def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+        """``n`` valid requests drawn from the dataset (contract tests, docs, load benchmarks)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Headline:
+    """The contract suite's learning check: at smoke scale, the trained model's ``metric`` in
+    ``Workload.evaluate``'s table beats the trivial ``baseline`` row (in ``mode``)."""
+
+    metric: str
+    baseline: str
+    mode: Literal["max", "min"] = "max"
+
+
+EvaluateFn = Callable[[Any, Path, Any, Mapping[str, Any]], dict[str, dict[str, float]]]
+"""``(cfg, data_dir, model, others) -> {method: {metric: value}}``: the model under the workload's
+name, each model of ``others`` (published models to compare, e.g. ablations) under its label, and
+the workload's baselines."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """One model family, as the platform sees it.
-
-    Attributes:
-        name: registry and CLI name.
-        config_cls: the workload's frozen config (a :class:`TrainConfig` subclass).
-        configs_dir: folder of named YAML configs (``default.yaml``, ``smoke.yaml``, ...).
-        make_data: ``(cfg, out_dir) -> None``: writes a dataset (generator, simulator logs, or an
-            import of a file named by the config) with ``adray.data.write_dataset``.
-        importers: ``{format: (files, out_dir, cfg) -> None}`` for ``adray data import``.
-        torch: the Ray Train spec, or None when ``fit`` is used.
-        fit: ``(cfg, ctx) -> FitResult`` for workloads that train themselves (RLlib).
-        load_model: ``(checkpoint_dir, cfg, meta) -> model`` for a published checkpoint. Torch
-            workloads may leave it None: the platform builds ``torch.build_model`` and loads
-            ``model.pt``.
-        evaluate_methods: ``(cfg, data_dir, model) -> {method: {metric: value}}``: the paper's
-            table, the given model under the key ``name`` plus the workload's baselines.
-    """
+    """One model family, as the platform sees it. See the module docstring."""
 
     name: str
     description: str
     config_cls: type[TrainConfig]
     configs_dir: Path
+    trainer: Trainer
+    load_model: Callable[[Path, Any, dict[str, Any]], Any]
+    """``(version_dir, cfg, meta) -> model`` (inference only, eval mode)."""
+    evaluate: EvaluateFn
+    policy: type[Policy]
+    headline: Headline
     make_data: Callable[[Any, Path], None] | None = None
+    """``(cfg, out_dir) -> None``: a generated or simulated dataset (only when asked for)."""
     importers: Mapping[str, Callable[[Sequence[Path], Path, Any], None]] = dataclasses.field(
         default_factory=dict
     )
-    torch: TorchSpec | None = None
-    fit: Callable[[Any, FitContext], FitResult] | None = None
-    load_model: Callable[[Path, Any, dict[str, Any]], Any] | None = None
-    evaluate_methods: Callable[[Any, Path, Any], dict[str, dict[str, float]]] | None = None
+    """``{format: (files, out_dir, cfg) -> None}`` for ``adray data import``."""
 
     def __post_init__(self) -> None:
-        if (self.torch is None) == (self.fit is None):
-            raise ValueError(f"workload {self.name}: give exactly one of torch= or fit=")
+        if self.trainer.loop_field not in self.config_cls.field_names():
+            raise TypeError(f"workload {self.name}: loop field {self.trainer.loop_field!r} is not a field of "
+                            f"{self.config_cls.__name__}")
+
+    def loop_length(self, cfg: Any) -> int:
+        return int(getattr(cfg, self.trainer.loop_field))
 
 
 class WorkloadError(LookupError):
     """Unknown workload name."""
 
 
+def workload_names() -> list[str]:
+    from workloads import WORKLOADS
+
+    return list(WORKLOADS)
+
+
 def get_workload(name: str) -> Workload:
-    from workloads import WORKLOADS  # the one place the platform reaches workloads
+    """The workload registered under ``name`` (its module is imported on first use)."""
+    from workloads import WORKLOADS  # a dict of module paths: no import of any workload here
 
     if name not in WORKLOADS:
         raise WorkloadError(f"unknown workload {name!r}; available: {sorted(WORKLOADS)}")
-    return WORKLOADS[name]
+    wl = importlib.import_module(WORKLOADS[name]).WORKLOAD
+    if not isinstance(wl, Workload) or wl.name != name:
+        raise TypeError(f"{WORKLOADS[name]}.WORKLOAD must be a Workload named {name!r}")
+    return wl
 
 
 def data_dir_for(workload: str, cfg: TrainConfig) -> Path:

@@ -1,6 +1,9 @@
-"""Checkpoint -> Serve gives exactly the offline predictions; bad requests; rolling a new version.
+"""The ranking policy on Serve: exactly the network's predictions, micro-batched; bad requests;
+rolling a new version under load. (Every workload's HTTP == offline contract is in
+test_workload_contract.py; this file covers what the ranking request adds: candidate lists,
+limits, OpenAPI from the FeatureMap, and rolling versions.)
 
-Runs the real application (FastAPI ingress -> batched Ranking deployment) on the session Ray and
+Runs the real application (FastAPI ingress -> batched policy deployment) on the session Ray and
 talks to it over HTTP.
 """
 
@@ -21,9 +24,9 @@ from typer.testing import CliRunner
 
 from adray.data.features import CategoricalFeature, FeatureMap
 from adray.models import build_from_dir
-from adray.registry import ModelVersion
+from adray.registry import ModelVersion, Registry
+from adray.workload import get_workload
 from tests.helpers import publish_tiny as _publish_tiny
-from workloads import WORKLOADS
 
 pytestmark = pytest.mark.ray
 
@@ -48,9 +51,9 @@ def candidates(n: int, seed: int = 0) -> list[dict]:
     ]
 
 
-def offline(mv: ModelVersion, cands: list[dict]) -> dict[str, np.ndarray]:
+def offline(mv: ModelVersion, root: Path, cands: list[dict]) -> dict[str, np.ndarray]:
     """Offline prediction straight from the checkpoint: FeatureMap.arrays -> model (no Serve code)."""
-    model, _, meta = build_from_dir(mv.path, WORKLOADS["pwiser"])
+    model, _, meta = build_from_dir(Registry(root).local_dir(mv), get_workload("pwiser"))
     arrays = FeatureMap.from_dict(meta["feature_map"]).arrays(pd.DataFrame(cands), "offline", with_labels=False)
     with torch.no_grad():
         out = model(torch.from_numpy(arrays["x_cat"]), torch.from_numpy(arrays["x_num"]))
@@ -98,7 +101,7 @@ def test_http_scores_equal_offline_prediction_exactly(served) -> None:  # noqa: 
     body = r.json()
     assert body["model"] == served["v1"].ref and body["request_id"] == "r1"
     assert [s["ad_id"] for s in body["scores"]] == [c["ad_id"] for c in cands]
-    want = offline(served["v1"], cands)
+    want = offline(served["v1"], served["root"], cands)
     for key, task in (("pctr", "ctr"), ("pcvr", "cvr"), ("pctcvr", "ctcvr")):
         got = np.array([s[key] for s in body["scores"]], dtype=np.float32)
         np.testing.assert_array_equal(got, want[task])
@@ -118,7 +121,7 @@ def test_batched_concurrent_requests_equal_offline(served) -> None:  # noqa: ANN
     [t.join() for t in threads]
     for i, cands in enumerate(requests):
         got = np.array([s["pctcvr"] for s in results[i]["scores"]], dtype=np.float32)
-        np.testing.assert_array_equal(got, offline(served["v1"], cands)["ctcvr"])
+        np.testing.assert_array_equal(got, offline(served["v1"], served["root"], cands)["ctcvr"])
 
 
 def test_bad_requests(served) -> None:  # noqa: ANN001

@@ -131,8 +131,9 @@ def test_submit_train_publishes_where_the_job_wrote(trained: dict) -> None:
     res = trained["result"]
     assert res.exit_code == 0, res.output[-3000:]
     assert "submitted job raysubmit_" in res.output and "succeeded" in res.output
-    mv = Registry(trained["home"] / "registry").get("pwiser@latest")
-    assert mv.manifest["workload"] == "pwiser" and (mv.path / "model.pt").is_file()
+    reg = Registry(trained["home"] / "registry")
+    mv = reg.get("pwiser@latest")
+    assert mv.manifest["workload"] == "pwiser" and (reg.local_dir(mv) / "model.pt").is_file()
     assert mv.ref in res.output  # the job's streamed log names the published model
 
 
@@ -157,7 +158,7 @@ def test_serve_deploy_config_on_the_cluster(head: dict, trained: dict, tmp_path:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                feature_map = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=5).json()["feature_map"]
+                feature_map = httpx.get(f"http://127.0.0.1:{port}/v1/model", timeout=5).json()["meta"]["feature_map"]
                 break
             except (httpx.HTTPError, KeyError, ValueError):
                 time.sleep(1)

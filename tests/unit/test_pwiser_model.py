@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from adray.config import ConfigError, load_config
-from workloads import WORKLOADS
+from adray.workload import get_workload
 from workloads.pwiser import WORKLOAD, PWiseRConfig
 from workloads.pwiser.data import load_split, make_data, model_meta
 from workloads.pwiser.evaluate import evaluate
@@ -43,7 +43,7 @@ def test_inference_contract(name: str) -> None:
 
 
 def test_registered_and_configs_load() -> None:
-    assert WORKLOADS["pwiser"] is WORKLOAD
+    assert get_workload("pwiser") is WORKLOAD
     for name in ("default", "smoke", "aliexpress"):
         cfg = load_config(PWiseRConfig, name, WORKLOAD.configs_dir)
         assert cfg.m1 == 0.3 and cfg.lam == 0.1

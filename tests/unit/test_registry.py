@@ -23,7 +23,7 @@ def test_publish_versions_and_latest(tmp_path: Path) -> None:
     assert (a.version, b.version) == ("v0001", "v0002")
     assert reg.get("pwiser").version == "v0002" == reg.get("pwiser@latest").version
     assert reg.get("pwiser@1").manifest["metrics"] == {"auc": 0.7}
-    assert (reg.get("pwiser@v0001").path / "model.pt").read_text() == "a"
+    assert (reg.local_dir(reg.get("pwiser@v0001")) / "model.pt").read_text() == "a"
     assert reg.versions("pwiser") == ["v0001", "v0002"]
     assert reg.get("pwiser@2").manifest["files"] == ["model.pt"]
 

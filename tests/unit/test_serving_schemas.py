@@ -1,4 +1,5 @@
-"""Serving pieces without Ray: request schemas, the scorer, model resolution, the body limit."""
+"""Serving pieces without Ray: the ranking policy's schema and scores, offline decide, model
+resolution, the typed app builder, the body limit."""
 
 from __future__ import annotations
 
@@ -16,16 +17,9 @@ from fastapi import FastAPI
 from adray.data.features import CategoricalFeature, FeatureMap
 from adray.models import load_model
 from adray.registry import ModelVersion, Registry
-from adray.serving import (
-    BodyLimit,
-    Scorer,
-    ServeError,
-    columns_of,
-    predict_offline,
-    request_schema,
-    resolve_model,
-)
+from adray.serving import BodyLimit, PolicyHandle, ServeError, decide_offline, resolve_model
 from tests.helpers import publish_tiny as _publish_tiny
+from workloads.pwiser.serving import RankingPolicy
 
 FM = FeatureMap((CategoricalFeature("user_id", 50), CategoricalFeature("item_id", 30)), ("price",), ("click", "conversion"))
 
@@ -42,9 +36,9 @@ def cand(i: int, **kw: object) -> dict:
 
 
 def test_request_schema_names_missing_mistyped_and_unknown_fields() -> None:
-    Req = request_schema(FM, max_candidates=3)  # noqa: N806
+    Req = RankingPolicy.request_schema({"feature_map": FM.to_dict()}, max_items=3)  # noqa: N806
     ok = Req.model_validate({"candidates": [cand(0), cand(1)]})
-    assert columns_of(ok.candidates, FM) == {"user_id": [0, 1], "item_id": [0, 1], "price": [0.0, 0.1]}
+    assert [c["price"] for c in ok.model_dump()["candidates"]] == [0.0, 0.1]
     bad = [cand(0), cand(1, user_id="x"), cand(2, price=float("nan")), cand(3, colour="red")]
     del bad[0]["item_id"]
     with pytest.raises(pydantic.ValidationError) as err:
@@ -64,12 +58,12 @@ def test_request_schema_names_missing_mistyped_and_unknown_fields() -> None:
 # --------------------------------------------------------------------------- scoring
 
 
-def test_scorer_matches_the_network_and_maps_unknown_ids_to_zero(tmp_path: Path) -> None:
+def test_scores_match_the_network_and_map_unknown_ids_to_zero(tmp_path: Path) -> None:
     mv = publish_tiny(tmp_path, 0, "mmoe")
     loaded = load_model(mv.ref, Registry(tmp_path))
-    scorer = Scorer(loaded)
+    policy = PolicyHandle(mv.ref, str(tmp_path)).policy
     df = pd.DataFrame([cand(i) for i in range(55)])  # user_id 50..54 are out of vocabulary
-    got = scorer.score_frame(df)
+    got = policy.score_frame(df)
     x_cat = torch.tensor(np.stack([df.user_id.where(df.user_id < 50, 0), df.item_id], 1), dtype=torch.int64)
     x_num = torch.tensor(df[["price"]].to_numpy(), dtype=torch.float32)
     with torch.no_grad():
@@ -77,13 +71,18 @@ def test_scorer_matches_the_network_and_maps_unknown_ids_to_zero(tmp_path: Path)
     for task in ("ctr", "cvr", "ctcvr"):
         np.testing.assert_array_equal(got[task], want[task].numpy())
     np.testing.assert_allclose(got["ctcvr"], got["ctr"] * got["cvr"], rtol=1e-6)
-    np.testing.assert_array_equal(predict_offline("pwiser@latest", df, tmp_path)["cvr"], want["cvr"].numpy())
+    answer = decide_offline("pwiser@latest", [{"request_id": "r", "candidates": df.to_dict("records")}],
+                            str(tmp_path))[0]
+    assert answer["model"] == mv.ref and [s["ad_id"] for s in answer["scores"]] == list(df["ad_id"])
+    np.testing.assert_array_equal(np.array([s["pcvr"] for s in answer["scores"]], np.float32), want["cvr"].numpy())
 
 
 def test_single_task_model_has_null_cvr(tmp_path: Path) -> None:
     mv = publish_tiny(tmp_path, 0, "dnn")
-    out = Scorer(load_model(mv.ref, Registry(tmp_path))).score_columns({"user_id": [1], "item_id": [2], "price": [0.5]})
-    assert out["cvr"] is None and out["ctcvr"] is None and 0 < out["ctr"][0] < 1
+    out = PolicyHandle(mv.ref, str(tmp_path)).decide([{"candidates": [cand(1)]}])[0]["scores"][0]
+    assert out["pcvr"] is None and out["pctcvr"] is None and 0 < out["pctr"] < 1
+    empty = PolicyHandle(mv.ref, str(tmp_path)).decide([{"request_id": "e", "candidates": []}])[0]
+    assert empty == {"request_id": "e", "model": mv.ref, "scores": []}
 
 
 # --------------------------------------------------------------------------- resolution
@@ -92,11 +91,11 @@ def test_single_task_model_has_null_cvr(tmp_path: Path) -> None:
 def test_resolve_pins_latest_and_lists_versions_when_unknown(tmp_path: Path) -> None:
     publish_tiny(tmp_path, 0, "ple")
     publish_tiny(tmp_path, 1, "dnn")
-    assert resolve_model("pwiser@latest", tmp_path).ref == "pwiser@v0002"
+    assert resolve_model("pwiser@latest", str(tmp_path)).ref == "pwiser@v0002"
     with pytest.raises(ServeError, match=r"available versions of 'pwiser': \['v0001', 'v0002'\]"):
-        resolve_model("pwiser@v0007", tmp_path)
+        resolve_model("pwiser@v0007", str(tmp_path))
     with pytest.raises(ServeError, match=r"Published models: \['pwiser@v0001', 'pwiser@v0002'\]"):
-        resolve_model("ranker@latest", tmp_path)
+        resolve_model("ranker@latest", str(tmp_path))
 
 
 def test_serve_validates_config_args_with_the_typed_builder(tmp_path: Path) -> None:

@@ -41,3 +41,14 @@ def test_unknown_parameter_is_refused(tmp_path):
     path.write_text("workload: mtorl\nmetric: val_f1_macro\nparams:\n  muu: {type: float, low: 0, high: 0.2}\n")
     with pytest.raises(TuneSpaceError, match="muu"):
         load_space(path)
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ("{type: float, low: 0.01, high: 1.0, lgo: true}", "params.mu: unknown key(s) ['lgo'] for type float"),
+    ("{type: categorical, choices: [1, 2], step: 1}", "params.mu: unknown key(s) ['step'] for type categorical"),
+])
+def test_keys_inside_a_parameter_are_checked(tmp_path, param, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(f"workload: mtorl\nmetric: val_f1_macro\nparams:\n  mu: {param}\n")
+    with pytest.raises(TuneSpaceError, match=re.escape(message)):
+        load_space(path)

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from adray.config import Config, check
-from adray.workload import TrainConfig
+from adray.workload import EpochConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ class OnlineConfig(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class MTORLConfig(TrainConfig):
+class MTORLConfig(EpochConfig):
     """MTORL (Liu et al., KDD 2025): data, network (Eq. 3-12), loss (Eq. 13-16), online (Alg. 1)."""
 
     source: Literal["simulator", "kuairand", "criteo"] = "simulator"

@@ -24,6 +24,7 @@ import pandas as pd
 
 from adray.data import DataError, read_dataset, require_columns, require_finite, write_dataset
 from workloads.mtorl.config import MTORLConfig
+from workloads.mtorl.sequences import sequences_frame
 
 SPLITS = ("train", "val", "test")
 KUAIRAND_ACTIONS = ("short", "mid", "long")
@@ -42,27 +43,6 @@ def default_kuairand_path() -> Path:
 
 
 # ----------------------------------------------------------------------------- long -> per user
-
-
-def sequences_frame(
-    user: np.ndarray, action: np.ndarray, gain: np.ndarray, gain_cls: np.ndarray,
-    cost: np.ndarray, q: np.ndarray, f: np.ndarray,
-) -> pd.DataFrame:
-    """Rows already ordered by user then time -> one row per user with list columns."""
-    starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
-    bounds = list(starts[1:])
-    def parts(a: np.ndarray) -> list[np.ndarray]:
-        return np.split(a, bounds)
-    return pd.DataFrame({
-        "user_id": user[starts].astype(np.int64),
-        "length": np.diff(np.r_[starts, len(user)]).astype(np.int64),
-        "action": [p.astype(np.int64) for p in parts(action)],
-        "gain": [p.astype(np.float64) for p in parts(gain)],
-        "gain_cls": [p.astype(np.int64) for p in parts(gain_cls)],
-        "cost": [p.astype(np.float64) for p in parts(cost)],
-        "q": [p.astype(np.float64).ravel() for p in parts(q)],
-        "f": [p[0].astype(np.float64) for p in parts(f)],
-    })
 
 
 def split_users(seqs: pd.DataFrame, cfg: MTORLConfig, out: Path, source: str, meta: dict) -> None:
@@ -258,4 +238,5 @@ def model_meta(data_dir: Path, cfg: MTORLConfig) -> dict:
     ds = read_dataset(data_dir)
     m = ds.meta
     return {"num_channels": int(m["num_channels"]), "state_dim": int(m["q_dim"]) + int(m["f_dim"]),
-            "num_gain_classes": 3, "source": ds.manifest.get("source")}
+            "num_gain_classes": 3, "source": ds.manifest.get("source"), "window": cfg.n,
+            "reward_minmax": list(reward_range(data_dir, cfg))}

@@ -3,6 +3,7 @@ reward prediction; the table of methods for ``adray eval``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,11 @@ def online_reward(model: Any, arrays: dict[str, np.ndarray], r_pred: np.ndarray,
     return res["avg_reward"]
 
 
-def evaluate_methods(cfg: Any, data_dir: Path, model: Any) -> dict[str, dict[str, float]]:
-    """The given model on the test split beside two model-free references: the majority channel
-    of the train split and the previous step's channel (repeat-last)."""
+def evaluate_methods(cfg: Any, data_dir: Path, model: Any,
+                     others: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """The given model on the test split, each model of ``others`` under its label (e.g. BC, DT or
+    an ablation published under its own name), and two model-free references: the majority
+    channel of the train split and the previous step's channel (repeat-last)."""
     from workloads.mtorl.data import load_split
 
     train, test = load_split(Path(data_dir), "train", cfg), load_split(Path(data_dir), "test", cfg)
@@ -90,8 +93,10 @@ def evaluate_methods(cfg: Any, data_dir: Path, model: Any) -> dict[str, dict[str
 
     majority = np.bincount(train["action"][train["mask"] > 0]).argmax()
     prev = np.concatenate([np.full((len(test["action"]), 1), majority), test["action"][:, :-1]], 1)
-    return {
-        "mtorl": {f"test_{k}": v for k, v in evaluate(model, test, cfg).items()},
+    table = {"mtorl": {f"test_{k}": v for k, v in evaluate(model, test, cfg).items()}}
+    for label, other in (others or {}).items():
+        table[label] = {f"test_{k}": v for k, v in evaluate(other, test, cfg).items()}
+    return table | {
         "majority": scores(np.full(len(y), majority)),
         "repeat_last": scores(prev[valid]),
     }

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from workloads.mtorl.config import SimConfig
+from workloads.mtorl.sequences import sequences_frame
 
 MOMENTUM = 1.0
 FATIGUE = 0.5
@@ -82,8 +83,6 @@ class JourneySim:
 def simulate_logs(cfg: SimConfig, seed: int) -> tuple[pd.DataFrame, dict]:
     """Logs of the behaviour policy: ``cfg.steps`` exposures for each of ``cfg.num_users`` users,
     in the per-user sequence layout of ``data.py`` (gain = click, cost = channel cost)."""
-    from workloads.mtorl.data import sequences_frame
-
     sim = JourneySim(cfg, cfg.num_users, seed)
     users = np.arange(cfg.num_users)
     qs, acts, gains, costs = [], [], [], []

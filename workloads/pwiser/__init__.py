@@ -2,31 +2,38 @@
 
 from pathlib import Path
 
-from adray.workload import TorchSpec, Workload
+from adray.train_torch import TorchSpec, TorchTrainer
+from adray.workload import Headline, Workload
 
 from .config import PWiseRConfig
 from .data import IMPORTERS, load_split, make_data, model_meta
 from .evaluate import evaluate, evaluate_methods
 from .model import build_model
+from .serving import RankingPolicy
 from .train import loss
+
+TRAINER = TorchTrainer(TorchSpec(
+    load_split=load_split,
+    model_meta=model_meta,
+    build_model=build_model,
+    loss=loss,
+    evaluate=evaluate,
+    objective="auc_ctr",
+    mode="max",
+))
 
 WORKLOAD = Workload(
     name="pwiser",
     description="pCTR/pCVR ranking (SharedBottom, MMoE, PLE, DNN, MaskNet) trained with BCE + lambda*PWiseR",
     config_cls=PWiseRConfig,
     configs_dir=Path(__file__).parent / "configs",
+    trainer=TRAINER,
+    load_model=TRAINER.load,
+    evaluate=evaluate_methods,
+    policy=RankingPolicy,
+    headline=Headline(metric="test_auc_ctr", baseline="constant"),
     make_data=make_data,
     importers=IMPORTERS,
-    torch=TorchSpec(
-        load_split=load_split,
-        model_meta=model_meta,
-        build_model=build_model,
-        loss=loss,
-        evaluate=evaluate,
-        objective="auc_ctr",
-        mode="max",
-    ),
-    evaluate_methods=evaluate_methods,
 )
 
 __all__ = ["WORKLOAD", "PWiseRConfig"]

@@ -6,14 +6,14 @@ import dataclasses
 from typing import Literal
 
 from adray.config import check
-from adray.workload import TrainConfig
+from adray.workload import EpochConfig
 
 MULTI_TASK = ("sharedbottom", "mmoe", "ple")
 SINGLE_TASK = ("dnn", "masknet")
 
 
 @dataclasses.dataclass(frozen=True)
-class PWiseRConfig(TrainConfig):
+class PWiseRConfig(EpochConfig):
     """Config of the ``pwiser`` workload (Durmus et al., "Pairwise ranking loss for MTL in RecSys")."""
 
     # ---- model
@@ -55,7 +55,7 @@ class PWiseRConfig(TrainConfig):
     ``literal``: as printed, active only when p_cvr < p_other - m (see train.py)."""
     cvr_weight: float = 1.0
     """Weight of the CTCVR BCE term (multi-task models)."""
-    # ---- generator (data.make_data); the seed is TrainConfig.seed
+    # ---- generator (data.make_data); the seed is EpochConfig.seed
     rows: int = 200_000
     """Impressions to generate (split into train / val / test)."""
     num_users: int = 5_000

@@ -7,6 +7,7 @@ a CTR model to do). Undefined AUCs (a split with one class) are NaN with a Metri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,22 @@ def _one_hot_logreg(train: dict[str, np.ndarray], test: dict[str, np.ndarray], m
     return out
 
 
-def evaluate_methods(cfg: PWiseRConfig, data_dir: Path, model: Any) -> dict[str, dict[str, float]]:
-    """Test-split table: the given model under ``"pwiser"`` (the platform's key for it), and a
-    logistic-regression baseline trained on the train split."""
+def evaluate_methods(cfg: PWiseRConfig, data_dir: Path, model: Any,
+                     others: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
+    """Test-split table: the given model under ``"pwiser"``, each model of ``others`` under its label
+    (e.g. a BCE-trained twin), a logistic-regression baseline trained on the train split, and a
+    constant predictor (AUC 0.5: the contract suite's trivial baseline)."""
     test = load_split(Path(data_dir), "test", cfg)
     train = load_split(Path(data_dir), "train", cfg)
-    return {"pwiser": evaluate(model, test, cfg), "logistic_regression": _one_hot_logreg(train, test, seed=cfg.seed)}
+    table = {"pwiser": _prefixed(evaluate(model, test, cfg))}
+    for label, other in (others or {}).items():
+        table[label] = _prefixed(evaluate(other, test, cfg))
+    table["logistic_regression"] = _prefixed(_one_hot_logreg(train, test, seed=cfg.seed))
+    constant = np.zeros(len(test["click"]))
+    table["constant"] = {"test_auc_ctr": auc(test["click"], constant, name="constant auc_ctr"),
+                         "test_auc_ctcvr": auc(test["click"] * test["conversion"], constant, name="constant auc_ctcvr")}
+    return table
+
+
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"test_{k}": v for k, v in metrics.items()}

@@ -1,0 +1,115 @@
+"""The ranking policy: candidate ads -> pCTR, pCVR, pCTCVR (``POST /v1/rank``).
+
+One request is a list of candidates; its schema is generated from the model's FeatureMap, so a
+missing or mistyped feature is a 422 naming ``candidates.<i>.<feature>`` and the OpenAPI page lists
+the exact features. Scoring: candidates -> ``FeatureMap.arrays`` -> ``model(x_cat, x_num)`` ->
+probabilities; one forward pass per request, so a request's scores never depend on other requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pydantic
+import torch
+
+from adray.data import FeatureMap, read_dataset
+from adray.workload import Policy
+
+TASKS = ("ctr", "cvr", "ctcvr")
+
+
+class AdScore(pydantic.BaseModel):
+    ad_id: str
+    pctr: float
+    pcvr: float | None = pydantic.Field(None, description="null for single-task (CTR-only) models")
+    pctcvr: float | None = pydantic.Field(None, description="null for single-task (CTR-only) models")
+
+
+class RankResponse(pydantic.BaseModel):
+    request_id: str | None = None
+    model: str = pydantic.Field(description="name@version that scored this request")
+    scores: list[AdScore] = pydantic.Field(description="one per candidate, in request order")
+
+
+def candidate_schema(fm: FeatureMap) -> type[pydantic.BaseModel]:
+    """A pydantic model with ``ad_id`` plus one required field per feature of ``fm``."""
+    fields: dict[str, Any] = {"ad_id": (str, pydantic.Field(description="the candidate ad"))}
+    for f in fm.categorical:
+        fields[f.name] = (int, pydantic.Field(description=f"categorical id in [0, {f.vocab_size}); others -> 0"))
+    for name in fm.numeric:
+        fields[name] = (float, pydantic.Field(allow_inf_nan=False, description="numeric feature"))
+    return pydantic.create_model("Candidate", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+
+
+class RankingPolicy(Policy):
+    """Scores candidate ads with a published pwiser model."""
+
+    route = "rank"
+    summary = "pCTR / pCVR / pCTCVR of candidate ads"
+
+    def __init__(self, model: Any, cfg: Any, meta: dict[str, Any], ref: str) -> None:
+        super().__init__(model, cfg, meta, ref)
+        self.feature_map = FeatureMap.from_dict(meta["feature_map"])
+        self.columns = self.feature_map.categorical_names + list(self.feature_map.numeric)
+
+    @classmethod
+    def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[pydantic.BaseModel]:
+        candidate = candidate_schema(FeatureMap.from_dict(meta["feature_map"]))
+        return pydantic.create_model(
+            "RankRequest",
+            __config__=pydantic.ConfigDict(extra="forbid"),
+            request_id=(str | None, None),
+            candidates=(list[candidate],  # type: ignore[valid-type]
+                        pydantic.Field(max_length=max_items, description=f"at most {max_items} ads")),
+        )
+
+    @classmethod
+    def response_schema(cls, meta: dict[str, Any]) -> type[pydantic.BaseModel]:
+        return RankResponse
+
+    def score_arrays(self, x_cat: np.ndarray, x_num: np.ndarray) -> dict[str, np.ndarray | None]:
+        """``x_cat`` (B, C) int64, ``x_num`` (B, D) float32 -> ``{task: (B,) float32 or None}``."""
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(x_cat), torch.from_numpy(x_num))
+        return {t: (out[t].numpy().astype(np.float32) if t in out else None) for t in TASKS}
+
+    def score_frame(self, df: pd.DataFrame, where: str = "request") -> dict[str, np.ndarray | None]:
+        arrays = self.feature_map.arrays(df, where=where, with_labels=False)
+        return self.score_arrays(arrays["x_cat"], arrays["x_num"])
+
+    def decide(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One forward pass over the candidates of all ``requests`` (Serve passes one at a time)."""
+        sizes = [len(r["candidates"]) for r in requests]
+        if sum(sizes) == 0:
+            return [{"request_id": r.get("request_id"), "model": self.ref, "scores": []} for r in requests]
+        frame = pd.DataFrame([c for r in requests for c in r["candidates"]], columns=["ad_id", *self.columns])
+        scores = self.score_frame(frame)
+        out, start = [], 0
+        for r, n in zip(requests, sizes):
+            rows = []
+            for i in range(start, start + n):
+                rows.append({"ad_id": str(frame["ad_id"].iat[i]),
+                             **{f"p{t}": (float(scores[t][i]) if scores[t] is not None else None) for t in TASKS}})
+            out.append({"request_id": r.get("request_id"), "model": self.ref, "scores": rows})
+            start += n
+        return out
+
+    @classmethod
+    def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+        """``n`` requests of 1-20 candidates drawn from the test split's rows."""
+        fm = FeatureMap.from_dict(read_dataset(data_dir).meta["feature_map"])
+        df = read_dataset(data_dir).read("test", columns=fm.categorical_names + list(fm.numeric))
+        rng = np.random.default_rng(seed)
+        out = []
+        for i in range(n):
+            rows = df.iloc[rng.choice(len(df), size=int(rng.integers(1, 21)), replace=True)]
+            cands = [{"ad_id": f"r{i}-a{j}", **{k: (int(v) if k in fm.categorical_names else float(v))
+                                                 for k, v in row.items()}}
+                     for j, (_, row) in enumerate(rows.iterrows())]
+            out.append({"request_id": f"r{i}", "candidates": cands})
+        return out
