@@ -21,7 +21,7 @@ from serve_apps.policy import PolicyDeployment
 class AppArgs(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    model: str = "pwiser@latest"
+    model: str
     """Registry reference name@version (``latest``, ``vNNNN`` or a number); any workload's model."""
     registry: str | None = None
     """Registry URI (a path or ``s3://...``); default ``$ADRAY_REGISTRY``, else ``$ADRAY_STORAGE/registry``

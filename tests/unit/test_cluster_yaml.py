@@ -56,3 +56,17 @@ def test_setup_installs_like_the_readme(raw: dict) -> None:
         assert start and all("~/adray/.venv/bin/ray start" in c for c in start), key
         # ...with the venv on PATH: job entrypoints such as `adray train` run in Ray's environment.
         assert all("PATH=$HOME/adray/.venv/bin:$PATH" in c for c in start), key
+
+
+def test_every_node_shares_one_storage_uri(raw: dict) -> None:
+    """Registry, runs and sweeps must be where every node sees them: the same remote URI."""
+    from adray.storage import Storage
+
+    uris = set()
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(c for c in raw[key] if "ray start" in c)
+        found = [u.strip("'\"") for u in re.findall(r"ADRAY_STORAGE=(\S+)", start)]
+        assert found, f"{key}: no ADRAY_STORAGE"
+        uris.update(found)
+    assert len(uris) == 1
+    assert not Storage(uris.pop()).is_local
