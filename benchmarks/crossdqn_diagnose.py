@@ -28,9 +28,11 @@ from adray.runtime import torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import simulate_logs
-from workloads.crossdqn.evaluate import ABLATIONS, EVAL_SEED, match_pae, q_policy, value_accuracy
+from workloads.crossdqn.evaluate import value_accuracy
 from workloads.crossdqn.policies import OraclePolicy, fixed_policy
+from workloads.crossdqn.rollout import EVAL_SEED, match_pae, q_policy
 from workloads.crossdqn.sim import FeedSim, make_requests
+from workloads.crossdqn.train import ABLATIONS
 
 
 def mc_returns(df, gamma: float, eta: float) -> np.ndarray:
@@ -53,7 +55,7 @@ def q_accuracy(net, df, g: np.ndarray) -> dict[str, float]:
 
 
 def ads_by_tolerance(cfg: CrossDQNConfig, policy, n: int, mu: float) -> dict[str, float]:
-    sim = FeedSim(cfg, make_requests(cfg, n, EVAL_SEED))
+    sim = FeedSim(cfg.sim, make_requests(cfg.sim, n, EVAL_SEED))
     reward = np.zeros(n)
     while sim.alive.any():
         idx = np.flatnonzero(sim.alive)
@@ -87,7 +89,7 @@ def main() -> None:
         if path.is_dir():
             nets[name] = rl.load_module(path).net
     df = simulate_logs(cfg, 2000, seed=cfg.seed + 12345)  # held out: a seed the training logs never use
-    g = mc_returns(df, cfg.gamma, cfg.eta)
+    g = mc_returns(df, cfg.gamma, cfg.sim.eta)
     report: dict = {"q": {}, "personalisation": {}}
     print(f"{'net':18s}{'Q(s,a_log)':>11s}{'MC G_log':>9s}{'diff':>7s}{'corr':>7s}{'max_a Q(s0)':>12s}"
           f"{'greedy G':>9s}{'over-est.':>10s}")
@@ -96,7 +98,7 @@ def main() -> None:
         print(f"{name:18s}{row['q_logged']:>11.3f}{row['mc_return']:>9.3f}{row['bias']:>7.3f}{row['corr']:>7.3f}"
               f"{row['v_pred']:>12.3f}{row['v_true']:>9.3f}{row['v_bias']:>+10.3f}")
     n = cfg.eval_requests
-    policies = {"fixed": fixed_policy(cfg), "oracle": OraclePolicy(cfg),
+    policies = {"fixed": fixed_policy(cfg), "oracle": OraclePolicy(cfg.sim),
                 **{name: q_policy(net) for name, net in nets.items()}}
     print(f"{'policy':18s}" + "".join(f"{c:>12s}" for c in ("ads low_tol", "mid_tol", "high_tol", "screens lo",
                                                              "screens hi", "reward lo", "reward hi", "pae")))

@@ -3,9 +3,10 @@
     python benchmarks/crossdqn_eval.py --config smoke [--targets 0.2 0.3 0.4 0.5] [--train-seeds 3]
         [--plot results/crossdqn_pae_vs_target.png] [--skip-table] [--json out.json]
 
-Logs the exploratory policy (data make), trains Cross DQN offline with RLlib, then runs
-``evaluate_methods`` (which trains the three ablations on the same data; ``--skip-table`` skips
-it). For each PAE target in ``--targets`` and each of ``--train-seeds`` training seeds it trains
+Logs the exploratory policy (data make), trains Cross DQN offline with RLlib and the three
+ablations (``train.train_ablations``: the config + the overrides of ``configs/no_aux*.yaml``) on the
+same data, then runs ``evaluate`` on them (``--skip-table`` skips all of it; ``--reuse`` takes the
+data and ablations of an earlier ``--keep`` directory). For each PAE target in ``--targets`` and each of ``--train-seeds`` training seeds it trains
 Cross DQN and -aux (lam=0) with that target and measures their raw realised PAE (greedy, mu=0: no
 matching offset), i.e. how well the batch-level loss alone holds PAE at its target. The PNG at
 ``--plot`` shows realised PAE against target: mean over training seeds, error bars = std over
@@ -29,16 +30,9 @@ from adray.runtime import ensure_ray, torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import make_data
-from workloads.crossdqn.evaluate import (
-    ABLATIONS,
-    EVAL_SEED,
-    evaluate_methods,
-    evaluate_policy,
-    q_policy,
-    rollout,
-    train_ablations,
-)
-from workloads.crossdqn.train import MODULE_DIR, train_module
+from workloads.crossdqn.evaluate import evaluate, evaluate_policy
+from workloads.crossdqn.rollout import EVAL_SEED, q_policy, rollout
+from workloads.crossdqn.train import ABLATIONS, MODULE_DIR, ablation_overrides, train_ablations, train_module
 
 
 def main() -> None:
@@ -72,7 +66,7 @@ def main() -> None:
             t0 = time.perf_counter()
             ablations = ({name: rl.load_module(args.reuse / "ablations" / name / MODULE_DIR) for name in ABLATIONS}
                          if args.reuse else train_ablations(cfg, data, root / "ablations"))
-            report["methods"] = evaluate_methods(cfg, data, model, ablations)
+            report["methods"] = evaluate(cfg, data, model, ablations)
             report["eval_s"] = time.perf_counter() - t0
             print(f"\nCross DQN table ({args.config}; PAE matched to {cfg.pae_target} by bisection on mu)")
             print(f"{'method':18s}" + "".join(f"{m:>18s}" for m in ("r_ad", "r_fee", "cvr", "r_ex", "pae", "reward")))
@@ -86,7 +80,7 @@ def main() -> None:
         curve = []
         no_aux: dict[int, dict] = {}  # lam=0: the target does not enter training; one model per seed
         for target in args.targets:
-            for name, over in (("crossdqn", {}), ("no_aux", {"lam": 0.0})):
+            for name, over in (("crossdqn", {}), ("no_aux", ablation_overrides("no_aux"))):
                 per_seed = []
                 for k in range(args.train_seeds):
                     if name == "no_aux" and k in no_aux:

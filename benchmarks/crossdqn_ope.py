@@ -27,8 +27,9 @@ from adray.runtime import torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import simulate_logs
-from workloads.crossdqn.evaluate import EVAL_SEED, match_pae, off_policy_estimates, q_policy, rollout
+from workloads.crossdqn.evaluate import off_policy_estimates
 from workloads.crossdqn.policies import fixed_policy, gea_policy
+from workloads.crossdqn.rollout import EVAL_SEED, match_pae, q_policy, rollout
 
 OPE_LOG_SEED = 54_321
 TRAJ = ("pdis", "wpdis", "dr", "wdr")
@@ -47,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(torch_threads())
     logs = simulate_logs(cfg, args.logs, seed=cfg.seed + OPE_LOG_SEED)
     obs = np.stack(logs["obs"].to_numpy()).astype(np.float32)
-    candidates: dict[str, tuple] = {"fixed": (fixed_policy(cfg), None), "gea": (gea_policy(cfg), None)}
+    candidates: dict[str, tuple] = {"fixed": (fixed_policy(cfg), None), "gea": (gea_policy(cfg.sim), None)}
     for path in sorted({p for pattern in ("*/module", "*/*/module") for p in args.dir.glob(pattern)}):  # follows links
         net = rl.load_module(path).net
         candidates[str(path.parent.relative_to(args.dir))] = (q_policy(net), net)

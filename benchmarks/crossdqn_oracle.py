@@ -1,6 +1,6 @@
 """Simulator check: an oracle personalised policy vs the best fixed slot pattern at equal PAE.
 
-    python benchmarks/crossdqn_oracle.py --config default [--set tol_concentration=2 ...] [--json out.json]
+    python benchmarks/crossdqn_oracle.py --config default [--set sim.tol_concentration=2 ...] [--json out.json]
 
 Best fixed: every constant pattern with round(pae_target·K) ads is rolled out on calibration
 requests; the best one (reward per request) is evaluated on the eval seeds. Oracle
@@ -22,34 +22,36 @@ from pathlib import Path
 from adray.config import load_config, parse_set
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
-from workloads.crossdqn.evaluate import CALIBRATION_SEED, evaluate_policy, rollout
+from workloads.crossdqn.evaluate import evaluate_policy
 from workloads.crossdqn.policies import OraclePolicy, constant_policy, fixed_policy, patterns_with
+from workloads.crossdqn.rollout import CALIBRATION_SEED, rollout
 
 METRICS = ("r_ad", "r_fee", "cvr", "r_ex", "pae", "reward")
 
 
 def oracle_vs_fixed(cfg: CrossDQNConfig) -> dict:
     n_cal = max(100, cfg.eval_requests // 2)
-    cands = patterns_with(cfg.slots, int(round(cfg.pae_target * cfg.slots)))
+    k = cfg.sim.slots
+    cands = patterns_with(k, int(round(cfg.pae_target * k)))
     cal = {a: rollout(cfg, constant_policy(a), n_cal, CALIBRATION_SEED)["reward"] for a in cands}
     best = max(cal, key=cal.get)
-    out = {"best_fixed_action": best, "best_fixed_slots": [k for k in range(cfg.slots) if best >> k & 1],
-           "fixed_calibration_rewards": {format(a, f"0{cfg.slots}b")[::-1]: v for a, v in cal.items()}}
+    out = {"best_fixed_action": best, "best_fixed_slots": [j for j in range(k) if best >> j & 1],
+           "fixed_calibration_rewards": {format(a, f"0{k}b")[::-1]: v for a, v in cal.items()}}
     out["best_fixed"] = evaluate_policy(cfg, constant_policy(best), matched=False)
     out["fixed"] = evaluate_policy(cfg, fixed_policy(cfg), matched=False)
     pae = out["best_fixed"]["pae"]
     mcfg = cfg.override({"pae_target": round(pae, 4)})  # everyone at the best fixed pattern's PAE
     for name, personal in (("oracle", True), ("oracle_nonpersonal", False)):
-        out[name] = evaluate_policy(mcfg, OraclePolicy(mcfg, personal))
+        out[name] = evaluate_policy(mcfg, OraclePolicy(mcfg.sim, personal))
     # one pattern per ad count (the best constant pattern of that count on calibration requests):
     # the DP then chooses only how many ads each user sees per screen, not where they go
     per_count = []
-    for count in range(cfg.slots + 1):
-        pats = patterns_with(cfg.slots, count)
+    for count in range(k + 1):
+        pats = patterns_with(k, count)
         rewards = {a: rollout(cfg, constant_policy(a), n_cal, CALIBRATION_SEED)["reward"] for a in pats}
         per_count.append(max(rewards, key=rewards.get))
-    out["count_only_patterns"] = [format(a, f"0{cfg.slots}b")[::-1] for a in per_count]
-    out["oracle_count_only"] = evaluate_policy(mcfg, OraclePolicy(mcfg, True, per_count))
+    out["count_only_patterns"] = [format(a, f"0{k}b")[::-1] for a in per_count]
+    out["oracle_count_only"] = evaluate_policy(mcfg, OraclePolicy(mcfg.sim, True, per_count))
     return out
 
 

@@ -39,10 +39,11 @@ from workloads.crossdqn.train import train_module
 def bare_step_s(cfg: CrossDQNConfig, threads: int, reps: int = 8) -> float:
     """Median seconds of one hand-written DQN step of the same network and batch size."""
     torch.set_num_threads(threads)
-    net = CrossDQNNet(obs_layout(cfg), cfg.embed_dim, cfg.hidden, cfg.mcau_masks, cfg.use_sacu, cfg.use_mcau)
-    target = CrossDQNNet(obs_layout(cfg), cfg.embed_dim, cfg.hidden, cfg.mcau_masks, cfg.use_sacu, cfg.use_mcau)
+    layout = obs_layout(cfg.sim)
+    net = CrossDQNNet(layout, cfg.embed_dim, cfg.hidden, cfg.mcau_masks, cfg.use_sacu, cfg.use_mcau)
+    target = CrossDQNNet(layout, cfg.embed_dim, cfg.hidden, cfg.mcau_masks, cfg.use_sacu, cfg.use_mcau)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    obs = torch.randn(cfg.batch_size, obs_layout(cfg)["obs_dim"])
+    obs = torch.randn(cfg.batch_size, layout["obs_dim"])
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()

@@ -31,7 +31,8 @@ from adray.runtime import ensure_ray, torch_threads
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import make_data
-from workloads.crossdqn.evaluate import evaluate_policy, q_policy, value_accuracy
+from workloads.crossdqn.evaluate import evaluate_policy, value_accuracy
+from workloads.crossdqn.rollout import q_policy
 from workloads.crossdqn.train import MODULE_DIR, train_module
 
 SUMMARY = ("reward", "pae", "pae_raw", "r_ad", "r_ex", "v_pred", "v_true")

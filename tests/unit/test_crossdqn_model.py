@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.learner import cql_penalty, pae_aux_loss
 from workloads.crossdqn.model import (
     CrossDQNModule,
     CrossDQNNet,
@@ -16,17 +17,16 @@ from workloads.crossdqn.model import (
     offset_matrices,
 )
 from workloads.crossdqn.sim import obs_layout
-from workloads.crossdqn.train import cql_penalty, pae_aux_loss
 
 CFG = CrossDQNConfig(embed_dim=4, hidden=16)
-LAYOUT = obs_layout(CFG)
+LAYOUT = obs_layout(CFG.sim)
 
 
 def test_sacu_hand_built_mixed_list_keeps_both_rankings() -> None:
     m_ad, m_oi = offset_matrices(3)
     e_ad = torch.tensor([[[1.0, 0], [2, 0], [3, 0]]])  # ads 1..3, (1, K, d)
     e_oi = torch.tensor([[[0.0, 10], [0, 20], [0, 30]]])  # organic items 1..3
-    net = CrossDQNNet({**obs_layout(CFG.override({"slots": 3})), "window": 3}, embed_dim=2, hidden=4, use_mcau=False)
+    net = CrossDQNNet(obs_layout(CFG.override({"sim.slots": 3}).sim), embed_dim=2, hidden=4, use_mcau=False)
     c = net.cross(e_ad, e_oi)  # (1, 8, 3, 2)
     a = 0b101  # slots 0 and 2 show ads: [ad1, org1, ad2]
     torch.testing.assert_close(c[0, a], torch.tensor([[1.0, 0], [0, 10], [2, 0]]))
@@ -152,3 +152,24 @@ def test_split_updates_bounds_each_learner_call_by_the_target_sync_count() -> No
     for n, size, freq in [(50, 128, 4000), (7, 32, 100), (1, 256, 256)]:
         calls = rl.split_updates(n, size, freq)
         assert sum(calls) == n and max(calls) * size <= max(freq, size)
+
+
+def test_learner_settings_are_one_frozen_value_read_by_attribute(tmp_path) -> None:
+    import dataclasses
+
+    from workloads.crossdqn.learner import SETTINGS_KEY, LearnerSettings, algorithm_config, settings_of
+
+    cfg = CFG.override({"lam": 0.2, "sim.eta": 0.6, "cql_alpha": 0.1, "pae_mode": "offset", "seed": 9})
+    config = algorithm_config(cfg, tmp_path / "train.parquet")
+    s = settings_of(config)
+    assert list(config.learner_config_dict) == [SETTINGS_KEY] and isinstance(s, LearnerSettings)
+    assert (s.lam, s.eta, s.cql_alpha, s.pae_mode, s.seed, s.online) == (0.2, 0.6, 0.1, "offset", 9, False)
+    assert s.data_path == str(tmp_path / "train.parquet") and s.tau == cfg.tau
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.lam = 1.0  # type: ignore[misc]
+    copied = settings_of(config.copy(copy_frozen=False))  # RLlib copies configs (learners, Tune)
+    assert copied == s
+    assert config.env_config == cfg.sim.to_dict()  # the online environment gets the simulator alone
+    assert config.num_gpus_per_learner == 0 and config.num_learners == 0
+    gpu = algorithm_config(cfg, None, use_gpu=True)  # the local learner holds the GPU
+    assert gpu.num_gpus_per_learner == 1 and gpu.num_learners == 0 and settings_of(gpu).data_path == ""

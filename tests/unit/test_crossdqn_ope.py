@@ -6,8 +6,9 @@ import pytest
 
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import simulate_logs
-from workloads.crossdqn.evaluate import off_policy_estimates, rollout
+from workloads.crossdqn.evaluate import off_policy_estimates
 from workloads.crossdqn.policies import fixed_policy
+from workloads.crossdqn.rollout import rollout
 
 CFG = CrossDQNConfig()
 

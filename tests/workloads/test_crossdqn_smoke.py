@@ -1,7 +1,9 @@
-"""Cross DQN end to end on the shared Ray: offline RLlib training, publish, load the module alone."""
+"""Cross DQN end to end on the shared Ray: the trainer (offline RLlib) through the platform's
+``run_training``, publish, the exported module loaded alone, the evaluation table."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -9,24 +11,41 @@ import pytest
 import torch
 
 from adray.config import load_config
-from adray.fit import run_fit
-from adray.models import load_model
+from adray.workload import Reporter
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
-from workloads.crossdqn.evaluate import match_pae, q_policy, rollout
+from workloads.crossdqn.rollout import VALIDATION_SEED, match_pae, q_policy, rollout
 
 pytestmark = pytest.mark.ray
 
 
-def test_offline_fit_publish_and_load(ray_cluster, adray_home: Path, tmp_path: Path) -> None:
+class Collect(Reporter):
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def report(self, metrics: Mapping[str, float]) -> None:
+        self.rows.append(dict(metrics))
+
+
+def test_train_publish_and_the_module_loads_alone(ray_cluster, adray_home: Path, tmp_path: Path) -> None:
+    from adray.models import load_model
+    from adray.train import run_training
+
     cfg = load_config(CrossDQNConfig, "smoke", WORKLOAD.configs_dir,
                       {"data": str(tmp_path / "data"), "iterations": 2, "updates_per_iteration": 4})
-    reports: list[dict] = []
-    with torch.no_grad():  # as when evaluate_methods trains ablations: training must still learn
-        metrics, ref = run_fit(WORKLOAD, cfg, report=reports.append)
-    assert len(reports) == 2 and all(np.isfinite(r["qf_loss"]) for r in reports)
-    assert {"pae_batch", "val_reward", "iter_time_s", "train_transitions_per_s"} <= set(metrics)
-    loaded = load_model(ref)  # the inference RLModule alone, from the registry
+    WORKLOAD.make_data(cfg, tmp_path / "data")
+    reporter = Collect()
+    with torch.no_grad():  # as when a caller evaluates around training: training must still learn
+        out = run_training(WORKLOAD, cfg, reporter=reporter)  # -> CrossDQNTrainer.train, then publish
+    metrics = out.metrics
+    assert len(reporter.rows) == 2 and all(np.isfinite(r["qf_loss"]) for r in reporter.rows)
+    objective = f"val_{WORKLOAD.trainer.objective}"
+    assert all(objective in r for r in reporter.rows) and out.history == reporter.rows
+    assert {"pae_batch", "val_reward", objective, "iter_time_s", "train_transitions_per_s"} <= set(metrics)
+    assert {"iter_time_s", "train_time_s", "train_transitions_per_s"} <= set(out.timings)
+    assert out.model_dir.name == "model" and (out.model_dir / "module").is_dir()
+    loaded = load_model(out.model_ref)  # from the registry: the inference RLModule alone
+    assert loaded.cfg == cfg and loaded.meta["module_dir"] == "module"
     module = loaded.model
     assert not hasattr(module, "_target_net")  # inference-only: no target network
     assert module.net.type_emb.abs().sum() > 0  # zero at init: nonzero only if gradients flowed
@@ -36,14 +55,23 @@ def test_offline_fit_publish_and_load(ray_cluster, adray_home: Path, tmp_path: P
     obs = torch.randn(3, loaded.meta["obs_layout"]["obs_dim"])
     actions = module.forward_inference({"obs": obs})["actions"]
     assert actions.shape == (3,) and int(actions.max()) < cfg.num_actions
-    # the loaded module is the trained one: same greedy rollout as the validation reported in fit
-    val = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=7_777_777)
+    # the loaded module is the trained one: same greedy rollout as the validation reported in train
+    val = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=VALIDATION_SEED)
     assert val["reward"] == pytest.approx(metrics["val_reward"], rel=1e-6)
     # the tune objective: the same rollout at the mu that matches the PAE target on calibration requests
     mu = match_pae(cfg, q_policy(module), cfg.pae_target, cfg.eval_requests // 4, steps=10)
-    matched = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=7_777_777, mu=mu)
+    matched = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=VALIDATION_SEED, mu=mu)
     assert matched["reward"] == pytest.approx(metrics["val_reward_matched"], rel=1e-6)
     assert matched["pae"] == pytest.approx(metrics["val_pae_matched"], rel=1e-6)
+    # the evaluation trains nothing: the model, the given others (here the same module again) and
+    # the baselines; each Q-network at matched PAE, the random baseline raw
+    table = WORKLOAD.evaluate(cfg, tmp_path / "data", module, {"again": module})
+    assert list(table) == ["crossdqn", "again", "fixed", "gea", "random"]
+    assert table["again"] == table["crossdqn"]
+    assert table["crossdqn"]["pae"] == pytest.approx(cfg.pae_target, abs=0.03)
+    assert table["random"]["pae_mu"] == 0.0 and abs(table["random"]["pae"] - cfg.pae_target) < 0.05
+    with pytest.raises(ValueError, match="random"):
+        WORKLOAD.evaluate(cfg, tmp_path / "data", module, {"random": module})
 
 
 def test_offset_mode_trains_only_the_pae_offset(ray_cluster, tmp_path: Path) -> None:

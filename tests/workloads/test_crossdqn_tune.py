@@ -1,4 +1,4 @@
-"""Cross DQN through the platform's Tune harness: Optuna + ASHA trials of ``run_fit``, publish the best."""
+"""Cross DQN through the platform's Tune harness: Optuna + ASHA trials of the trainer, publish the best."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def test_sweep_reports_every_iteration_and_publishes_best(ray_cluster, adray_hom
     assert res.plot_path.is_file() and res.plot_path.stat().st_size > 0
     assert table["epochs_run"].between(1, 2).all()  # ASHA (max_t = iterations + 1) or the end
     assert set(space.params) <= set(table.columns)
+    assert "sim.eta" in space.params  # η lives in the simulator config; the learner rebuilds rewards with it
     # every trial sampled its own point of the space, inside the bounds
     for name, spec in space.params.items():
         assert table[name].between(spec["low"], spec["high"]).all()
@@ -43,9 +44,15 @@ def test_sweep_reports_every_iteration_and_publishes_best(ray_cluster, adray_hom
     # the best trial's model is in the registry with the best trial's config
     assert res.model_ref is not None and res.model_ref.startswith("crossdqn@")
     loaded = load_model(res.model_ref)
-    for name, value in res.best_params.items():
-        assert getattr(loaded.cfg, name) == pytest.approx(value)
+    for name, value in res.best_params.items():  # dotted names reach the nested simulator config
+        assert _get(loaded.cfg, name) == pytest.approx(value)
     assert loaded.cfg.iterations == 2
     obs = torch.zeros(2, loaded.meta["obs_layout"]["obs_dim"])
     actions = loaded.model.forward_inference({"obs": obs})["actions"]
     assert actions.shape == (2,)
+
+
+def _get(cfg: object, dotted: str) -> object:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

@@ -1,20 +1,29 @@
-"""Cross DQN (Liao et al.): ads allocation in a feed with RLlib's DQN, offline from simulator logs."""
+"""Cross DQN (Liao et al.): ads allocation in a feed with RLlib's DQN, offline from simulator logs.
+
+Importing the package is light (no RLlib, no torch): training, loading and serving import them when
+called.
+"""
 
 from pathlib import Path
 
-from adray.workload import Workload
-from workloads.crossdqn.config import CrossDQNConfig
+from adray.workload import Headline, Workload
+from workloads.crossdqn import evaluate as evaluation  # importing the function would shadow the module
+from workloads.crossdqn.config import CrossDQNConfig, FeedSimConfig
 from workloads.crossdqn.data import make_data
-from workloads.crossdqn.evaluate import evaluate_methods
-from workloads.crossdqn.train import fit, load_model
+from workloads.crossdqn.serving import AllocationPolicy
+from workloads.crossdqn.train import CrossDQNTrainer, load_model
 
 WORKLOAD = Workload(
     name="crossdqn",
     description="Cross DQN ads allocation (SACU + MCAU + batch-level PAE loss) on RLlib DQN, offline",
     config_cls=CrossDQNConfig,
     configs_dir=Path(__file__).parent / "configs",
-    make_data=make_data,
-    fit=fit,
+    trainer=CrossDQNTrainer(),
     load_model=load_model,
-    evaluate_methods=evaluate_methods,
+    evaluate=evaluation.evaluate,
+    policy=AllocationPolicy,
+    headline=Headline(metric="reward", baseline="random"),
+    make_data=make_data,
 )
+
+__all__ = ["WORKLOAD", "CrossDQNConfig", "FeedSimConfig"]

@@ -1,19 +1,23 @@
-"""Typed config of the Cross DQN workload: simulator, logging policy, network, loss, training, eval."""
+"""Typed config of the Cross DQN workload: the simulator (nested, ``sim``), logging policy, network,
+loss, training, evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
 
-from adray.config import check
+from adray.config import Config, check
 from adray.workload import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class CrossDQNConfig(TrainConfig):
-    """Cross DQN (ads allocation in a feed). ``epochs`` of the base is unused: RLlib runs ``iterations``."""
+class FeedSimConfig(Config):
+    """The feed simulator (sim.py): requests, the user's clicks, orders and leaving, the reward.
 
-    # ---------------------------------------------------------------- simulator (sim.py)
+    Nested under ``CrossDQNConfig.sim`` (``--set sim.eta=0.5``); stored whole in the dataset's
+    manifest, so logs say which simulator wrote them.
+    """
+
     slots: int = 5
     """K: slots per screen; the action space has 2^K actions."""
     n_ads: int = 25
@@ -67,7 +71,41 @@ class CrossDQNConfig(TrainConfig):
     reserve_price: float = 0.05
     """GSP price of the last ad of the ranked list."""
     eta: float = 0.3
-    """η: weight of the experience score in the reward r = r_ad + r_fee + η·r_ex (Eq. 2)."""
+    """η: weight of the experience score in the reward r = r_ad + r_fee + η·r_ex (Eq. 2). The offline
+    learner rebuilds the reward from the logged components with this η, so it can be swept on one
+    dataset."""
+
+    def __post_init__(self) -> None:
+        check(2 <= self.slots <= 8, f"sim.slots={self.slots}: expected 2..8 (2^K actions)")
+        check(self.n_ads >= 1 and self.n_organic >= self.slots, f"sim.n_ads={self.n_ads}, sim.n_organic="
+              f"{self.n_organic}: expected n_ads >= 1 and n_organic >= slots")
+        check(self.hist_len >= 1 and self.item_dim >= 1, "sim.hist_len and sim.item_dim: expected >= 1")
+        for name in ("top_ad_penalty", "adj_ad_penalty", "leave_base"):
+            v = getattr(self, name)
+            check(0.0 <= v <= 1.0, f"sim.{name}={v}: expected a value in [0, 1]")
+        check(self.organic_lift >= 0 and self.leave_per_ad >= 0, "sim.organic_lift, sim.leave_per_ad: expected >= 0")
+        check(self.tol_concentration > 0, f"sim.tol_concentration={self.tol_concentration}: expected > 0")
+        check(0.0 <= self.neighbour_similarity <= 5.0,
+              f"sim.neighbour_similarity={self.neighbour_similarity}: expected in [0, 5]")
+        for name in ("tol_ctr_gain", "arrangement_tol_gain", "ad_leave_relevance"):
+            check(0.0 <= getattr(self, name) <= 2.0, f"sim.{name}={getattr(self, name)}: expected in [0, 2]")
+        check(self.ad_history_len >= 0, f"sim.ad_history_len={self.ad_history_len}: expected >= 0")
+        check(0.0 <= self.take_rate <= 1.0, f"sim.take_rate={self.take_rate}: expected in [0, 1]")
+        check(self.eta >= 0, f"sim.eta={self.eta}: expected >= 0")
+
+    @property
+    def num_actions(self) -> int:
+        """2^K slot patterns."""
+        return 2**self.slots
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossDQNConfig(TrainConfig):
+    """Cross DQN (ads allocation in a feed): offline RLlib DQN for ``iterations`` iterations."""
+
+    # ---------------------------------------------------------------- simulator (sim.py)
+    sim: FeedSimConfig = dataclasses.field(default_factory=FeedSimConfig)
+    """The feed simulator that logs the data and evaluates every policy (``sim.<field>``)."""
 
     # ---------------------------------------------------------------- logged data (data.py)
     n_requests: int = 3000
@@ -89,7 +127,7 @@ class CrossDQNConfig(TrainConfig):
     use_mcau: bool = True
     """Multi-Channel Attention Unit; False = the -aux-mcau ablation."""
 
-    # ---------------------------------------------------------------- loss and training (train.py)
+    # ---------------------------------------------------------------- loss (learner.py)
     lam: float = 0.01
     """λ: weight of the batch-level PAE loss (Eq. 20); 0 = the -aux ablation. The paper's λ = 2 with
     τ = 0.003 gives the loss a gradient ~700 times TD's here and flattens Q over actions (reward 2.42
@@ -119,8 +157,16 @@ class CrossDQNConfig(TrainConfig):
     ~40 % here (bootstrapping through max_a' over actions the logs rarely show). 0 = off."""
     gamma: float = 0.9
     """Discount factor across screens."""
+
+    # ---------------------------------------------------------------- training (train.py)
+    lr: float = 1e-3
+    """Adam learning rate of the learner."""
+    batch_size: int = 1024
+    """Logged transitions per gradient step (RLlib ``train_batch_size_per_learner``)."""
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value; 0 disables clipping."""
     iterations: int = 20
-    """RLlib ``Algorithm.train()`` calls."""
+    """RLlib ``Algorithm.train()`` calls (one report, with validation, each)."""
     updates_per_iteration: int = 50
     """Gradient steps (minibatches of ``batch_size`` logged transitions) per iteration."""
     target_update_freq: int = 4000
@@ -135,26 +181,16 @@ class CrossDQNConfig(TrainConfig):
     """Evaluation seeds (mean ± std over them)."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        check(2 <= self.slots <= 8, f"slots={self.slots}: expected 2..8 (2^K actions)")
-        check(self.n_ads >= 1 and self.n_organic >= self.slots, f"n_ads={self.n_ads}, n_organic="
-              f"{self.n_organic}: expected n_ads >= 1 and n_organic >= slots")
-        check(self.hist_len >= 1 and self.item_dim >= 1, "hist_len and item_dim: expected >= 1")
-        for name in ("top_ad_penalty", "adj_ad_penalty", "leave_base", "log_pae", "pae_target"):
+        for name in ("log_pae", "pae_target"):
             v = getattr(self, name)
             check(0.0 <= v <= 1.0, f"{name}={v}: expected a value in [0, 1]")
-        check(self.organic_lift >= 0 and self.leave_per_ad >= 0, "organic_lift, leave_per_ad: expected >= 0")
-        check(self.tol_concentration > 0, f"tol_concentration={self.tol_concentration}: expected > 0")
-        check(0.0 <= self.neighbour_similarity <= 5.0,
-              f"neighbour_similarity={self.neighbour_similarity}: expected in [0, 5]")
-        for name in ("tol_ctr_gain", "arrangement_tol_gain", "ad_leave_relevance"):
-            check(0.0 <= getattr(self, name) <= 2.0, f"{name}={getattr(self, name)}: expected in [0, 2]")
-        check(self.ad_history_len >= 0, f"ad_history_len={self.ad_history_len}: expected >= 0")
-        check(0.0 <= self.take_rate <= 1.0, f"take_rate={self.take_rate}: expected in [0, 1]")
-        check(self.eta >= 0 and self.lam >= 0, f"eta={self.eta}, lam={self.lam}: expected >= 0")
+        check(self.lam >= 0, f"lam={self.lam}: expected >= 0")
         check(self.tau > 0, f"tau={self.tau}: expected > 0")
         check(self.cql_alpha >= 0, f"cql_alpha={self.cql_alpha}: expected >= 0")
         check(0.0 < self.gamma <= 1.0, f"gamma={self.gamma}: expected in (0, 1]")
+        check(self.lr > 0, f"lr={self.lr}: expected > 0")
+        check(self.batch_size >= 1, f"batch_size={self.batch_size}: expected >= 1")
+        check(self.grad_clip >= 0, f"grad_clip={self.grad_clip}: expected >= 0")
         check(self.n_requests >= 10, f"n_requests={self.n_requests}: expected >= 10")
         check(0.0 <= self.log_spread <= 0.5, f"log_spread={self.log_spread}: expected in [0, 0.5]")
         check(self.embed_dim >= 2 and self.hidden >= 4, "embed_dim >= 2 and hidden >= 4 expected")
@@ -165,4 +201,5 @@ class CrossDQNConfig(TrainConfig):
 
     @property
     def num_actions(self) -> int:
-        return 2**self.slots
+        """2^K slot patterns (follows ``sim.slots``)."""
+        return self.sim.num_actions

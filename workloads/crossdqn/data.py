@@ -8,6 +8,8 @@ Columns of ``train.parquet`` (RLlib's names, see ``ray.rllib.core.columns.Column
 ``obs``/``new_obs`` (float32 lists of ``obs_dim``), ``actions`` (int), ``rewards``, the reward
 components ``r_ad``, ``r_fee``, ``r_ex``, ``orders``, ``terminateds``, ``truncateds``,
 ``action_prob`` (logging propensity), ``eps_id``, ``t`` (screen index), ``pae`` (of the shown screen).
+The manifest's meta holds the observation layout, the logging policy's knobs and the whole simulator
+config (``sim``: ``cfg.sim.to_dict()``).
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ def logging_policy(p_ad: np.ndarray, bits: np.ndarray, rng: np.random.Generator)
 def simulate_logs(cfg: CrossDQNConfig, n_requests: int, seed: int) -> pd.DataFrame:
     """Roll the logging policy over ``n_requests`` fresh requests; one row per screen shown."""
     rng = np.random.default_rng(seed + 1)
-    bits = action_bits(cfg.slots)
+    bits = action_bits(cfg.sim.slots)
     frames = []
     for start in range(0, n_requests, CHUNK):
         n = min(CHUNK, n_requests - start)
-        sim = FeedSim(cfg, make_requests(cfg, n, seed * 1_000_003 + start))
+        sim = FeedSim(cfg.sim, make_requests(cfg.sim, n, seed * 1_000_003 + start))
         p_ad = np.clip(cfg.log_pae + rng.uniform(-cfg.log_spread, cfg.log_spread, n), 0.02, 0.98)
         cols: dict[str, list[np.ndarray]] = {}
         while sim.alive.any():
@@ -53,7 +55,7 @@ def simulate_logs(cfg: CrossDQNConfig, n_requests: int, seed: int) -> pd.DataFra
             row = {
                 "eps_id": start + idx, "t": t, "obs": obs, "actions": actions,
                 "rewards": out["reward"], "r_ad": out["r_ad"], "r_fee": out["r_fee"], "r_ex": out["r_ex"],
-                "orders": out["orders"], "pae": out["ads"] / cfg.slots,
+                "orders": out["orders"], "pae": out["ads"] / cfg.sim.slots,
                 "new_obs": sim.observe(idx), "terminateds": out["terminated"],
                 "truncateds": np.zeros(len(idx), bool), "action_prob": prob,
             }
@@ -74,26 +76,19 @@ def make_data(cfg: CrossDQNConfig, out_dir: Path) -> None:
     df = simulate_logs(cfg, cfg.n_requests, cfg.seed)
     write_dataset(
         out_dir, {SPLIT: df}, source="crossdqn simulator, exploratory logging policy", seed=cfg.seed,
-        meta={"obs_layout": obs_layout(cfg), "num_actions": cfg.num_actions, "log_pae": cfg.log_pae,
-              "log_spread": cfg.log_spread, "sim": {k: v for k, v in cfg.to_dict().items()
-                                                    if k in SIM_FIELDS}},
+        meta={"obs_layout": obs_layout(cfg.sim), "num_actions": cfg.num_actions, "log_pae": cfg.log_pae,
+              "log_spread": cfg.log_spread, "sim": cfg.sim.to_dict()},
     )
-
-
-SIM_FIELDS = ("slots", "n_ads", "n_organic", "hist_len", "item_dim", "base_ctr_logit", "position_decay",
-              "top_ad_penalty", "adj_ad_penalty", "organic_lift", "leave_base", "leave_per_ad",
-              "tol_concentration", "tol_ctr_gain", "arrangement_tol_gain", "ad_leave_relevance", "neighbour_similarity",
-              "ad_history_len", "tolerance_noise", "take_rate", "reserve_price", "eta")
 
 
 def check_dataset(cfg: CrossDQNConfig, data_dir: Path) -> Path:
     """The Parquet file of the logs, after checking the dataset matches ``cfg``'s simulator."""
     ds = read_dataset(data_dir)
     path = ds.split_path(SPLIT)
-    layout = ds.meta.get("obs_layout")
-    if layout != obs_layout(cfg):
+    layout, expected = ds.meta.get("obs_layout"), obs_layout(cfg.sim)
+    if layout != expected:
         raise DataError(
-            f"{data_dir}: observation layout {layout} does not match the config's {obs_layout(cfg)}; "
+            f"{data_dir}: observation layout {layout} does not match the config's {expected}; "
             "regenerate the data with `adray data make crossdqn` and the same config"
         )
     return path

@@ -1,7 +1,7 @@
 """Cross DQN inference network (Liao et al.): item representation, SACU, MCAU, dueling heads.
 
 This is what Serve loads (``CrossDQNModule`` alone, from an RLlib module checkpoint); the loss
-lives in train.py. The observation is the simulator's flat vector, split with ``layout``
+lives in learner.py. The observation is the simulator's flat vector, split with ``layout``
 (sim.obs_layout): profile (P), behaviour history (T, D), next K ads and next K organic items
 (K, F) each with F = [content, value, bid, present], context (C).
 
@@ -15,7 +15,7 @@ lives in train.py. The observation is the simulator's flat vector, split with ``
     V(s)     = MLP_v [u, mean h, mean E_ad, mean E_oi]                              Eq. 15
     A(s,a)   = MLP_a [flatten C(a), O_1..O_M, u]                                    Eq. 16
     Q(s,a)   = V(s) + A(s,a) - mean_a A(s,a)                                        Eq. 17
-    Q_srv    = Q(s,a) - β·PAE(a)          served scores; β learned by the PAE loss (train.py)
+    Q_srv    = Q(s,a) - β·PAE(a)          served scores; β learned by the PAE loss (learner.py)
 
 Differences from the paper (why): the user vector ``u`` (profile + context) is also fed to the
 advantage head, because the user's ad tolerance is in the profile and the paper's state features

@@ -1,7 +1,7 @@
-"""Baseline allocation policies (no learning): Fixed slots and GEA.
+"""Baseline allocation policies (no learning): Fixed slots, GEA, uniform random, and the oracle.
 
-A policy maps observations (n, obs_dim) and a PAE knob ``mu`` to actions (n,) in [0, 2^K);
-``mu`` is what evaluation tunes (bisection) so that every method shows the same PAE.
+A policy (:data:`ActFn`) maps observations (n, obs_dim) and a PAE knob ``mu`` to actions (n,) in
+[0, 2^K); ``mu`` is what evaluation tunes (bisection) so that every method shows the same PAE.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.config import CrossDQNConfig, FeedSimConfig
 from workloads.crossdqn.sim import PROFILE_DIM, obs_layout
 
-Policy = Callable[[np.ndarray, float], np.ndarray]
+ActFn = Callable[[np.ndarray, float], np.ndarray]
+"""An allocation policy: (observations (n, obs_dim), PAE knob mu) -> actions (n,)."""
 MEAN_CVR = 0.28  # E[sigmoid(N(-1, 0.5))]: the order rate a rule-based ranker would assume
 
 
@@ -26,13 +27,27 @@ def fixed_slots(slots: int, pae: float) -> list[int]:
     return sorted({int((i + 0.5) * slots / n_ads) for i in range(n_ads)}) if n_ads else []
 
 
-def fixed_policy(cfg: CrossDQNConfig) -> Policy:
+def fixed_policy(cfg: CrossDQNConfig) -> ActFn:
     """Fixed slots: the same ad positions on every screen (PAE = round(target·K)/K)."""
-    action = sum(1 << k for k in fixed_slots(cfg.slots, cfg.pae_target))
+    action = sum(1 << k for k in fixed_slots(cfg.sim.slots, cfg.pae_target))
     return lambda obs, mu=0.0: np.full(len(obs), action, np.int64)
 
 
-def gea_policy(cfg: CrossDQNConfig, interval_weight: float = 0.05) -> Policy:
+def random_policy(slots: int, p_ad: float, seed: int) -> ActFn:
+    """Random slots at a given ad density: each slot of each screen shows an ad with probability
+    ``p_ad`` (PAE = p_ad in expectation), ignoring ``mu``; the trivial baseline of the learning
+    check, at the PAE target so that it is compared at the same ad load as the PAE-matched models.
+    Seeded; the draws follow the calls, so equal call sequences give equal actions."""
+    rng = np.random.default_rng(seed)
+    weights = 1 << np.arange(slots)
+
+    def act(obs: np.ndarray, mu: float = 0.0) -> np.ndarray:
+        return ((rng.random((len(obs), slots)) < p_ad) * weights).sum(1).astype(np.int64)
+
+    return act
+
+
+def gea_policy(cfg: FeedSimConfig, interval_weight: float = 0.05) -> ActFn:
     """GEA (Yan et al. 2020): merge the two ranked lists by a joint rank score with an ad-interval term.
 
     Slot by slot, the next ad wins the slot when
@@ -86,13 +101,13 @@ class OraclePolicy:
                          + (1 - p_leave(i, j, a))·V(i', j')    (V = 0 once the lists run out)
 
     is solved exactly by backward induction over screens; ``mu`` sets the PAE (bisection in
-    ``evaluate.match_pae``). ``personal=False``: the same DP with every user at tolerance 0.5
+    ``rollout.match_pae``). ``personal=False``: the same DP with every user at tolerance 0.5
     (what knowing the items and arrangement effects earns without personalisation). ``actions``
     restricts the choice to a subset of slot patterns (e.g. one pattern per ad count: what choosing
-    only *how many* ads, per user and screen, earns). ``evaluate.rollout`` calls ``act_sim``.
+    only *how many* ads, per user and screen, earns). ``rollout.rollout`` calls ``act_sim``.
     """
 
-    def __init__(self, cfg: CrossDQNConfig, personal: bool = True, actions: list[int] | None = None) -> None:
+    def __init__(self, cfg: FeedSimConfig, personal: bool = True, actions: list[int] | None = None) -> None:
         self.cfg, self.personal = cfg, personal
         self.actions = np.arange(cfg.num_actions) if actions is None else np.asarray(sorted(actions), np.int64)
         self._key: tuple | None = None  # (the Requests object itself, mu): held, so never a reused id
@@ -140,7 +155,7 @@ class OraclePolicy:
         return table
 
 
-def constant_policy(action: int) -> Policy:
+def constant_policy(action: int) -> ActFn:
     """The same slot pattern ``action`` on every screen."""
     return lambda obs, mu=0.0: np.full(len(obs), action, np.int64)
 

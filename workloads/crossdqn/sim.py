@@ -39,7 +39,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.config import FeedSimConfig
 
 PROFILE_DIM = 4  # [tolerance seen with noise, activity, past ad CTR (behaviour), 1]
 CTX_DIM = 4  # [screen / max_screens, ads left, organic left, PAE so far]
@@ -51,7 +51,7 @@ def action_bits(slots: int) -> np.ndarray:
     return ((a >> np.arange(slots)[None, :]) & 1).astype(np.int64)
 
 
-def obs_layout(cfg: CrossDQNConfig) -> dict[str, int]:
+def obs_layout(cfg: FeedSimConfig) -> dict[str, int]:
     """Sizes of the flat observation's blocks (the model splits the vector with them)."""
     layout = {
         "profile": PROFILE_DIM,
@@ -67,7 +67,7 @@ def obs_layout(cfg: CrossDQNConfig) -> dict[str, int]:
     return layout
 
 
-def max_screens(cfg: CrossDQNConfig) -> int:
+def max_screens(cfg: FeedSimConfig) -> int:
     return (cfg.n_ads + cfg.n_organic) // cfg.slots
 
 
@@ -94,12 +94,12 @@ class Requests:
         return len(self.tol)
 
 
-def ad_ctr_factor(cfg: CrossDQNConfig, tol: np.ndarray) -> np.ndarray:
+def ad_ctr_factor(cfg: FeedSimConfig, tol: np.ndarray) -> np.ndarray:
     """Personal multiplier of ad click probabilities: ``max(0.05, 1 + tol_ctr_gain·(tol - 0.5))``."""
     return np.maximum(0.05, 1.0 + cfg.tol_ctr_gain * (tol - 0.5))
 
 
-def make_requests(cfg: CrossDQNConfig, n: int, seed: int) -> Requests:
+def make_requests(cfg: FeedSimConfig, n: int, seed: int) -> Requests:
     rng = np.random.default_rng(seed)
     d, t, na, no = cfg.item_dim, cfg.hist_len, cfg.n_ads, cfg.n_organic
     pref = rng.normal(size=(n, d))
@@ -134,7 +134,7 @@ def make_requests(cfg: CrossDQNConfig, n: int, seed: int) -> Requests:
 class FeedSim:
     """Vectorised simulator over a batch of requests; ``step`` acts on the requests still alive."""
 
-    def __init__(self, cfg: CrossDQNConfig, requests: Requests) -> None:
+    def __init__(self, cfg: FeedSimConfig, requests: Requests) -> None:
         self.cfg, self.req = cfg, requests
         self.bits = action_bits(cfg.slots)
         n = len(requests)
@@ -258,10 +258,10 @@ class FeedSim:
 
 
 class FeedEnv(gym.Env):
-    """One request per episode (gymnasium API); ``env_config`` is a CrossDQNConfig dict."""
+    """One request per episode (gymnasium API); ``env_config`` is a :class:`FeedSimConfig` or its dict."""
 
-    def __init__(self, env_config: dict[str, Any] | None = None) -> None:
-        cfg = env_config if isinstance(env_config, CrossDQNConfig) else CrossDQNConfig.from_dict(
+    def __init__(self, env_config: dict[str, Any] | FeedSimConfig | None = None) -> None:
+        cfg = env_config if isinstance(env_config, FeedSimConfig) else FeedSimConfig.from_dict(
             dict(env_config or {}), "env_config")
         self.cfg = cfg
         layout = obs_layout(cfg)
