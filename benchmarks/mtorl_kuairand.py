@@ -27,6 +27,7 @@ import torch
 
 from adray.config import load_config, parse_set
 from adray.metrics import macro_prf
+from adray.train import prepare_data
 from adray.train_torch import fit_in_process
 from workloads.mtorl import WORKLOAD
 from workloads.mtorl.data import read_sequences, reference_windows
@@ -149,9 +150,7 @@ def main() -> None:
     torch.set_num_threads(1)
     base = load_config(WORKLOAD.config_cls, args.config, WORKLOAD.configs_dir,
                        {"epochs": args.epochs, **parse_set(args.set), **({"data": args.data} if args.data else {})})
-    data = Path(base.data)
-    if not (data / "manifest.json").is_file():
-        WORKLOAD.make_data(base, data)
+    data = prepare_data(WORKLOAD, base)  # the config's dataset (data: generate makes it once)
     if args.data_stats:
         print(json.dumps(action_statistics(data, base), indent=1))
         return

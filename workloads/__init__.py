@@ -10,4 +10,5 @@ WORKLOADS: dict[str, str] = {
     "pwiser": "workloads.pwiser",
     "mtorl": "workloads.mtorl",
     "crossdqn": "workloads.crossdqn",
+    "vamo": "workloads.vamo",
 }

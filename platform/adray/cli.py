@@ -99,7 +99,7 @@ def data_make(
     wl, cfg = _resolve(workload, config, set_)
     if wl.make_data is None:
         raise typer.BadParameter(f"workload {workload} has no generator; use `adray data import`")
-    out = out or data_dir_for(workload, cfg)
+    out = out or data_dir_for(wl, cfg)
     wl.make_data(cfg, out)
     _print_manifest(out, read_manifest(out))
 
@@ -165,11 +165,12 @@ def train(
     """Train a workload with its trainer (Ray Train or RLlib) and publish the model."""
     from adray.config import ConfigError
     from adray.runtime import ensure_ray
-    from adray.train import run_training
+    from adray.train import prepare_data, run_training
 
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"--precision {precision!r}: expected fp32 or bf16")
     wl, cfg = _resolve(workload, config, set_)
+    prepare_data(wl, cfg, progress=not as_json)  # a missing dataset fails before Ray starts
     ensure_ray(address)
     out = run_training(wl, cfg, num_workers=workers, use_gpu=gpu, precision=precision,  # type: ignore[arg-type]
                        publish=not no_publish, progress=not as_json, model_name=name)

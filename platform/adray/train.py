@@ -22,6 +22,7 @@ from adray.paths import runs_storage, scratch_root
 from adray.registry import Registry
 from adray.storage import Storage
 from adray.workload import (
+    GENERATE,
     Reporter,
     TrainConfig,
     TrainContext,
@@ -43,15 +44,22 @@ class TrainOutcome:
 
 
 def prepare_data(workload: Workload, cfg: TrainConfig, progress: bool = False) -> Path:
-    """The dataset directory for ``cfg``; generated with the workload's ``make_data`` if absent."""
-    data_dir = data_dir_for(workload.name, cfg)
-    if not (data_dir / "manifest.json").is_file():
-        if workload.make_data is None:
-            raise DataError(f"{data_dir}: no dataset; import one with `adray data import ... --out {data_dir}`")
+    """The dataset directory of ``cfg``. It must exist, unless ``data`` is ``generate``: then the
+    workload's generator makes it on first use (and it is reused after). Never anything else:
+    a mistyped path fails and names itself instead of training on made-up data."""
+    data_dir = data_dir_for(workload, cfg)
+    if (data_dir / "manifest.json").is_file():
+        return data_dir
+    if cfg.data == GENERATE and workload.make_data is not None:
         if progress:
-            print(f"[adray] no dataset at {data_dir}: generating it (adray data make {workload.name})")
+            print(f"[adray] data: generate -> making {data_dir} with the {workload.name} generator")
         workload.make_data(cfg, data_dir)
-    return data_dir
+        return data_dir
+    how = [f"`adray data import FORMAT FILE... --out {data_dir}`"]
+    if workload.make_data is not None:
+        how.insert(0, f"`adray data make {workload.name} --config CONFIG --out {data_dir}`")
+        how.append(f"`--set data={GENERATE}` (the generator's data, made on first use)")
+    raise DataError(f"{data_dir}: no dataset there (no manifest.json); make one with " + ", or ".join(how))
 
 
 def run_name_for(workload: str, cfg: TrainConfig, data_hash: str, num_workers: int, use_gpu: bool) -> str:
@@ -92,14 +100,14 @@ def run_training(
     from adray.runtime import ResourceError, cluster_gpus, ensure_ray
 
     wl = get_workload(workload) if isinstance(workload, str) else workload
+    if num_workers < 1:
+        raise ResourceError(f"--workers={num_workers}: expected >= 1")
+    data_dir = prepare_data(wl, cfg, progress)  # before Ray: a missing dataset fails in a second
     t0 = time.perf_counter()
     ensure_ray()
     ray_init_s = time.perf_counter() - t0
-    if num_workers < 1:
-        raise ResourceError(f"--workers={num_workers}: expected >= 1")
     if use_gpu and cluster_gpus() < num_workers:
         raise ResourceError(f"--gpu with {num_workers} worker(s), but the cluster has {cluster_gpus()} GPU(s)")
-    data_dir = prepare_data(wl, cfg, progress)
     ctx = make_context(wl, cfg, data_dir, num_workers=num_workers, use_gpu=use_gpu, precision=precision,
                        run_name=run_name, runs=runs, scratch=scratch, cpus_per_worker=cpus_per_worker,
                        progress=progress, reporter=reporter)

@@ -364,7 +364,7 @@ def _publish_best(wl: Workload, cfg: Any, best: Any, storage: Storage, space: Tu
         src = storage.cached_copy(cache_root() / "sweeps", "models", trial_id)
     else:
         last = best.get("_last")
-        ctx = make_context(wl, cfg, data_dir_for(wl.name, cfg), run_name=trial_id, runs=storage.child("trials"),
+        ctx = make_context(wl, cfg, data_dir_for(wl, cfg), run_name=trial_id, runs=storage.child("trials"),
                            scratch=home() / "scratch" / sweep)
         salvaged = wl.trainer.salvage(cfg, ctx, last if isinstance(last, str) else None)
         if salvaged is None:

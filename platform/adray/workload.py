@@ -6,7 +6,10 @@ path). The platform (cli, train, tune, evaluate, serving, registry) reaches a wo
 :func:`get_workload` and calls only what the :class:`Workload` declares:
 
 * ``config_cls``: its frozen config (a :class:`TrainConfig` subclass; unknown keys are errors);
-* ``make_data`` / ``importers``: generators or simulators, and readers of real public formats;
+* ``make_data`` / ``importers``: generators or simulators, and readers of real public formats.
+  Generation is only ever explicit: ``adray data make``, or a config whose ``data`` is the literal
+  ``generate`` (the dataset ``make_data`` builds from the config's ``generator_fields``, kept under
+  ``$ADRAY_HOME/data/<workload>-<hash>``); any other ``data`` is a path that must hold a dataset;
 * ``trainer``: ONE training entry (:class:`Trainer`) returning ONE result type
   (:class:`TrainResult`), whether it runs on Ray Train (``adray.train_torch.TorchTrainer``) or on
   RLlib (the workload's own trainer). The trainer names its loop-length field (``epochs``,
@@ -22,7 +25,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -40,7 +45,9 @@ class TrainConfig(Config):
     """Fields every workload config has. Workload configs subclass this (or :class:`EpochConfig`)."""
 
     data: str = ""
-    """Dataset directory (Parquet + manifest.json). Empty: ``data/<workload>`` under the cwd."""
+    """Dataset directory (Parquet + manifest.json; must exist). Empty: ``data/<workload>`` under
+    the cwd. ``generate``: the dataset the workload's ``make_data`` builds from this config (made on
+    first use, then reused; keyed by the config's generator fields)."""
     seed: int = 0
     """Seed for data order, initialisation and generators."""
 
@@ -215,15 +222,23 @@ class Workload:
     headline: Headline
     make_data: Callable[[Any, Path], None] | None = None
     """``(cfg, out_dir) -> None``: a generated or simulated dataset (only when asked for)."""
+    generator_fields: tuple[str, ...] = ()
+    """Config fields ``make_data`` reads (besides ``seed``): they key a ``data: generate`` dataset, so
+    trials of a sweep over other fields share one dataset (the contract suite checks the list)."""
     importers: Mapping[str, Callable[[Sequence[Path], Path, Any], None]] = dataclasses.field(
         default_factory=dict
     )
     """``{format: (files, out_dir, cfg) -> None}`` for ``adray data import``."""
 
     def __post_init__(self) -> None:
-        if self.trainer.loop_field not in self.config_cls.field_names():
+        fields = self.config_cls.field_names()
+        if self.trainer.loop_field not in fields:
             raise TypeError(f"workload {self.name}: loop field {self.trainer.loop_field!r} is not a field of "
                             f"{self.config_cls.__name__}")
+        unknown = sorted(set(self.generator_fields) - set(fields))
+        if unknown or (self.make_data is not None and not self.generator_fields):
+            raise TypeError(f"workload {self.name}: generator_fields {list(self.generator_fields)} must be "
+                            f"non-empty fields of {self.config_cls.__name__} (unknown: {unknown})")
 
     def loop_length(self, cfg: Any) -> int:
         return int(getattr(cfg, self.trainer.loop_field))
@@ -251,5 +266,21 @@ def get_workload(name: str) -> Workload:
     return wl
 
 
-def data_dir_for(workload: str, cfg: TrainConfig) -> Path:
-    return Path(cfg.data) if cfg.data else Path("data") / workload
+GENERATE = "generate"
+"""The ``data`` value that asks for the workload's generated dataset."""
+
+
+def generator_key(wl: Workload, cfg: TrainConfig) -> str:
+    """Hash of what a ``data: generate`` dataset is made from (generator fields and seed)."""
+    values = cfg.to_dict()
+    spec = {"workload": wl.name, "seed": values["seed"], **{f: values[f] for f in wl.generator_fields}}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def data_dir_for(wl: Workload, cfg: TrainConfig) -> Path:
+    """Where ``cfg``'s dataset is: the ``data`` path, ``data/<workload>``, or the generated one."""
+    if cfg.data == GENERATE:
+        from adray.paths import home
+
+        return home() / "data" / f"{wl.name}-{generator_key(wl, cfg)}"
+    return Path(cfg.data) if cfg.data else Path("data") / wl.name

@@ -84,3 +84,13 @@ def test_train_on_empty_dataset_is_refused(tmp_path: Path) -> None:
     assert out.returncode == 2, out.stdout + out.stderr
     assert str(ds) in out.stderr
     _assert_nothing_published(tmp_path)
+
+
+def test_missing_dataset_path_fails_and_names_it_instead_of_generating(tmp_path: Path) -> None:
+    typo = tmp_path / "dta" / "pwiser"
+    out = adray("train", "pwiser", "--config", "smoke", "--set", f"data={typo}", home=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{typo}: no dataset there" in out.stderr and "adray data make pwiser" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not typo.exists() and not (tmp_path / "data").exists()  # nothing made up
+    _assert_nothing_published(tmp_path)

@@ -4,7 +4,8 @@ A workload added to the dict is covered with no new test code. Per workload, on 
 config and the session's Ray:
 
 1. ``test_config_is_strict``: an unknown key and a wrongly typed loop-length field are refused,
-   naming the key; the config round-trips through its dict.
+   naming the key; the config round-trips through its dict. ``test_generator_fields_are_what_
+   make_data_reads``: the fields that key a ``data: generate`` dataset are all make_data reads.
 2. ``test_train_publish_load_decide``: generate data, train through the platform's one entry
    (``run_training``: Ray Train or RLlib, the platform does not care), publish, load by
    reference, and decide sample requests through the serving policy: every answer validates
@@ -109,6 +110,30 @@ def test_config_is_strict(name: str, tmp_path: Path) -> None:
         assert f.type is not None
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_generator_fields_are_what_make_data_reads(name: str, tmp_path: Path) -> None:
+    """``data: generate`` datasets are keyed by ``generator_fields``: a field make_data reads but
+    the list omits would let two different datasets share one key."""
+    from adray.workload import GENERATE, data_dir_for, generator_key
+
+    wl = get_workload(name)
+    cfg = _smoke_cfg(wl, tmp_path / "data")
+    read: set[str] = set()
+
+    class Recording:  # the config, recording which attributes make_data reads
+        def __getattr__(self, attr: str) -> Any:
+            read.add(attr)
+            return getattr(cfg, attr)
+
+    wl.make_data(Recording(), tmp_path / "data")  # type: ignore[misc]
+    fields = set(wl.config_cls.field_names())
+    assert (read & fields) - set(wl.generator_fields) - {"seed", "data"} == set()
+    gen = cfg.override({"data": GENERATE})
+    other = gen.override({wl.trainer.loop_field: wl.loop_length(cfg) + 1})  # a training field
+    assert data_dir_for(wl, gen) == data_dir_for(wl, other)
+    assert generator_key(wl, gen) != generator_key(wl, gen.override({"seed": cfg.seed + 1}))
 
 
 # ----------------------------------------------------------------------------- 2. train -> decide

@@ -26,7 +26,9 @@ def smoke_cfg(tmp_path: Path):
     from adray.workload import get_workload
 
     wl = get_workload("pwiser")
-    return wl, load_config(wl.config_cls, "smoke", wl.configs_dir, {"data": str(tmp_path / "data")})
+    cfg = load_config(wl.config_cls, "smoke", wl.configs_dir, {"data": str(tmp_path / "data")})
+    wl.make_data(cfg, tmp_path / "data")  # generation is explicit (adray data make)
+    return wl, cfg
 
 
 def test_train_two_workers_publish_and_eval_matches(ray_cluster, adray_home: Path, smoke_cfg) -> None:
@@ -51,8 +53,8 @@ def test_train_two_workers_publish_and_eval_matches(ray_cluster, adray_home: Pat
 def test_killed_run_resumes_from_its_checkpoint(ray_cluster, tmp_path: Path) -> None:
     address = ray_cluster.get_runtime_context().gcs_address
     home = tmp_path / "home"
-    args = ["train", "pwiser", "--config", "smoke", "--set", "epochs=8", "--set", "rows=60000", "--set", f"data={tmp_path / 'data'}",
-            "--json"]
+    # data: generate (the smoke config's): the first run makes the dataset under ADRAY_HOME, the rerun reuses it
+    args = ["train", "pwiser", "--config", "smoke", "--set", "epochs=8", "--set", "rows=60000", "--json"]
     env = os.environ | {"ADRAY_HOME": str(home), "RAY_ADDRESS": address}
     proc = subprocess.Popen([sys.executable, "-m", "adray.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -80,7 +82,7 @@ def test_short_sweep_writes_table_plot_and_publishes_best(ray_cluster, adray_hom
     from adray.tune import load_space, run_sweep
 
     space = load_space(REPO / "tune_spaces" / "pwiser.yaml", "pwiser")
-    res = run_sweep(space, trials=3, overrides={"data": str(tmp_path / "data"), "epochs": 2})
+    res = run_sweep(space, trials=3, overrides={"data": "generate", "epochs": 2})
     table = pd.read_csv(res.table_path)
     assert len(table) == 3 and table[space.metric].notna().all()
     assert res.plot_path.stat().st_size > 1000

@@ -23,6 +23,7 @@ WORKLOAD = Workload(
     evaluate=evaluation.evaluate,
     policy=AllocationPolicy,
     headline=Headline(metric="reward", baseline="random"),
+    generator_fields=("sim", "n_requests", "log_pae", "log_spread"),
     make_data=make_data,
 )
 

@@ -19,7 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adray.data import DataError, FeatureMap, read_dataset, require_columns, require_finite, write_dataset
+from adray.data import (
+    DataError,
+    FeatureMap,
+    leak_guard,
+    read_dataset,
+    read_table,
+    require_columns,
+    require_finite,
+    require_same_features,
+    write_dataset,
+)
 from adray.data.features import CategoricalFeature
 
 from .config import PWiseRConfig
@@ -30,20 +40,6 @@ ALICPP_DENSE = re.compile(r"^D\d+(_\d+)?$")  # D109_14, D508, ...
 
 
 # ------------------------------------------------------------------------------------ reading
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist")
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty; expected a CSV header and rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    if len(df) == 0:
-        raise DataError(f"{path}: no data rows (header only)")
-    return df
 
 
 def _check_labels(df: pd.DataFrame, where: str) -> None:
@@ -70,7 +66,7 @@ def _check_categorical(df: pd.DataFrame, columns: Sequence[str], where: str) -> 
             raise DataError(f"{where}: categorical column {c!r} row {int(missing[0])} is empty/NaN; expected an id")
 
 
-def _read_files(files: Sequence[Path]) -> dict[Path, pd.DataFrame]:
+def _read_files(files: Sequence[Path], fmt: str) -> dict[Path, pd.DataFrame]:
     """1 to 3 CSVs in split order (train[, val], test). With two, the one whose name contains
     'test' is the test file whatever the order."""
     paths = [Path(f) for f in files]
@@ -78,7 +74,7 @@ def _read_files(files: Sequence[Path]) -> dict[Path, pd.DataFrame]:
         raise DataError(f"expected 1 to 3 files (train[, val], test), got {len(paths)}: {paths}")
     if len(paths) == 2 and "test" in paths[0].name.lower() and "test" not in paths[1].name.lower():
         paths = [paths[1], paths[0]]
-    return {p: _read_csv(p) for p in paths}
+    return {p: read_table(p, fmt) for p in paths}
 
 
 def _split(frames: list[pd.DataFrame], cfg: PWiseRConfig) -> dict[str, pd.DataFrame]:
@@ -103,14 +99,20 @@ def _import(
     source: str,
     cfg: PWiseRConfig,
 ) -> None:
-    """Validate every file (errors name file, column and 0-based data row), split, index categorical
-    values with the train vocabulary (ids 1..V; unseen -> 0), write the dataset."""
+    """Validate every file (errors name file, column and 0-based data row), run the leak guard over
+    all files, split, index categorical values with the train vocabulary (ids 1..V; unseen -> 0),
+    write the dataset."""
     for path, df in frames.items():
         where = f"{path} ({source})"
         require_columns(df, [*cat_cols, *num_cols], where)
         _check_labels(df, where)
         _check_categorical(df, cat_cols, where)
         require_finite(df, num_cols, where)
+    everything = pd.concat([df[[*cat_cols, *num_cols, *LABELS]] for df in frames.values()], ignore_index=True)
+    labels = {c: pd.to_numeric(everything[c]).to_numpy(np.int64) for c in LABELS}
+    guard = leak_guard(everything, [*cat_cols, *num_cols], labels, cfg.keep_leaky, ", ".join(map(str, frames)))
+    cat_cols = [c for c in cat_cols if c in guard.kept_columns]
+    num_cols = [c for c in num_cols if c in guard.kept_columns]
     splits = _split(list(frames.values()), cfg)
     vocab = {c: pd.Index(pd.unique(splits["train"][c])) for c in cat_cols}  # id = position + 1
     out: dict[str, pd.DataFrame] = {}
@@ -124,13 +126,15 @@ def _import(
         labels=LABELS,
     )
     write_dataset(out_dir, out, source=f"{source}:{','.join(map(str, frames))}", seed=cfg.seed,
-                  meta={"feature_map": fm.to_dict(), "format": source})
+                  meta={"feature_map": fm.to_dict(), "format": source, "leak_guard": guard.meta()})
 
 
 def import_aliexpress(files: Sequence[Path], out_dir: Path, cfg: PWiseRConfig) -> None:
     """AliExpress (FR/NL/US/ES) CSVs: ``search_id, categorical_1..16, numerical_1..63, click,
     conversion`` (usually train.csv + test.csv). ``search_id`` is not a feature."""
-    frames = _read_files(files)
+    frames = _read_files(files, "aliexpress")
+    require_same_features({p: [c for c in df.columns if c.startswith(("categorical_", "numerical_"))]
+                           for p, df in frames.items()})
     first, header = next(iter(frames)), list(next(iter(frames.values())).columns)
     cat_cols = [c for c in header if c.startswith("categorical_")]
     num_cols = [c for c in header if c.startswith("numerical_")]
@@ -143,11 +147,13 @@ def import_alicpp(files: Sequence[Path], out_dir: Path, cfg: PWiseRConfig) -> No
     """Ali-CCP CSVs (processed layout): labels ``click``, ``purchase``; sparse fields named by
     numeric ids (``101``, ``121``, ..., ``301``, ``109_14``) and dense fields prefixed ``D``
     (``D109_14``, ``D508``). Other columns are ignored. ``purchase`` becomes ``conversion``."""
-    frames = _read_files(files)
+    frames = _read_files(files, "alicpp")
     for path, df in frames.items():
         if "purchase" not in df.columns:
             raise DataError(f"{path} (alicpp): missing label column 'purchase'; found {list(df.columns)[:20]}")
         frames[path] = df.rename(columns={"purchase": "conversion"})
+    require_same_features({p: [c for c in df.columns if ALICPP_SPARSE.match(c) or ALICPP_DENSE.match(c)]
+                           for p, df in frames.items()})
     first, header = next(iter(frames)), list(next(iter(frames.values())).columns)
     cat_cols = [c for c in header if ALICPP_SPARSE.match(c)]
     num_cols = [c for c in header if ALICPP_DENSE.match(c)]

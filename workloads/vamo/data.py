@@ -1,0 +1,110 @@
+"""The VAMO dataset: simulated logs (``adray data make vamo``) or imported AuctionNet files, and the
+trajectory arrays the trainer reads.
+
+Days of a seed: day 0 is the reference day whose market sample fits the online-LP bidders; days
+1..train_days are the training logs, day train_days + 1 the validation day (Algorithm 1, line 2),
+day train_days + 2 the test day (offline test split); the evaluation days in which the models bid
+come after (evaluate.eval_days), so no evaluated day is ever in the logs. Days are
+simulated as Ray tasks when Ray is running (one CPU each), in order otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adray.data import read_dataset
+from workloads.vamo.bidders import FixedAlpha, LpTable, logging_market
+from workloads.vamo.config import STATE_DIM, SimConfig, VamoConfig
+from workloads.vamo.importer import parse_states
+from workloads.vamo.sim import LP_STRIDE, simulate_day
+from workloads.vamo.trajectory import STATE_COLS, to_dataset, trajectory_frame
+
+REFERENCE_DAY = 0
+
+
+def map_days(fn: Callable[..., Any], calls: Sequence[tuple], parallel: bool = True) -> list[Any]:
+    """``[fn(*c) for c in calls]``, as Ray tasks (1 CPU each) when Ray is initialised."""
+    import ray
+
+    if parallel and ray.is_initialized() and len(calls) > 1:
+        remote = ray.remote(num_cpus=1)(fn)
+        return ray.get([remote.remote(*c) for c in calls])
+    return [fn(*c) for c in calls]
+
+
+def lp_table(sim: SimConfig, seed: int) -> LpTable:
+    """The online-LP bidders' table, from the reference day bid at alpha = CPA."""
+    n = sim.n_advertisers
+    ref = simulate_day(sim, seed, REFERENCE_DAY, [(np.arange(n), FixedAlpha())], market_sample=True)
+    assert ref.market is not None
+    return LpTable(ref.market, sim.steps, LP_STRIDE)
+
+
+def log_day(sim: SimConfig, seed: int, day: int, explore: float, lp: LpTable | None) -> pd.DataFrame:
+    """One day of the logging policy, as AuctionNet trajectory rows."""
+    market = logging_market(sim.n_advertisers, seed, day, explore, lp)
+    return trajectory_frame(simulate_day(sim, seed, day, market))
+
+
+def make_data(cfg: VamoConfig, out_dir: Path) -> None:
+    """Simulate the reference day, ``train_days`` training days, the validation and the test day;
+    write them through the same path as the importer (text states parsed back)."""
+    lp = lp_table(cfg.sim, cfg.seed)
+    days = range(REFERENCE_DAY + 1, REFERENCE_DAY + cfg.train_days + 3)
+    frames = map_days(log_day, [(cfg.sim, cfg.seed, d, cfg.explore, lp) for d in days])
+    frame = pd.concat(frames, ignore_index=True)
+    states = parse_states(frame["state"].tolist(), Path("<simulator>"), "state", False,
+                          np.zeros(len(frame), bool))
+    to_dataset(frame, states, out_dir, source="vamo-simulator", seed=cfg.seed,
+               meta={"origin": "simulator", "sim": cfg.sim.to_dict(), "explore": cfg.explore})
+
+
+@dataclasses.dataclass
+class Trajectories:
+    """A split as padded trajectories, (M, T) unless noted."""
+
+    states: np.ndarray  # (M, T, 16) float32, raw
+    action: np.ndarray  # float32 alpha / CPA constraint
+    rtg: np.ndarray  # float32 return-to-go (penalised)
+    valid: np.ndarray  # bool
+    task: np.ndarray  # (M,) int64
+    cpa: np.ndarray  # (M,) float64
+    budget: np.ndarray  # (M,) float64
+    length: np.ndarray  # (M,) int64
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dataclasses.asdict(self)
+
+
+def trajectories(df: pd.DataFrame, steps: int | None = None) -> Trajectories:
+    """Rows (one per step) -> padded trajectories, one per (period, advertiser)."""
+    key = df["period"].to_numpy() * 1_000_000 + df["advertiser"].to_numpy()
+    uniq, inv = np.unique(key, return_inverse=True)
+    step = df["step"].to_numpy()
+    t_max = int(step.max()) + 1 if steps is None else steps
+    m = len(uniq)
+    out = Trajectories(
+        states=np.zeros((m, t_max, STATE_DIM), np.float32), action=np.zeros((m, t_max), np.float32),
+        rtg=np.zeros((m, t_max), np.float32), valid=np.zeros((m, t_max), bool),
+        task=np.zeros(m, np.int64), cpa=np.zeros(m), budget=np.zeros(m), length=np.zeros(m, np.int64))
+    out.states[inv, step] = df[list(STATE_COLS)].to_numpy(np.float32)
+    cpa = df["cpa"].to_numpy()
+    out.action[inv, step] = df["action"].to_numpy(np.float32) / cpa
+    out.rtg[inv, step] = df["rtg"].to_numpy(np.float32)
+    out.valid[inv, step] = True
+    out.task[inv] = df["task"].to_numpy()
+    out.cpa[inv], out.budget[inv] = cpa, df["budget"].to_numpy()
+    out.length = out.valid.sum(1)
+    return out
+
+
+def load_split(data_dir: Path | str, split: str) -> dict[str, np.ndarray]:
+    """A split as trajectory arrays (TorchSpec.load_split)."""
+    ds = read_dataset(data_dir)
+    return trajectories(ds.read(split), ds.meta.get("max_steps")).arrays()

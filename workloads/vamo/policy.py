@@ -1,0 +1,170 @@
+"""The bidding policy: one advertiser at one step -> bid coefficient alpha (``POST /v1/bid``).
+
+A request carries what the advertiser's auto-bidding agent knows at step t: its task and CPA
+constraint, its AuctionNet states of the steps so far (the last one is step t), and for the earlier
+steps the alpha it bid and the conversions it got. The policy rebuilds the network's window exactly
+as training does (:func:`window`) — the same function the simulator-side :class:`ModelBidder` calls,
+so an HTTP answer equals the alpha the evaluation bids. The return-to-go starts at the model's
+target for the task (``target_return`` x the 90th percentile of the task's logged returns) and
+falls by the conversions so far (a request may set ``return_to_go`` itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import torch
+
+from adray.workload import Policy
+from workloads.vamo.config import STATE_DIM, TASKS
+from workloads.vamo.data import load_split
+from workloads.vamo.sim import DayResult
+from workloads.vamo.trajectory import state_features
+
+MAX_ALPHA_RATIO = 10.0  # alpha / CPA is clipped to [0, 10]
+
+
+def window(states: np.ndarray, alphas: np.ndarray, conversions: np.ndarray, cpa: float, task: int,
+           rtg0: float, model: Any) -> dict[str, torch.Tensor]:
+    """The network's inputs for the last step of ``states`` (t+1, 16); ``alphas`` and
+    ``conversions`` (t,) of the earlier steps. Step indices come from the timeleft feature."""
+    meta, cfg = model.meta, model.cfg
+    length, hist = cfg.context, cfg.history
+    n = len(states)
+    t_now = int(round(meta["steps_per_day"] * (1.0 - float(states[-1][0]))))  # timeleft = (T - t) / T
+    ext = np.zeros((length + hist, STATE_DIM), np.float32)
+    ext_valid = np.zeros(length + hist, bool)
+    k = min(n, length + hist)
+    ext[-k:], ext_valid[-k:] = states[-k:], True
+    ratio = np.concatenate([[0.0], np.asarray(alphas, float) / cpa])  # a_{p-1} for p = 0..t
+    rtg = rtg0 - np.concatenate([[0.0], np.cumsum(conversions)])  # return-to-go at each step
+    prev, ret = np.zeros(length, np.float32), np.zeros(length, np.float32)
+    k = min(n, length)
+    prev[-k:], ret[-k:] = ratio[-k:], np.maximum(rtg[-k:], 0.0) / meta["rtg_scale"]
+    steps = np.maximum(t_now - np.arange(length)[::-1], 0)
+    return {"ext": torch.from_numpy(ext[None]), "ext_valid": torch.from_numpy(ext_valid[None]),
+            "prev_action": torch.from_numpy(prev[None]), "rtg": torch.from_numpy(ret[None]),
+            "step": torch.from_numpy(np.minimum(steps, meta["max_steps"] - 1)[None].astype(np.int64)),
+            "task": torch.tensor([task])}
+
+
+@torch.inference_mode()
+def alphas(model: Any, batch: dict[str, torch.Tensor], cpa: np.ndarray) -> np.ndarray:
+    """alpha of the last position of each window (all windows of one network)."""
+    net = model.net_for(int(batch["task"][0]))
+    out = net(batch["ext"], batch["ext_valid"], batch["prev_action"], batch["rtg"], batch["step"], batch["task"])
+    return np.clip(out[:, -1].double().numpy(), 0.0, MAX_ALPHA_RATIO) * np.asarray(cpa, float)
+
+
+def rtg_start(model: Any, task: int) -> float:
+    return float(model.cfg.target_return * model.meta["rtg_target"][task])
+
+
+class ModelBidder:
+    """A trained model bidding in the simulator for the advertisers it controls."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def start(self, result: DayResult, idx: np.ndarray) -> None:
+        self.rtg0 = np.array([rtg_start(self.model, int(result.adv.task[j])) for j in idx])
+
+    def act(self, t: int, result: DayResult, idx: np.ndarray) -> np.ndarray:
+        log, day, adv = result.log, result.day, result.adv
+        states = state_features(log, day.budget, upto=t)  # (t+1, N, 16)
+        batches = [window(states[:, j], log.alpha[:t, j], log.conversions[:t, j], float(day.cpa[j]),
+                          int(adv.task[j]), float(self.rtg0[i]), self.model) for i, j in enumerate(idx)]
+        out = np.zeros(len(idx))
+        groups = adv.task[idx] if len(self.model.nets) > 1 else np.zeros(len(idx), int)
+        for g in np.unique(groups):  # one forward per network
+            sel = np.flatnonzero(groups == g)
+            b = {k: torch.cat([batches[i][k] for i in sel]) for k in batches[0]}
+            out[sel] = alphas(self.model, b, day.cpa[idx[sel]])
+        return out
+
+
+class BidResponse(pydantic.BaseModel):
+    request_id: str | None = None
+    model: str = pydantic.Field(description="name@version that decided")
+    alpha: float = pydantic.Field(description="bid coefficient: bid = alpha x pValue for this step")
+    ratio: float = pydantic.Field(description="alpha / CPA constraint")
+
+
+class BidPolicy(Policy):
+    route = "bid"
+    summary = "bid coefficient of one advertiser at one decision step"
+
+    @classmethod
+    def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[pydantic.BaseModel]:
+        state = pydantic.conlist(pydantic.confloat(allow_inf_nan=False), min_length=STATE_DIM,
+                                 max_length=STATE_DIM)
+        steps = int(meta.get("max_steps", 96))
+
+        def consistent(self: Any) -> Any:
+            for name in ("alphas", "conversions"):
+                if len(getattr(self, name)) != len(self.states) - 1:
+                    raise ValueError(f"{name}: expected {len(self.states) - 1} values (one per earlier step: "
+                                     f"len(states) - 1), got {len(getattr(self, name))}")
+            return self
+
+        return pydantic.create_model(
+            "BidRequest",
+            __config__=pydantic.ConfigDict(extra="forbid"),
+            __validators__={"consistent": pydantic.model_validator(mode="after")(consistent)},
+            request_id=(str | None, None),
+            task=(pydantic.conint(ge=0, lt=len(TASKS)), pydantic.Field(  # type: ignore[valid-type]
+                description=f"task index: {', '.join(f'{i} = {t}' for i, t in enumerate(TASKS))}")),
+            cpa_constraint=(pydantic.confloat(gt=0, allow_inf_nan=False), ...),  # type: ignore[valid-type]
+            states=(list[state], pydantic.Field(  # type: ignore[valid-type]
+                min_length=1, max_length=steps,
+                description=f"AuctionNet states ({STATE_DIM} floats) of the steps so far; the last is now")),
+            alphas=(list[pydantic.confloat(ge=0, allow_inf_nan=False)], pydantic.Field(  # type: ignore[valid-type]
+                description="alpha bid at each earlier step")),
+            conversions=(list[pydantic.confloat(ge=0, allow_inf_nan=False)], pydantic.Field(  # type: ignore[valid-type]
+                description="conversions of each earlier step")),
+            return_to_go=(float | None, pydantic.Field(None, description="target return left (default: the "
+                                                                          "model's target minus conversions)")),
+        )
+
+    @classmethod
+    def response_schema(cls, meta: dict[str, Any]) -> type[pydantic.BaseModel]:
+        return BidResponse
+
+    def decide(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for r in requests:
+            task, cpa = int(r["task"]), float(r["cpa_constraint"])
+            rtg0 = rtg_start(self.model, task)
+            if r.get("return_to_go") is not None:  # the caller's target for now: back to step 0
+                rtg0 = float(r["return_to_go"]) + float(np.sum(r["conversions"]))
+            b = window(np.asarray(r["states"], np.float32), np.asarray(r["alphas"]), np.asarray(r["conversions"]),
+                       cpa, task, rtg0, self.model)
+            alpha = float(alphas(self.model, b, np.array([cpa]))[0])
+            out.append({"request_id": r.get("request_id"), "model": self.ref, "alpha": alpha, "ratio": alpha / cpa})
+        return out
+
+    @classmethod
+    def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+        """Advertiser-steps of the validation day (alphas and conversions as logged)."""
+        from adray.data import read_dataset
+
+        a = load_split(data_dir, "val")
+        val = read_dataset(data_dir).read("val")
+        conv = np.zeros_like(a["action"])
+        key = val["period"].to_numpy() * 1_000_000 + val["advertiser"].to_numpy()
+        _, inv = np.unique(key, return_inverse=True)
+        conv[inv, val["step"].to_numpy()] = val["reward"].to_numpy()
+        rng = np.random.default_rng(seed)
+        out = []
+        for i in range(n):
+            m = int(rng.integers(len(a["task"])))
+            t = int(rng.integers(a["length"][m]))
+            out.append({"request_id": f"b{i}", "task": int(a["task"][m]), "cpa_constraint": float(a["cpa"][m]),
+                        "states": a["states"][m, : t + 1].astype(float).tolist(),  # the day so far
+                        "alphas": (a["action"][m, :t] * a["cpa"][m]).astype(float).tolist(),
+                        "conversions": conv[m, :t].astype(float).tolist()})
+        return out
