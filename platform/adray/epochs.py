@@ -21,6 +21,31 @@ Arrays = dict[str, np.ndarray]
 
 
 @dataclasses.dataclass
+class StepContext:
+    """What a custom optimiser step (``TorchSpec.step``) gets besides model, optimiser and batch.
+
+    Multi-gradient methods (per-task gradients, a validation gradient, projections) cannot be a
+    loss: the step computes its gradients, writes ``.grad`` and calls ``optimizer.step()`` itself.
+    The harness does not average gradients for it; the step reduces what it needs with
+    ``all_reduce`` so that every rank applies the same update.
+    """
+
+    rank: int
+    world: int
+    epoch: int
+    step: int
+    all_reduce: Callable[[Any], Any]
+    """SUM of a tensor over the ranks (in place, returned); identity on one worker."""
+    generator: Any
+    """A torch.Generator seeded by (seed, epoch, step): the same on every rank."""
+    val_batch: Callable[[int], dict[str, Any]]
+    """``val_batch(n)``: this rank's shard of a global batch of ``n`` rows of the validation split,
+    drawn by (seed, epoch, step) alike on every rank."""
+    state: Any
+    """The step's own state (``TorchSpec.step_state``), saved with every checkpoint."""
+
+
+@dataclasses.dataclass
 class LoopState:
     """What a resumed loop needs: the next epoch, the best epoch so far and its weights."""
 
@@ -31,6 +56,8 @@ class LoopState:
     best_state: dict[str, Any] | None = None
     """CPU copy of the best epoch's state dict."""
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    step_state: Any = None
+    """The custom step's state object (``state_dict``/``load_state_dict``; None without one)."""
 
 
 def better(score: float, best: float | None, mode: Literal["max", "min"]) -> bool:
@@ -66,6 +93,7 @@ def run_epochs(
     rank: int = 0,
     world: int = 1,
     allreduce: Callable[[list[Any]], None] | None = None,
+    all_reduce_sum: Callable[[Any], Any] | None = None,
     precision: Literal["fp32", "bf16"] = "fp32",
     on_step: Callable[[int, int, int, float], None] | None = None,
     on_epoch: Callable[[dict[str, float], LoopState], None] | None = None,
@@ -73,8 +101,10 @@ def run_epochs(
     """Train from ``state.epoch`` to ``cfg.epochs``; returns the updated state.
 
     Args:
-        spec: a ``TorchSpec`` (``loss``, ``evaluate``, ``objective``, ``mode``).
+        spec: a ``TorchSpec`` (``loss``, ``evaluate``, ``objective``, ``mode``; optionally ``step``
+            and ``step_state``: a custom optimiser step replaces loss/backward/average/clip/step).
         allreduce: averages a list of gradients across the ``world`` workers in place (None: one).
+        all_reduce_sum: SUM of one tensor across the workers (custom steps; None: one worker).
         on_step: ``(epoch, step, steps, mean loss so far)`` after every step (progress bars).
         on_epoch: ``(row, state)`` after every epoch, on every rank (checkpoint + report).
     """
@@ -86,28 +116,48 @@ def run_epochs(
     steps = max(1, (n // world) // per_worker)
     device = torch.device(device)
     autocast = precision == "bf16"
+    custom = getattr(spec, "step", None)
+    if custom is not None and state.step_state is None and getattr(spec, "step_state", None) is not None:
+        state.step_state = spec.step_state(cfg, model)
+
+    def shard(arrays: Arrays, idx: np.ndarray) -> dict[str, Any]:
+        return {k: torch.from_numpy(np.ascontiguousarray(v[np.sort(idx)])).to(device) for k, v in arrays.items()}
+
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
         perm = np.random.default_rng(cfg.seed * 100_003 + epoch).permutation(n)[rank::world]
         t_epoch, loss_sum = time.perf_counter(), 0.0
         for step in range(steps):
-            idx = np.sort(perm[step * per_worker:(step + 1) * per_worker])
-            batch = {k: torch.from_numpy(np.ascontiguousarray(v[idx])).to(device) for k, v in train.items()}
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss, _ = spec.loss(model, batch, cfg)
-            opt.zero_grad(set_to_none=False)
-            loss.backward()
-            if allreduce is not None and world > 1:
-                allreduce([p.grad for p in params])
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            loss_sum += float(loss.detach())
+            batch = shard(train, perm[step * per_worker:(step + 1) * per_worker])
+            if custom is not None:
+                def val_batch(size: int, e: int = epoch, s: int = step) -> dict[str, Any]:
+                    draw = np.random.default_rng([cfg.seed, e, s, 7]).integers(0, rows(val), size)
+                    return shard(val, draw[rank::world])
+
+                ctx = StepContext(rank, world, epoch, step, all_reduce_sum or (lambda t: t),
+                                  torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + step),
+                                  val_batch, state.step_state)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                    stats = custom(model, opt, batch, cfg, ctx)
+                loss_sum += float(stats.get("loss", 0.0))
+            else:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss, _ = spec.loss(model, batch, cfg)
+                opt.zero_grad(set_to_none=False)
+                loss.backward()
+                if allreduce is not None and world > 1:
+                    allreduce([p.grad for p in params])
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                loss_sum += float(loss.detach())
             if on_step is not None:
                 on_step(epoch, step + 1, steps, loss_sum / (step + 1))
         epoch_time = time.perf_counter() - t_epoch
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / steps, "epoch_time_s": epoch_time,
                                  "samples_per_s": steps * per_worker * world / epoch_time}
+        if hasattr(state.step_state, "end_epoch"):
+            state.step_state.end_epoch(row)
         if rank == 0:
             model.eval()
             with torch.no_grad():
@@ -122,6 +172,17 @@ def run_epochs(
         if on_epoch is not None:
             on_epoch(row, state)
     return state
+
+
+def allreduce_sum() -> Callable[[Any], Any]:
+    """SUM of a tensor across the torch.distributed ranks, in place (for custom steps)."""
+    import torch.distributed as dist
+
+    def reduce(t: Any) -> Any:
+        dist.all_reduce(t)
+        return t
+
+    return reduce
 
 
 def allreduce_mean(world: int) -> Callable[[list[Any]], None]:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from adray.data import DataError
-from adray.epochs import LoopState, allreduce_mean, rows, run_epochs
+from adray.epochs import LoopState, allreduce_mean, allreduce_sum, rows, run_epochs
 from adray.runtime import torch_threads
 from adray.workload import Arrays, TrainContext, TrainResult
 
@@ -51,6 +51,13 @@ class TorchSpec:
         evaluate: ``(model, arrays, cfg) -> {metric: float}`` on one split (model in eval mode).
         objective: metric of ``evaluate`` on the validation split that picks the best epoch.
         mode: ``"max"`` or ``"min"`` for ``objective``.
+        step: optional custom optimiser step ``(model, optimizer, batch, cfg, ctx: StepContext) ->
+            {name: float}`` (with ``"loss"``) for updates that are not one loss's gradient (several
+            backward passes, a validation gradient): it writes ``.grad``, reduces across workers
+            with ``ctx.all_reduce`` and calls ``optimizer.step()``; the harness then neither
+            averages nor clips. ``loss`` is still what the loss means (e.g. for a plain baseline).
+        step_state: ``(cfg, model) -> object`` with ``state_dict``/``load_state_dict`` (and
+            optionally ``end_epoch(row)``): the custom step's state, checkpointed every epoch.
     """
 
     load_split: Callable[[Path, str, Any], Arrays]
@@ -60,6 +67,8 @@ class TorchSpec:
     evaluate: Callable[[Any, Arrays, Any], dict[str, float]]
     objective: str
     mode: Literal["max", "min"] = "max"
+    step: Callable[..., dict[str, float]] | None = None
+    step_state: Callable[[Any, Any], Any] | None = None
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -247,6 +256,9 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray 
             opt.load_state_dict(saved["optim"])
             state.best_state = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=True)
             info = json.loads((Path(d) / "info.json").read_text())
+            if spec.step_state is not None and (Path(d) / "step_state.pt").is_file():
+                state.step_state = spec.step_state(cfg, model)
+                state.step_state.load_state_dict(torch.load(Path(d) / "step_state.pt", weights_only=False))
         state.epoch, state.best, state.history = info["epoch"] + 1, info["best"], info["history"]
     resumed_from = state.epoch
 
@@ -266,7 +278,8 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray 
             shutil.rmtree(checkpoint.path, ignore_errors=True)
 
     state = run_epochs(spec, cfg, model, opt, train, val, state=state, device=device, rank=rank, world=world,
-                       allreduce=allreduce_mean(world), precision=config["precision"],
+                       allreduce=allreduce_mean(world), all_reduce_sum=allreduce_sum() if world > 1 else None,
+                       precision=config["precision"],
                        on_step=on_step, on_epoch=on_epoch)
     if rank != 0:
         return {}
@@ -287,6 +300,8 @@ def _save_checkpoint(model: Any, opt: Any, state: LoopState) -> Any:
     d = Path(tempfile.mkdtemp(prefix="adray-ckpt-"))
     torch.save({"model": model.state_dict(), "optim": opt.state_dict()}, d / "state.pt")
     torch.save(state.best_state, d / "best.pt")
+    if state.step_state is not None:
+        torch.save(state.step_state.state_dict(), d / "step_state.pt")
     (d / "info.json").write_text(json.dumps({"epoch": state.epoch - 1, "best": state.best,
                                              "history": state.history}))
     return ray.train.Checkpoint.from_directory(str(d))
