@@ -146,7 +146,7 @@ class _StepSpec(_Spec):
             ctx.all_reduce(p.grad)  # SUM over ranks (identity here)
         opt.step()
         ctx.state.val_rows += len(ctx.val_batch(4)["x"])
-        return {"loss": float(loss)}
+        return {"loss": float(loss.detach())}
 
 
 def test_a_custom_step_replaces_the_update_and_keeps_its_state() -> None:
