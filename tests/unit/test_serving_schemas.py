@@ -140,3 +140,16 @@ def test_body_limit_413_states_the_limit(chunked: bool) -> None:
     assert small.status_code == 200 and small.json() == {"n": 100}
     big = asyncio.run(_post(app, json.dumps({"x": "a" * 6000}).encode(), chunked))
     assert big.status_code == 413 and "exceeds the limit of 5000 bytes" in big.json()["detail"]
+
+
+def test_encode_records_equals_the_dataframe_path() -> None:
+    from adray.data.features import encode_records
+
+    rows = [cand(i) for i in range(-3, 70)]  # negative and >= vocab ids map to 0 on both paths
+    want = FM.arrays(pd.DataFrame(rows), "t", with_labels=False)
+    got = encode_records(FM, rows)
+    for k in ("x_cat", "x_num"):
+        assert got[k].dtype == want[k].dtype
+        np.testing.assert_array_equal(got[k], want[k])
+    empty = encode_records(FM, [])
+    assert empty["x_cat"].shape == (0, 2) and empty["x_num"].shape == (0, 1)

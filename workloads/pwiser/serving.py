@@ -18,6 +18,7 @@ import pydantic
 import torch
 
 from adray.data import FeatureMap, read_dataset
+from adray.data.features import encode_records
 from adray.workload import Policy
 
 TASKS = ("ctr", "cvr", "ctcvr")
@@ -84,19 +85,19 @@ class RankingPolicy(Policy):
 
     def decide(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """One forward pass over the candidates of all ``requests`` (Serve passes one at a time)."""
-        sizes = [len(r["candidates"]) for r in requests]
-        if sum(sizes) == 0:
+        cands = [c for r in requests for c in r["candidates"]]
+        if not cands:
             return [{"request_id": r.get("request_id"), "model": self.ref, "scores": []} for r in requests]
-        frame = pd.DataFrame([c for r in requests for c in r["candidates"]], columns=["ad_id", *self.columns])
-        scores = self.score_frame(frame)
+        arrays = encode_records(self.feature_map, cands)  # the arrays FeatureMap.arrays would make
+        scores = {t: (v.tolist() if v is not None else None)
+                  for t, v in self.score_arrays(arrays["x_cat"], arrays["x_num"]).items()}
         out, start = [], 0
-        for r, n in zip(requests, sizes):
+        for r in requests:
             rows = []
-            for i in range(start, start + n):
-                rows.append({"ad_id": str(frame["ad_id"].iat[i]),
-                             **{f"p{t}": (float(scores[t][i]) if scores[t] is not None else None) for t in TASKS}})
+            for i, c in enumerate(r["candidates"], start):
+                rows.append({"ad_id": c["ad_id"], **{f"p{t}": (v[i] if v is not None else None) for t, v in scores.items()}})
             out.append({"request_id": r.get("request_id"), "model": self.ref, "scores": rows})
-            start += n
+            start += len(r["candidates"])
         return out
 
     @classmethod
