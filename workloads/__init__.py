@@ -11,4 +11,5 @@ WORKLOADS: dict[str, str] = {
     "mtorl": "workloads.mtorl",
     "crossdqn": "workloads.crossdqn",
     "vamo": "workloads.vamo",
+    "drlput": "workloads.drlput",
 }

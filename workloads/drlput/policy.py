@@ -1,0 +1,95 @@
+"""The utility stage's serving policy: the state of one ad request -> the utility's parameters (Eq. 3.1).
+
+``POST /v1/utility`` with the request's state features (``columns.STATE``; categorical codes are
+bounded by their cardinalities) answers the chosen action's parameter values (``w_click``,
+``w_long``, ``w_conv``, ``reserve``), the action index, its propensity under the serving rule, and
+the model. The rule is the paper's argmax of π(·|s), or with ``serve_epsilon`` = ε an ε-greedy
+draw (uniform over A with probability ε, decided by a stable hash of ``request_id`` so that an
+answer is reproducible); the propensity is then (1-ε)·1[a = argmax] + ε/|A|, exactly what the
+decision log needs (columns.PROPENSITY) for the next version's off-policy training.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+
+from adray.workload import Policy
+from workloads.drlput import columns as C
+from workloads.drlput.actions import ActionSpace
+from workloads.drlput.config import PARAMS, ActionConfig
+from workloads.drlput.evaluate import action_probs
+
+
+def _request_model() -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {"request_id": (str, "")}
+    for name, card in C.CAT_FEATURES.items():
+        fields[name] = (int, pydantic.Field(ge=0, lt=card))
+    for name in C.NUM_FEATURES:
+        fields[name] = (float, pydantic.Field(allow_inf_nan=False))
+    return pydantic.create_model("UtilityRequest", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+
+
+def _response_model() -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {"request_id": (str, ""), "action": (int, ...), "propensity": (float, ...),
+                              "model": (str, ...)}
+    fields.update({p: (float, ...) for p in PARAMS})
+    return pydantic.create_model("UtilityResponse", **fields)
+
+
+UtilityRequest = _request_model()
+UtilityResponse = _response_model()
+
+
+class UtilityPolicy(Policy):
+    """DRL-PUT as the serving graph's utility stage (model: the inference DRLPUTModule)."""
+
+    route = "utility"
+    summary = "utility weights and reserve for one ad request (DRL-PUT)"
+
+    def __init__(self, model: Any, cfg: Any, meta: dict[str, Any], ref: str) -> None:
+        super().__init__(model, cfg, meta, ref)
+        self.space = ActionSpace(ActionConfig.from_dict(meta["action"]) if "action" in meta else cfg.action)
+        self.epsilon = float(getattr(cfg, "serve_epsilon", 0.0))
+
+    @classmethod
+    def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[Any]:
+        return UtilityRequest
+
+    @classmethod
+    def response_schema(cls, meta: dict[str, Any]) -> type[Any]:
+        return UtilityResponse
+
+    def decide(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not requests:
+            return []
+        obs = np.array([[r[c] for c in C.STATE] for r in requests], np.float32)  # (B, len(STATE))
+        greedy = action_probs(self.model, obs).argmax(1)  # (B,)
+        size, eps = self.space.size, self.epsilon
+        out = []
+        for r, g in zip(requests, greedy):
+            a = int(g)
+            if eps > 0:
+                u = zlib.crc32(f"{r.get('request_id', '')}".encode()) / 2**32  # stable per request
+                if u < eps:
+                    a = int(zlib.crc32(f"a:{r.get('request_id', '')}".encode()) % size)
+            prop = (1 - eps) * float(a == g) + eps / size
+            vals = self.space.values[a]
+            out.append({"request_id": r.get("request_id", ""), "action": a, "propensity": prop, "model": self.ref,
+                        **{p: float(vals[i]) for i, p in enumerate(PARAMS)}})
+        return out
+
+    @classmethod
+    def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+        from workloads.drlput.data import read_split
+
+        df = read_split(cfg, data_dir, "val", (C.REQUEST_ID, *C.STATE))
+        rows = df.sample(n=min(n, len(df)), random_state=seed, replace=n > len(df))
+        return [{"request_id": str(r[C.REQUEST_ID]),
+                 **{c: (int(r[c]) if c in C.CAT_FEATURES else float(r[c])) for c in C.STATE}}
+                for _, r in rows.iterrows()]
