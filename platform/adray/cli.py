@@ -121,10 +121,7 @@ def data_import(
     if not owners:
         known = sorted(f for w in workloads for f in w.importers)
         raise WorkloadError(f"unknown data format {fmt!r}; known formats: {known}")
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no such file")
-    wl, cfg = _resolve(owners[0].name, config, set_)
+    wl, cfg = _resolve(owners[0].name, config, set_)  # the importer names a missing file, a directory...
     wl.importers[fmt](files, out, cfg)
     _print_manifest(out, read_manifest(out))
 
@@ -144,6 +141,9 @@ def _print_manifest(path: Path, m: dict[str, Any], schema: bool = False) -> None
         if schema:
             for c, t in s["schema"].items():
                 print(f"      {c}: {t}")
+    guard = (m.get("meta") or {}).get("leak_guard")
+    if guard:
+        print(f"  leak guard: {json.dumps(guard, default=str)}")
 
 
 # ----------------------------------------------------------------------------- train / tune / eval

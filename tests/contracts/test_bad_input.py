@@ -94,3 +94,17 @@ def test_missing_dataset_path_fails_and_names_it_instead_of_generating(tmp_path:
     assert "Traceback" not in out.stderr
     assert not typo.exists() and not (tmp_path / "data").exists()  # nothing made up
     _assert_nothing_published(tmp_path)
+
+
+def test_import_keeps_a_leaky_column_only_when_asked_through_set(tmp_path: Path, samples: Path) -> None:
+    """The released Criteo rows import as they come; `--set keep_leaky=[cat8]` keeps the column
+    the leak guard would drop, says so, and the manifest records it with its figure."""
+    import json
+
+    src = samples / "criteo_sequence_head.csv"
+    out = adray("data", "import", "criteo-sequence", str(src), "--config", "criteo", "--set", "min_len=1",
+                "--set", "keep_leaky=[cat8]", "--out", str(tmp_path / "ds"), home=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kept leaky feature column 'cat8' (keep_leaky)" in out.stderr
+    meta = json.loads((tmp_path / "ds" / "manifest.json").read_text())["meta"]
+    assert "cat8" in meta["q_columns"] and meta["leak_guard"]["kept_by_user"]["cat8"]["lookup_accuracy"] >= 0.99

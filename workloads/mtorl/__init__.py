@@ -28,7 +28,7 @@ WORKLOAD = Workload(
     evaluate=evaluate.evaluate_methods,
     policy=ChannelPolicy,
     headline=Headline(metric="test_f1_macro", baseline="majority"),
-    generator_fields=("source", "kuairand_path", "sim", "min_len", "split_fractions", "step_features", "gain"),
+    generator_fields=("source", "kuairand_path", "sim", "min_len", "split_fractions", "step_features", "gain", "keep_leaky"),
     make_data=data.make_data,
     importers={"kuairand-sequence": data.import_kuairand, "criteo-sequence": data.import_criteo},
 )

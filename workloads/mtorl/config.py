@@ -99,6 +99,9 @@ class MTORLConfig(EpochConfig):
     step_features: tuple[str, ...] = ("hourmin", "time_ms")
     """KuaiRand per-step columns forming q_t (known before the exposure; outcome columns such as
     play_time_ms / long_view would leak the result of the exposure and are left out by default)."""
+    keep_leaky: tuple[str, ...] = ()
+    """Feature columns the importer keeps although the leak guard finds that they determine the
+    channel or the gain (adray.data.leakguard); by default such columns are dropped at import."""
     gain: Literal["click", "conversion", "both"] = "click"
     """Criteo gain g_t: click, conversion, or both (fused click + 10*conversion; 3 classes)."""
     penalty_s: float = 0.5

@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adray.data import DataError, read_dataset, require_columns, require_finite, write_dataset
+from adray.data import (
+    DataError,
+    leak_guard,
+    read_dataset,
+    read_table,
+    require_columns,
+    require_finite,
+    write_dataset,
+)
 from workloads.mtorl.config import MTORLConfig
 from workloads.mtorl.sequences import sequences_frame
 
@@ -59,79 +67,92 @@ def split_users(seqs: pd.DataFrame, cfg: MTORLConfig, out: Path, source: str, me
 # ----------------------------------------------------------------------------- importers
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    sep = "\t" if ".tsv" in path.name else ","
-    try:
-        return pd.read_csv(path, sep=sep)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read as CSV ({exc})") from None
-
-
 def _one(files: Sequence[Path], fmt: str) -> Path:
     if len(files) != 1:
         raise DataError(f"{fmt}: expected exactly one input file, got {len(files)}")
     return Path(files[0])
 
 
+def _onehot_action(df: pd.DataFrame, cols: Sequence[str], path: Path) -> np.ndarray:
+    """Channel ids from one-hot columns (0/1 or False/True); every row must have exactly one 1."""
+    onehot = df[list(cols)].to_numpy(float)
+    bad = np.flatnonzero(onehot.sum(1) != 1)
+    if len(bad):
+        raise DataError(f"{path}: row {int(bad[0])}: columns {cols[0]}..{cols[-1]} must be one-hot "
+                        f"(exactly one 1 per row; {len(bad)} rows are not)")
+    return onehot.argmax(1)
+
+
+def _guard(df: pd.DataFrame, features: Sequence[str], action: np.ndarray, gain_cls: np.ndarray,
+           cfg: MTORLConfig, path: Path) -> tuple[list[str], dict]:
+    """The leak guard on the step/static feature columns against the channel and the gain."""
+    report = leak_guard(df, features, {"channel": action, "gain": gain_cls}, cfg.keep_leaky, str(path))
+    return report.kept_columns, report.meta()
+
+
 def import_kuairand(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
-    """KuaiRand sequence CSV (or the zip holding it): action = one-hot short/mid/long, gain = is_click."""
+    """KuaiRand sequence CSV (or the zip holding it): action = one-hot short/mid/long, gain = is_click.
+
+    q_t = ``cfg.step_features``, f = the user columns; rows are ordered by user then ``time_ms``
+    (a stable sort, so the file may come in any order). Feature columns that determine the channel
+    or the click are dropped by the leak guard unless named in ``cfg.keep_leaky``.
+    """
     path = _one(files, "kuairand-sequence")
-    df = _read_table(path)
+    df = read_table(path, "kuairand-sequence")
     cols = ["user_id", "time_ms", "is_click", *KUAIRAND_ACTIONS, *cfg.step_features, *KUAIRAND_STATIC]
     require_columns(df, cols, str(path))
     require_finite(df, cols, str(path))
-    df = df.sort_values(["user_id", "time_ms"], kind="stable")
-    onehot = df[list(KUAIRAND_ACTIONS)].to_numpy(float)
-    bad = np.flatnonzero(onehot.sum(1) != 1)
-    if len(bad):
-        raise DataError(f"{path}: row {int(bad[0])}: columns short/mid/long must be one-hot")
+    df = df.sort_values(["user_id", "time_ms"], kind="stable").reset_index(drop=True)
+    action = _onehot_action(df, KUAIRAND_ACTIONS, path)
     gain = df["is_click"].to_numpy(float)
     if not np.isin(gain, (0.0, 1.0)).all():
         raise DataError(f"{path}: column 'is_click' must be 0 or 1")
+    kept, guard = _guard(df, [*dict.fromkeys([*cfg.step_features, *KUAIRAND_STATIC])], action,
+                         gain.astype(np.int64), cfg, path)
+    q_cols = [c for c in cfg.step_features if c in kept]
+    f_cols = [c for c in KUAIRAND_STATIC if c in kept]
     seqs = sequences_frame(
-        df["user_id"].to_numpy(np.int64), onehot.argmax(1), gain, gain.astype(np.int64),
-        np.zeros(len(df)), df[list(cfg.step_features)].to_numpy(float),
-        df[list(KUAIRAND_STATIC)].to_numpy(float),
+        df["user_id"].to_numpy(np.int64), action, gain, gain.astype(np.int64),
+        np.zeros(len(df)), df[q_cols].to_numpy(float), df[f_cols].to_numpy(float),
     )
-    meta = {"num_channels": 3, "channels": list(KUAIRAND_ACTIONS), "q_dim": len(cfg.step_features),
-            "f_dim": len(KUAIRAND_STATIC), "file": str(path), "gain": "is_click", "costs": "none (0)"}
+    meta = {"num_channels": 3, "channels": list(KUAIRAND_ACTIONS), "q_dim": len(q_cols), "f_dim": len(f_cols),
+            "q_columns": q_cols, "f_columns": f_cols, "file": str(path), "gain": "is_click",
+            "costs": "none (0)", "leak_guard": guard}
     split_users(seqs, cfg, out, "kuairand", meta)
 
 
 def import_criteo(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
-    """Criteo attribution sequences: one row per impression, ordered by user then time.
+    """Criteo attribution sequences (``Criteo_sequence.csv`` or its zip) as released.
 
-    Action = argmax of the one-hot ``Type_<id>`` columns (ordered by id); q_t = cat1..cat9 min-max
-    scaled over the file; no static features; cost from ``cost``; gain per ``cfg.gain``.
+    The file is in global time order with users interleaved; a stable sort by ``uid`` groups each
+    user's rows and keeps them in file (= time) order. Windows line endings and the unnamed
+    row-index column are accepted (adray.data.read_table). Action = argmax of the one-hot
+    ``Type_<id>`` columns (ordered by id; 0/1 or False/True); q_t = ``cat1``..``cat9`` min-max
+    scaled over the file, less the columns the leak guard drops (on the released file: ``cat8``,
+    a one-to-one code of the channel) unless named in ``cfg.keep_leaky``; no static features;
+    cost from ``cost``; gain per ``cfg.gain``.
     """
     path = _one(files, "criteo-sequence")
-    df = _read_table(path)
+    df = read_table(path, "criteo-sequence")
     require_columns(df, [*CRITEO_BASE, *CRITEO_CATS], str(path))
-    types = sorted((c for c in df.columns if str(c).startswith("Type_")), key=lambda c: int(c[5:]))
+    types = sorted((c for c in df.columns if c.startswith("Type_") and c[5:].isdigit()), key=lambda c: int(c[5:]))
     if not types:
-        raise DataError(f"{path}: no one-hot channel columns named Type_<id>")
-    num = [*CRITEO_BASE, *CRITEO_CATS, *types]
-    require_finite(df, num, str(path))
-    onehot = df[types].to_numpy(float)
-    bad = np.flatnonzero(onehot.sum(1) != 1)
-    if len(bad):
-        raise DataError(f"{path}: row {int(bad[0])}: columns {types[0]}..{types[-1]} must be one-hot")
+        raise DataError(f"{path}: no one-hot channel columns named Type_<id>; found {list(df.columns)[:20]}")
+    require_finite(df, [*CRITEO_BASE, *CRITEO_CATS, *types], str(path))
+    df = df.sort_values("uid", kind="stable").reset_index(drop=True)  # file order is time order
+    action = _onehot_action(df, types, path)
     click, conv = df["click"].to_numpy(float), df["conversion"].to_numpy(float)
     gain = {"click": click, "conversion": conv, "both": click + 10.0 * conv}[cfg.gain]
     gain_cls = np.where(conv > 0, 2, np.where(click > 0, 1, 0)) if cfg.gain == "both" else (gain > 0)
-    cats = df[list(CRITEO_CATS)].to_numpy(float)
+    kept, guard = _guard(df, CRITEO_CATS, action, gain_cls.astype(np.int64), cfg, path)
+    cats = df[kept].to_numpy(float)
     lo, hi = cats.min(0), cats.max(0)
     q = (cats - lo) / np.maximum(hi - lo, 1e-12)
-    user = df["uid"].to_numpy(np.int64)
-    order_ok = np.r_[True, user[1:] != user[:-1]].sum() == len(np.unique(user))
-    if not order_ok:
-        raise DataError(f"{path}: rows must be ordered by user (column 'uid') then time")
-    seqs = sequences_frame(user, onehot.argmax(1), gain, gain_cls.astype(np.int64),
+    seqs = sequences_frame(df["uid"].to_numpy(np.int64), action, gain, gain_cls.astype(np.int64),
                            df["cost"].to_numpy(float), q, np.zeros((len(df), 0)))
-    meta = {"num_channels": len(types), "channels": types, "q_dim": len(CRITEO_CATS), "f_dim": 0,
-            "file": str(path), "gain": cfg.gain, "costs": "column cost"}
+    meta = {"num_channels": len(types), "channels": types, "q_dim": len(kept), "f_dim": 0,
+            "q_columns": kept, "f_columns": [], "file": str(path), "gain": cfg.gain,
+            "costs": "column cost", "leak_guard": guard}
     split_users(seqs, cfg, out, "criteo", meta)
 
 

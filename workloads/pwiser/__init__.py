@@ -33,7 +33,8 @@ WORKLOAD = Workload(
     policy=RankingPolicy,
     headline=Headline(metric="test_auc_ctr", baseline="constant"),
     generator_fields=("rows", "num_users", "num_items", "latent_dim", "ctr", "cvr", "noise_click_share", "affinity_scale",
-                      "cvr_affinity", "feature_noise", "val_fraction", "test_fraction", "import_file", "import_format"),
+                      "cvr_affinity", "feature_noise", "val_fraction", "test_fraction", "import_file", "import_format",
+                      "keep_leaky"),
     make_data=make_data,
     importers=IMPORTERS,
 )

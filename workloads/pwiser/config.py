@@ -85,6 +85,9 @@ class PWiseRConfig(EpochConfig):
     """If set, ``make_data`` imports this file / comma-separated files instead of generating."""
     import_format: Literal["aliexpress", "alicpp"] = "aliexpress"
     """Format of ``import_file``."""
+    keep_leaky: tuple[str, ...] = ()
+    """Feature columns the importer keeps although the leak guard finds that they determine
+    click or conversion (adray.data.leakguard); by default such columns are dropped at import."""
     eval_batch_size: int = 8192
     """Rows per forward pass in evaluation."""
 

@@ -6,6 +6,11 @@ Layout of a dataset directory::
                             "content_hash", "source", "seed", "meta": {...}}
     DIR/<split>.parquet
 
+An importer's ``meta`` carries ``leak_guard`` (adray.data.leakguard.GuardReport.meta): the rule
+and its thresholds, each feature column dropped because it determines a label or the action (with
+the measured figures and the reason), those kept on request (``keep_leaky``), and the targets the
+guard could not judge.
+
 Writing is atomic: files go to a temporary sibling directory that is renamed into place, so a
 failed import never leaves a half-written dataset where a trainer would read it.
 """
