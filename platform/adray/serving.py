@@ -73,7 +73,8 @@ def validate_requests(policy_cls: type[Policy], meta: dict[str, Any], requests: 
 
 def decide_offline(ref: str, requests: Sequence[dict[str, Any]], registry: str | None = None) -> list[dict[str, Any]]:
     """Offline inference of a published model: each request validated and decided on its own,
-    exactly as a Serve replica answers it (the bit-exact contract of ``tests/contracts``)."""
+    as a Serve replica answers it (``tests/contracts`` checks that the HTTP answer equals this one:
+    decisions exactly, floats to float32 rounding, since a replica's torch runs on one thread)."""
     handle = PolicyHandle(resolve_model(ref, registry).ref, registry)
     valid = validate_requests(type(handle.policy), handle.policy.meta, requests)
     return [handle.decide([r])[0] for r in valid]

@@ -34,6 +34,7 @@ import pytest
 
 from adray.config import ConfigError, load_config
 from adray.workload import Workload, get_workload, workload_names
+from tests.helpers import assert_same_answer
 
 NAMES = workload_names()
 SMOKE = "smoke"
@@ -232,7 +233,7 @@ def test_http_equals_offline(name: str, trained) -> None:  # noqa: ANN001
             for req, expected in zip(requests, want):
                 r = client.post(route, json=req)
                 assert r.status_code == 200, r.text
-                assert r.json() == expected  # bit-exact: JSON floats round-trip float64 exactly
+                assert_same_answer(r.json(), expected, f"{name} {req.get('request_id')}")
             r = client.post(route, json={**requests[0], "no_such_field": 1})
             assert r.status_code == 422 and "no_such_field" in r.text
             assert client.get("/openapi.json").status_code == 200

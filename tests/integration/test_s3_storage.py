@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import assert_same_answer
+
 pytestmark = pytest.mark.ray
 
 BUCKET = "adray-test"
@@ -119,6 +121,6 @@ def test_train_publish_load_serve_on_s3(ray_cluster, s3_server: str, tmp_path: P
         for req, expected in zip(requests, want):
             r = httpx.post(f"{url}/{app}/v1/rank", json=req, timeout=60)
             assert r.status_code == 200, r.text
-            assert r.json() == expected
+            assert_same_answer(r.json(), expected)
     finally:
         serve.delete(app)
