@@ -1,118 +1,227 @@
 """VAMO against its baselines in the simulator: the shapes of the paper's Table 1, Table 3 and Fig. 4.
 
-    python benchmarks/vamo_table.py --config default --seeds 3 [--lambdas 0.01,0.1,1,10,100]
-                                    [--out results/vamo] [--json results/vamo/table.json]
+    python benchmarks/vamo_table.py train  --seed S [--variants table1,table3,lambda] [--budget-min 9]
+    python benchmarks/vamo_table.py eval   --seed S [--groups table1,table3,lambda]
+    python benchmarks/vamo_table.py report [--json results/vamo/table.json]
+    (all take --config bench, --set k=v, --out results/vamo; ``train`` and ``eval`` resume)
 
-One simulated dataset (the config's seed); every method is trained on it with each training seed
-(``seed`` = 0, 1, ...), then every trained model bids in the same evaluation days against the same
-opponents (evaluate.py). Per method: each task's metric (mean +- std over seeds) and Delta m%
-against the STL models of the same seed (lower is better). Rows:
+One simulated dataset (the config's generator fields and data seed, ``--out``/data); every variant
+is trained on it with training seed S (``seed`` = S; the data stays the same) and published to the
+registry under ``--out``/home as ``vamo-<variant>-s<S>``. ``train`` trains the variants not yet
+published, in this process through ``adray.train_torch.fit_in_process`` (the harness's epoch loop
+and VAMO step: what ``adray train vamo`` runs on Ray Train workers); after the first, it starts a
+variant only while one as long as the longest so far fits in ``--budget-min`` minutes: call it again
+to continue. ``eval`` runs, per group,
+``adray eval vamo --model vamo-vamo-s<S>@latest --compare LABEL=vamo-LABEL-s<S>@latest ... --json``
+(every model bids in the same fresh simulated days against the same opponents: evaluate.py; STL is
+in every group, so each group's Delta m% is against the same STL models) and keeps its ``methods``
+in ``eval-s<S>.json``. ``report`` prints mean +- std over the evaluated seeds of each task's metric,
+the AuctionNet score and Delta m% (per seed against that seed's STL; lower is better) and writes
+Fig. 4 as ``lambda.png``. Groups:
 
-* Table 1: stl, vanilla, dwa, famo, pcgrad, fairgrad, vamo, and the AuctionNet baselines
-  (pid_budget, pid_cpa, online_lp, fixed: no training, their AuctionNet score beside the learned
-  bidders'; STL is the single-task decision-transformer baseline);
-* Table 3 / Fig. 3: vamo without the held-out validation (``vamo_train``), without TimesNet
-  (``temporal=none``) and with an LSTM in its place;
-* Fig. 4: Delta m% of VAMO over lambda (``--lambdas``), written as ``lambda.png`` under ``--out``.
+* table1: stl, vanilla, dwa, famo, pcgrad, fairgrad, vamo, and the AuctionNet baselines (pid_budget,
+  pid_cpa, online_lp, fixed, random: not trained; their score beside the learned bidders'; STL is
+  the single-task decision-transformer baseline);
+* table3 (and Fig. 3): vamo_no_val (``weighting=vamo_train``: the total training gradient as the
+  alignment target), vamo_no_timesnet (``temporal=none``), vamo_lstm (``temporal=lstm``);
+* lambda (Fig. 4): VAMO at lambda = 0.01, 0.1, 10, 100 (lambda = 1 is ``vamo``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from adray.config import load_config, parse_set
 from workloads.vamo import WORKLOAD
 from workloads.vamo.config import TASKS, VamoConfig
-from workloads.vamo.data import make_data
-from workloads.vamo.evaluate import evaluate_methods
-from workloads.vamo.train import fit
 
-METHODS = {"stl": {"weighting": "stl"}, "vanilla": {"weighting": "vanilla"}, "dwa": {"weighting": "dwa"},
-           "famo": {"weighting": "famo"}, "pcgrad": {"weighting": "pcgrad"},
-           "fairgrad": {"weighting": "fairgrad"}, "vamo": {"weighting": "vamo"},
-           "vamo_no_val": {"weighting": "vamo_train"}, "vamo_no_timesnet": {"temporal": "none"},
-           "vamo_lstm": {"temporal": "lstm"}}
-BASELINES = ("pid_budget", "pid_cpa", "online_lp", "fixed")
+TABLE1 = {"stl": {"weighting": "stl"}, "vanilla": {"weighting": "vanilla"}, "dwa": {"weighting": "dwa"},
+          "famo": {"weighting": "famo"}, "pcgrad": {"weighting": "pcgrad"}, "fairgrad": {"weighting": "fairgrad"},
+          "vamo": {"weighting": "vamo"}}
+TABLE3 = {"vamo_no_val": {"weighting": "vamo_train"}, "vamo_no_timesnet": {"temporal": "none"},
+          "vamo_lstm": {"temporal": "lstm"}}
+LAMBDAS = (0.01, 0.1, 10.0, 100.0)
+LAMBDA = {f"lambda_{lam:g}": {"weighting": "vamo", "lam": lam} for lam in LAMBDAS}
+GROUPS = {"table1": TABLE1, "table3": TABLE3, "lambda": LAMBDA}
+BASELINES = ("pid_budget", "pid_cpa", "online_lp", "fixed", "random")
+COLUMNS = (*TASKS, "score", "delta_m")
+
+
+def model_name(variant: str, seed: int) -> str:
+    return f"vamo-{variant.replace('_', '-').replace('.', 'p')}-s{seed}"
+
+
+def setup(args: argparse.Namespace) -> tuple[VamoConfig, Path]:
+    out = Path(args.out)
+    os.environ["ADRAY_HOME"] = str((out / "home").absolute())
+    os.environ.pop("ADRAY_REGISTRY", None)
+    data = out / "data"
+    cfg = load_config(VamoConfig, args.config, WORKLOAD.configs_dir, {**parse_set(args.set), "data": str(data)})
+    if not (data / "manifest.json").is_file():
+        t0 = time.perf_counter()
+        WORKLOAD.make_data(cfg, data)
+        print(f"data: {time.perf_counter() - t0:.1f} s -> {data}", flush=True)
+    return cfg, data
+
+
+def variants(names: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in names.split(","):
+        out.update(GROUPS[name] if name in GROUPS else {name: {**TABLE1, **TABLE3, **LAMBDA}[name]})
+    return out
+
+
+def train(args: argparse.Namespace) -> None:
+    from adray.data import read_manifest
+    from adray.models import finish_model_dir
+    from adray.registry import Registry, RegistryError
+    from workloads.vamo.train import fit, save_model
+
+    cfg, data = setup(args)
+    reg, t_start = Registry(), time.perf_counter()
+    log = Path(args.out) / "train-log.jsonl"
+    past = [json.loads(line)["train_s"] for line in log.read_text().splitlines()] if log.is_file() else []
+    longest = max(past, default=0.0)  # a variant is started only if one as long as the longest fits
+    trained = 0
+    for label, over in variants(args.variants).items():
+        name = model_name(label, args.seed)
+        try:
+            reg.get(f"{name}@latest")
+            continue  # trained by an earlier call
+        except RegistryError:
+            pass
+        if trained and time.perf_counter() - t_start + longest > args.budget_min * 60:
+            print(f"{args.budget_min} min budget: call again to train {name} and the rest", flush=True)
+            return
+        vcfg = cfg.override({**over, "seed": args.seed})
+        load0, t0 = os.getloadavg()[0], time.perf_counter()
+        model, history = fit(vcfg, data)
+        train_s = time.perf_counter() - t0
+        longest, trained = max(longest, train_s), trained + 1
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(model, Path(tmp))
+            finish_model_dir(Path(tmp), vcfg, model.meta)
+            runs: dict[int, list[float]] = {}  # STL: one run per task
+            for h in history:
+                runs.setdefault(int(h.get("task", -1)), []).append(h["val_loss"])
+            best = float(np.mean([min(v) for v in runs.values()]))
+            mv = reg.publish(name, tmp, {"workload": "vamo", "config": vcfg.to_dict(),
+                                         "dataset": str(data.absolute()),
+                                         "dataset_hash": read_manifest(data)["content_hash"],
+                                         "metrics": {"val_loss": best, "train_s": train_s}})
+        row = {"variant": label, "seed": args.seed, "ref": mv.ref, "train_s": train_s, "best_val_loss": best,
+               "epochs": vcfg.epochs, "loadavg_1m_before": load0, "loadavg_1m_after": os.getloadavg()[0]}
+        with log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{mv.ref}: {train_s:.0f} s, best val loss {best:.4f}, load {load0:.1f}", flush=True)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    setup(args)
+    adray = str(Path(sys.executable).with_name("adray"))
+    path = Path(args.out) / f"eval-s{args.seed}.json"
+    done = json.loads(path.read_text()) if path.is_file() else {"methods": {}, "wall_s": {}}
+    for group in args.groups.split(","):
+        if group in done["wall_s"]:
+            continue
+        labels = [v for v in ("stl", *GROUPS[group]) if v != "vamo"]
+        cmd = [adray, "eval", "vamo", "--model", f"{model_name('vamo', args.seed)}@latest", "--json"]
+        for label in dict.fromkeys(labels):
+            cmd += ["--compare", f"{label}={model_name(label, args.seed)}@latest"]
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        methods = json.loads(out.stdout.strip().splitlines()[-1])["methods"]
+        keep = set(GROUPS[group]) | ({"stl", "vamo", *BASELINES} if group == "table1" else set())
+        done["methods"].update({k: v for k, v in methods.items() if k in keep})
+        done["wall_s"][group] = time.perf_counter() - t0
+        done.setdefault("commands", {})[group] = " ".join(cmd[1:])
+        path.write_text(json.dumps(done, indent=1))
+        print(f"seed {args.seed} {group}: {done['wall_s'][group]:.0f} s -> {path}", flush=True)
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name in per_seed[0]:
-        for k in per_seed[0][name]:
-            vals = [t[name][k] for t in per_seed]
+        runs = [t[name] for t in per_seed if name in t]
+        for k in runs[0]:
+            vals = [r[k] for r in runs if k in r]
             out.setdefault(name, {})[k] = float(np.mean(vals))
             out[name][f"{k}_std"] = float(np.std(vals))
+        out[name]["seeds"] = len(runs)
     return out
 
 
 def show(title: str, table: dict[str, dict[str, float]], rows: list[str]) -> None:
-    print(f"\n{title}\n{'method':18s}" + "".join(f"{c:>20s}" for c in (*TASKS, "score", "delta_m")))
+    print(f"\n{title}\n{'method':18s}" + "".join(f"{c:>18s}" for c in COLUMNS) + "  seeds")
     for r in rows:
         if r in table:
-            cells = [f"{table[r].get(c, float('nan')):9.2f} +- {table[r].get(c + '_std', 0):6.2f}"
-                     for c in (*TASKS, "score", "delta_m")]
-            print(f"{r:18s}" + "".join(f"{c:>20s}" for c in cells))
+            cells = [f"{table[r].get(c, float('nan')):8.2f} +- {table[r].get(c + '_std', 0):5.2f}" for c in COLUMNS]
+            print(f"{r:18s}" + "".join(f"{c:>18s}" for c in cells) + f"  {int(table[r]['seeds'])}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="default")
-    ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--lambdas", default="0.01,0.1,1,10,100")
-    ap.add_argument("--out", default="results/vamo")
-    ap.add_argument("--json", default="")
-    args = ap.parse_args()
-    cfg = load_config(VamoConfig, args.config, WORKLOAD.configs_dir, parse_set(args.set))
+def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    data = out / "data"
-    t0 = time.perf_counter()
-    make_data(cfg, data)
-    print(f"data: {time.perf_counter() - t0:.1f} s")
-    variants = {m: METHODS[m] for m in args.methods.split(",") if m}
-    lambdas = [float(x) for x in args.lambdas.split(",") if x]
-    variants.update({f"lambda_{lam:g}": {"weighting": "vamo", "lam": lam} for lam in lambdas})
-    per_seed, train_s = [], {}
-    for seed in range(args.seeds):
-        models = {}
-        for name, over in variants.items():
-            t1 = time.perf_counter()
-            models[name], _ = fit(cfg.override({**over, "seed": seed}), data)
-            train_s[name] = train_s.get(name, 0.0) + time.perf_counter() - t1
-            print(f"seed {seed} {name}: trained in {time.perf_counter() - t1:.1f} s", flush=True)
-        per_seed.append(evaluate_methods(cfg, data, None, models, baselines=BASELINES))
+    files = sorted(out.glob("eval-s*.json"))
+    per_seed = [json.loads(f.read_text())["methods"] for f in files]
+    if not per_seed:
+        sys.exit(f"no {out}/eval-s*.json yet: run `train` and `eval` first")
     table = summarise(per_seed)
     show("Table 1 (per-task metric, AuctionNet score, Delta m% vs STL; mean +- std over seeds)", table,
-         [m for m in ("stl", "vanilla", "dwa", "famo", "pcgrad", "fairgrad", "vamo") if m in table] + list(BASELINES))
-    show("Table 3 / Fig. 3 (ablations)", table, ["vamo_no_val", "vamo_no_timesnet", "vamo_lstm", "vamo"])
-    show("Fig. 4 (lambda)", table, [f"lambda_{lam:g}" for lam in lambdas])
-    if lambdas and "stl" in table:
+         [*TABLE1, *BASELINES])
+    show("Table 3 / Fig. 3 (ablations)", table, [*TABLE3, "vamo"])
+    lams = sorted([*LAMBDAS, 1.0])
+    rows = {lam: ("vamo" if lam == 1.0 else f"lambda_{lam:g}") for lam in lams}
+    show("Fig. 4 (lambda; lambda = 1 is vamo)", table, list(rows.values()))
+    have = [lam for lam in lams if rows[lam] in table]
+    if have:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        y = [table[f"lambda_{lam:g}"]["delta_m"] for lam in lambdas]
-        e = [table[f"lambda_{lam:g}"]["delta_m_std"] for lam in lambdas]
+        y = [table[rows[lam]]["delta_m"] for lam in have]
+        e = [table[rows[lam]]["delta_m_std"] for lam in have]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.errorbar(lambdas, y, yerr=e, marker="o", capsize=3)
+        ax.errorbar(have, y, yerr=e, marker="o", capsize=3, label="VAMO")
+        for name, style in (("vanilla", "--"), ("stl", ":")):
+            if name in table:
+                ax.axhline(table[name]["delta_m"], ls=style, color="grey", label=name)
         ax.set_xscale("log")
-        ax.set_xlabel("lambda (temperature)")
+        ax.set_xlabel("lambda (temperature of softmax(m / lambda))")
         ax.set_ylabel("Delta m% vs STL (lower is better)")
+        ax.set_title(f"Fig. 4 shape: mean +- std over {len(per_seed)} seed(s)")
+        ax.legend()
         fig.tight_layout()
         fig.savefig(out / "lambda.png", dpi=120)
-        print(f"wrote {out / 'lambda.png'}")
-    result = {"config": args.config, "seeds": args.seeds, "methods": table,
-              "train_s": {k: v / args.seeds for k, v in train_s.items()}}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {out / 'lambda.png'}")
+    result = {"seeds": [f.stem for f in files], "methods": table}
+    Path(args.json or out / "table.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.json or out / 'table.json'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("command", choices=("train", "eval", "report"))
+    ap.add_argument("--config", default="bench")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--out", default="results/vamo")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default="table1,table3,lambda")
+    ap.add_argument("--groups", default="table1,table3,lambda")
+    ap.add_argument("--budget-min", type=float, default=9.0)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    {"train": train, "eval": evaluate, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

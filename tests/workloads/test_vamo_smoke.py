@@ -6,17 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from adray.config import load_config
 from adray.data import read_dataset
-from adray.workload import TrainContext
 from workloads.vamo import WORKLOAD
 from workloads.vamo.config import TASKS, VamoConfig
 from workloads.vamo.data import lp_table, make_data
 from workloads.vamo.evaluate import controlled, eval_days, evaluate_methods, opponents
 from workloads.vamo.policy import BidPolicy, ModelBidder
 from workloads.vamo.sim import simulate_day
-from workloads.vamo.train import fit, load_model, save_model
+from workloads.vamo.step import forward
+from workloads.vamo.train import fit, load_model, load_windows, save_model
 from workloads.vamo.trajectory import state_features
 
 
@@ -90,21 +91,38 @@ def test_sample_requests_validate_and_bad_requests_are_refused(smoke) -> None:
         schema(**bad)
 
 
-def test_trainer_entry_and_stl(smoke, tmp_path: Path) -> None:
+def _context(cfg: VamoConfig, data: Path, tmp: Path, workers: int):  # noqa: ANN202
+    from adray.storage import Storage
+    from adray.train import make_context
+
+    return make_context(WORKLOAD, cfg, data, num_workers=workers, runs=Storage(tmp / "runs"), scratch=tmp / "scratch")
+
+
+@pytest.mark.ray
+def test_stl_is_one_ray_train_run_per_task(smoke, ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     cfg, data, _, _ = smoke
-    cfg = cfg.override({"weighting": "stl", "epochs": 1, "steps_per_epoch": 2})
-    ctx = TrainContext(data_dir=data, run_dir=tmp_path / "run", run_name="t", storage=str(tmp_path))
-    result = WORKLOAD.trainer.train(cfg, ctx)
-    assert {"val_loss", "val_loss_gmv", "val_loss_cart", "samples_per_s"} <= set(result.metrics)
+    cfg = cfg.override({"weighting": "stl", "epochs": 1})
+    result = WORKLOAD.trainer.train(cfg, _context(cfg, data, tmp_path, 1))
+    assert {"val_loss", "val_loss_gmv", "val_loss_dir_gmv", "val_loss_cart", "test_loss_cart",
+            "samples_per_s"} <= set(result.metrics)
+    assert [h["task"] for h in result.history] == [0, 1, 2]  # one run (of one epoch) per task
+    assert "val_loss_gmv" not in result.history[2]  # task 2's run validates on task 2 only
     model = WORKLOAD.load_model(result.model_dir, cfg, result.meta)
     assert len(model.nets) == len(TASKS)  # one single-task model per task
 
 
-def test_vanilla_runs_on_the_platform_torch_harness(smoke) -> None:
-    from adray.train_torch import fit_in_process
-    from workloads.vamo.workload import vanilla_spec
-
-    cfg, data, _, _ = smoke
-    cfg = cfg.override({"weighting": "vanilla", "epochs": 1, "batch_size": 256})
-    out = fit_in_process(vanilla_spec(), cfg, data)
-    assert np.isfinite(out.val["val_loss"]) and {"loss", "loss_gmv", "loss_cart"} <= set(out.test)
+@pytest.mark.ray
+def test_two_ray_train_workers_train_what_the_plain_loop_trains(smoke, ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    """``--workers 2``: two Ray Train workers, each half of every global batch, the same epochs
+    (validation losses, task weights) as the plain loop (``fit``) on the same seeds."""
+    cfg, data, model, history = smoke
+    result = WORKLOAD.trainer.train(cfg, _context(cfg, data, tmp_path, 2))
+    assert len(result.history) == cfg.epochs
+    for got, want in zip(result.history, history):
+        for k in ("val_loss", "train_w_gmv", "train_w_cart", "train_m_dir_gmv"):
+            assert got[k] == pytest.approx(want[k], rel=2e-3, abs=1e-5), k
+    two = WORKLOAD.load_model(result.model_dir, cfg, result.meta)
+    sample = {k: torch.from_numpy(v[:256]) for k, v in load_windows(data, "val", cfg).items()}
+    with torch.no_grad():
+        torch.testing.assert_close(forward(two.nets[0], sample), forward(model.nets[0], sample),
+                                   rtol=2e-3, atol=2e-3)

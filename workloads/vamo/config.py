@@ -161,8 +161,6 @@ class VamoConfig(EpochConfig):
     """FAMO: weight decay of the task logits."""
     fairgrad_alpha: float = 1.0
     """FairGrad: alpha of alpha-fairness (1 = proportional fairness)."""
-    steps_per_epoch: int = 200
-    """Optimiser steps per epoch (each samples a training and a validation batch, Alg. 1 line 5)."""
     # ---- evaluation (evaluate.py)
     eval_days: int = 2
     """Fresh simulated days each method bids in (same days and opponents for every method)."""
@@ -189,6 +187,5 @@ class VamoConfig(EpochConfig):
         check(self.dwa_temperature > 0, f"dwa_temperature={self.dwa_temperature}: expected > 0")
         check(self.famo_lr > 0 and self.famo_gamma >= 0, "famo_lr > 0 and famo_gamma >= 0")
         check(self.fairgrad_alpha > 0, f"fairgrad_alpha={self.fairgrad_alpha}: expected > 0")
-        check(self.steps_per_epoch >= 1, f"steps_per_epoch={self.steps_per_epoch}: expected >= 1")
         check(self.eval_days >= 1 and self.eval_seeds >= 1, "eval_days and eval_seeds: expected >= 1")
         check(self.target_return > 0, f"target_return={self.target_return}: expected > 0")

@@ -1,29 +1,43 @@
-"""One multi-task optimiser step (Algorithm 1 and the baselines), as plain PyTorch.
+"""One multi-task optimiser step (Algorithm 1 and the baselines): the harness's custom step.
 
-This is what the Ray Train harness's custom-step hook would call (see train.py for the hook the
-workload needs). The whole update fits on one screen in :meth:`MultiTask.step`:
+``adray.train_torch.TorchSpec(step=vamo_step, step_state=MultiTask)`` runs it in every Ray Train
+worker (and in ``fit_in_process``) through the one epoch loop, ``adray.epochs.run_epochs``: each
+rank gets its shard of the global training batch (rows r::world of the epoch's permutation) and an
+``adray.epochs.StepContext``. The whole update fits on one screen in :meth:`MultiTask.step`:
 
-1. one forward pass of the training batch; per task k the SUM of its squared errors and the COUNT
-   of its positions, and g_k_sum = grad of that sum over every parameter (K backward passes);
-2. ``ctx.all_reduce`` (a SUM across data-parallel workers; identity in one process) of every
-   g_k_sum, loss sum and count, then g_k = g_k_sum / count_k: the gradient of task k's mean loss
-   over the GLOBAL batch, the same on every worker whatever the sharding;
-3. VAMO only: the same for the validation batch (held-out day): g_val = grad of the mean validation
-   loss over all tasks, all-reduced the same way (sum of gradients of sums, divided by the global
-   count), then m_k = <g_val, g_k> on the shared parameters (Eq. 7) and w = softmax(m / lambda);
-4. d = sum_k w_k g_k (PCGrad: the projected mean on the shared parameters, the plain mean on the
-   heads), written into ``.grad``; clip; ``optimizer.step()``. Every worker applies the same d to
-   the same parameters, so no DDP gradient averaging happens on top (the harness must not wrap the
-   model in DDP, or must run the step under ``no_sync``).
+1. one forward pass of this rank's training shard; per task k the SUM of its squared errors and the
+   COUNT of its positions, and g_k_sum = grad of that sum over every parameter (K backward passes);
+2. VAMO only: this rank's shard of the validation batch (``ctx.val_batch(batch_size)``: rows of the
+   held-out day drawn alike on every rank) and g_val_sum = grad of its summed squared error over all
+   tasks, with its sum and count (one more backward pass);
+3. ONE ``ctx.all_reduce`` (SUM over the workers, in place; identity on one worker) of the flat
+   concatenation [g_1_sum .. g_K_sum, loss sums, counts (, g_val_sum, val sum, val count)]; then
+   g_k = g_k_sum / count_k is the gradient of task k's mean loss over the GLOBAL batch and
+   g_val = g_val_sum / val_count the gradient of the mean validation loss over the global validation
+   batch, whatever the sharding: sums of gradients of sums are exact, means of means would not be;
+4. the weights from reduced quantities only (VAMO: m_k = <g_val, g_k> on the shared parameters,
+   Eq. 7, w = softmax(m / lambda), Eq. 9); d = sum_k w_k g_k (PCGrad: the projected mean on the
+   shared parameters, its task order from ``ctx.generator``, the same on every rank), written into
+   ``.grad``; clip; ``optimizer.step()``. Every rank applies the same d to the same parameters, so
+   nothing is averaged on top (the harness does not, when a custom step is given);
+5. FAMO: the losses of the same batch after the step (a second forward), all-reduced likewise.
 
-Because the weights come from reduced quantities only, 2 workers give the weights of 1 on the same
-global batch (tests/unit/test_vamo_weighting.py checks it with a real 2-process gloo group).
+So 2 workers take the step of 1 on the same global batch up to float summation order
+(tests/unit/test_vamo_weighting.py, through ``run_epochs`` with 2 ranks). The state (DWA's epoch
+losses, FAMO's logits and their Adam) is :class:`MultiTask`, checkpointed by the harness every epoch;
+its ``end_epoch`` feeds DWA the epoch's mean task losses and adds each task's mean loss, weight and
+(VAMO) gain to the epoch's history row.
+
+Differences from the paper, on purpose: batches are the harness's (a permutation of the training
+windows per epoch, task proportions matched in expectation rather than exactly, Alg. 1 line 5; the
+validation batch uniform over the held-out day's windows); g_val is the gradient of the validation
+loss pooled over positions (each task weighted by its share of the day) rather than of Eq. 4's
+unweighted mean of the K task means.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +52,6 @@ from workloads.vamo.weighting import (
     vamo_weights,
     vanilla_weights,
 )
-
-AllReduce = Callable[[torch.Tensor], torch.Tensor]
 
 
 def forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -85,20 +97,9 @@ def val_gradient(model: nn.Module, batch: dict[str, torch.Tensor], n_tasks: int,
     return flat_grad(total, list(model.parameters()), retain=False), total.detach(), counts.sum()
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-@dataclasses.dataclass
-class StepContext:
-    all_reduce: AllReduce = _identity
-    """SUM of a tensor over the data-parallel workers (torch.distributed.all_reduce)."""
-    generator: torch.Generator | None = None
-    """PCGrad's task order: seeded the same on every worker."""
-
-
 class MultiTask:
-    """The weighting method's state (DWA's epoch losses, FAMO's logits) and the optimiser step."""
+    """The weighting method's state (DWA's epoch losses, FAMO's logits) and the optimiser step:
+    ``TorchSpec.step_state`` (``MultiTask(cfg, model)``), one per rank, the same on every rank."""
 
     def __init__(self, cfg: VamoConfig, model: nn.Module) -> None:
         self.cfg, self.method, self.k = cfg, cfg.weighting, len(TASKS)
@@ -106,6 +107,7 @@ class MultiTask:
         self.shared = torch.cat([torch.full((p.numel(),), id(p) in shared) for p in model.parameters()])
         self.dwa = DWA(self.k, cfg.dwa_temperature)
         self.famo = FAMO(self.k, cfg.famo_lr, cfg.famo_gamma)
+        self._epoch: dict[str, np.ndarray] = {}
 
     @property
     def needs_val(self) -> bool:
@@ -129,41 +131,74 @@ class MultiTask:
         return vanilla_weights(present), None  # vanilla, stl (one task present), pcgrad (heads)
 
     def step(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
-             val_batch: dict[str, torch.Tensor] | None, ctx: StepContext) -> dict[str, float]:
-        red = ctx.all_reduce
-        g_sum, sums, counts = task_gradients(model, batch, self.k)
-        g_sum, sums, counts = red(g_sum), red(sums), red(counts)
+             ctx: Any) -> dict[str, float]:
+        """One update on this rank's shard ``batch``; ``ctx`` an ``adray.epochs.StepContext``."""
+        k = self.k
+        g_sum, sums, counts = task_gradients(model, batch, k)  # (K, P), (K,), (K,): this rank's
+        p = g_sum.shape[1]
+        parts = [g_sum.reshape(-1), sums, counts]
+        if self.needs_val:
+            gv, vs, vc = val_gradient(model, ctx.val_batch(self.cfg.batch_size), k)
+            parts += [gv, vs.reshape(1), vc.reshape(1)]
+        flat = ctx.all_reduce(torch.cat([x.detach().reshape(-1).float() for x in parts]))  # one collective
+        flat = flat.cpu()  # the weights on the CPU (K x P: small), whatever the training device
+        g_sum, sums, counts = flat[: k * p].view(k, p), flat[k * p: k * p + k], flat[k * p + k: k * p + 2 * k]
         present = counts > 0
         G = g_sum / counts.clamp_min(1)[:, None]  # gradient of each task's mean loss, global batch
         losses = sums / counts.clamp_min(1)
-        g_val = None
-        if self.needs_val:
-            assert val_batch is not None, "VAMO needs a validation batch (the held-out day)"
-            gv, vs, vc = val_gradient(model, val_batch, self.k)
-            g_val = red(gv) / red(vc).clamp_min(1)
+        g_val = flat[k * p + 2 * k: -2] / flat[-1].clamp_min(1) if self.needs_val else None
         w, m = self.weights(G, losses, present, g_val)
         d = (w.to(G.dtype)[:, None] * G).sum(0)
         if self.method == "pcgrad":
             d[self.shared] = pcgrad(G[:, self.shared], present, ctx.generator).to(d.dtype)
         offset = 0
-        for p in model.parameters():
-            p.grad = d[offset: offset + p.numel()].view_as(p).to(p.dtype).clone()
-            offset += p.numel()
+        for param in model.parameters():
+            param.grad = d[offset: offset + param.numel()].view_as(param).to(param.device, param.dtype).clone()
+            offset += param.numel()
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
         optimizer.step()
         if self.method == "famo":  # FAMO reads the losses of the same batch after the step
             with torch.no_grad():
-                after, _ = task_loss_sums(forward(model, batch), batch, self.k)
-            self.famo.update(losses, red(after) / counts.clamp_min(1), present)
-        out = {f"loss_{t}": float(losses[k]) for k, t in enumerate(TASKS) if present[k]}
-        out.update({f"w_{t}": float(w[k]) for k, t in enumerate(TASKS)})
+                after, _ = task_loss_sums(forward(model, batch), batch, k)
+            after = ctx.all_reduce(after.float()).cpu()
+            self.famo.update(losses, after / counts.clamp_min(1), present)
+        self._accumulate(losses, present, w, m)
+        out = {"loss": float(sums.sum() / counts.sum().clamp_min(1))}
+        out.update({f"loss_{t}": float(losses[i]) for i, t in enumerate(TASKS) if present[i]})
+        out.update({f"w_{t}": float(w[i]) for i, t in enumerate(TASKS)})
         if m is not None:
-            out.update({f"m_{t}": float(m[k]) for k, t in enumerate(TASKS)})
+            out.update({f"m_{t}": float(m[i]) for i, t in enumerate(TASKS)})
         return out
 
-    def end_epoch(self, task_losses: np.ndarray) -> None:
+    def _accumulate(self, losses: torch.Tensor, present: torch.Tensor, w: torch.Tensor,
+                    m: torch.Tensor | None) -> None:
+        e = self._epoch
+        if not e:
+            e.update(loss=np.zeros(self.k), seen=np.zeros(self.k), w=np.zeros(self.k), m=np.zeros(self.k),
+                     steps=np.zeros(1))
+        on = present.numpy()
+        e["loss"] += np.where(on, losses.double().numpy(), 0.0)
+        e["seen"] += on
+        e["w"] += w.double().numpy()
+        e["steps"] += 1
+        if m is not None:
+            e["m"] += m.double().numpy()
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        """After each epoch (the harness, on every rank): DWA's epoch losses; the epoch's mean task
+        losses, weights and gains added to ``row`` (the history row)."""
+        e, self._epoch = self._epoch, {}
+        if not e:
+            return
+        task_losses = np.where(e["seen"] > 0, e["loss"] / np.maximum(e["seen"], 1), np.nan)
         self.dwa.end_epoch(task_losses)
+        for i, t in enumerate(TASKS):
+            if e["seen"][i] > 0:
+                row[f"train_loss_{t}"] = float(task_losses[i])
+            row[f"train_w_{t}"] = float(e["w"][i] / e["steps"][0])
+            if self.needs_val or self.method == "vamo_train":
+                row[f"train_m_{t}"] = float(e["m"][i] / e["steps"][0])
 
     def state_dict(self) -> dict:
         return {"dwa": self.dwa.state_dict(), "famo": self.famo.state_dict()}
@@ -171,3 +206,9 @@ class MultiTask:
     def load_state_dict(self, state: dict) -> None:
         self.dwa.load_state_dict(state["dwa"])
         self.famo.load_state_dict(state["famo"])
+
+
+def vamo_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+              cfg: VamoConfig, ctx: Any) -> dict[str, float]:
+    """``TorchSpec.step``: :meth:`MultiTask.step` of the rank's state (``ctx.state``)."""
+    return ctx.state.step(model, optimizer, batch, ctx)

@@ -1,25 +1,27 @@
-"""Training VAMO and its baselines: the epoch loop around :class:`step.MultiTask`, saving, loading.
+"""Training VAMO and its baselines on the platform's Ray Train harness; saving and loading models.
 
-Algorithm 1: the last day of the data is the validation split (D_val); each optimiser step samples
-a training batch and (VAMO) a validation batch of ``batch_size`` windows with task proportions
-matched to the data, computes the per-task and validation gradients and applies the weighted
-update. STL trains one model per task on that task's data only.
+Every method is one ``adray.train_torch.TorchSpec`` (:func:`make_spec`) whose custom step is
+:func:`step.vamo_step` (the multi-task update: per-task and validation gradients, all-reduced, the
+method's weights; see step.py for how they are reduced across workers) and whose rows are windows:
+one per (trajectory, step) of a split, the window of ``context`` steps ending there plus the
+``history`` states before it (:func:`load_windows`). Algorithm 1's split: the last logged day before
+the test day is the validation split (D_val), the days before it the training split.
 
-Where this runs: in the calling process (one worker). The platform's Torch harness
-(``adray.train_torch``) runs a loss per batch under DDP, which cannot express this step (K + 1
-backward passes, all-reduced before the weights are computed, a validation batch per step, FAMO's
-second forward, weighting state in the checkpoint). The hook the workload needs from it is in the
-report of issue 13 and in :func:`train_loop`'s docstring: ``step(model, optimizer, batch, ctx)``
-with ``ctx.all_reduce``, ``ctx.next_batch("val")``, ``ctx.state`` (checkpointed), no DDP wrapper,
-and an ``end_epoch(ctx, epoch_metrics)`` callback.
+* Multi-task methods (vanilla, dwa, famo, pcgrad, fairgrad, vamo, vamo_train): one harness run,
+  one shared model.
+* STL: one harness run per task, each on that task's windows only (train, validation and test),
+  the same network shape; the K models are kept together in one model directory.
+
+:func:`fit` runs the same specs in this process through ``adray.train_torch.fit_in_process`` (the
+same epoch loop and step: benchmarks and tests); ``workload.VamoTrainer`` runs them on Ray Train.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,16 @@ from workloads.vamo.batches import Sampler, make_batch
 from workloads.vamo.config import TASKS, VamoConfig
 from workloads.vamo.data import load_split
 from workloads.vamo.model import VamoNet, dominant_periods
-from workloads.vamo.step import MultiTask, StepContext, forward, task_loss_sums
+from workloads.vamo.step import MultiTask, forward, task_loss_sums, vamo_step
 
 MODEL_FILE = "models.pt"
+META_FILE = "vamo_meta.json"
 
 
 def model_meta(cfg: VamoConfig, train: dict[str, np.ndarray], data_meta: Mapping[str, Any]) -> dict[str, Any]:
     """What building the network needs besides the config: state scaling, TimesNet's periods
-    (from 2,048 training history windows), return-to-go scale and inference targets."""
+    (from 2,048 training history windows), return-to-go scale and inference targets. Computed on
+    the whole training split, also for STL (all K single-task models share it)."""
     mu = np.asarray(data_meta["state_mean"], np.float32)
     sd = np.asarray(data_meta["state_std"], np.float32)
     sd = np.where(sd > 1e-6 * np.maximum(1.0, np.abs(mu)), sd, 1.0)  # a constant feature is not scaled up
@@ -65,77 +69,14 @@ def build_model(cfg: VamoConfig, meta: Mapping[str, Any]) -> VamoNet:
                    max_steps=meta["max_steps"], state_mean=meta["state_mean"], state_std=meta["state_std"])
 
 
-@torch.no_grad()
-def evaluate_loss(model: VamoNet, arrays: dict[str, np.ndarray], cfg: VamoConfig, meta: Mapping[str, Any],
-                  tasks: tuple[int, ...] | None = None, chunk: int = 4096) -> dict[str, float]:
-    """Mean squared action error per task over every position of a split (deterministic)."""
-    model.eval()
-    m, t = Sampler(arrays, len(TASKS), tasks).all_positions()
-    sums, counts = torch.zeros(len(TASKS)), torch.zeros(len(TASKS))
-    for a in range(0, len(m), chunk):
-        b = make_batch(arrays, m[a: a + chunk], t[a: a + chunk], cfg.context, cfg.history, meta["rtg_scale"])
-        s, c = task_loss_sums(forward(model, b), b, len(TASKS))
-        sums, counts = sums + s, counts + c
-    model.train()
-    out = {f"loss_{name}": float(sums[k] / counts[k]) for k, name in enumerate(TASKS) if counts[k] > 0}
-    out["loss"] = float(sums.sum() / counts.sum().clamp_min(1))
-    return out
-
-
-def train_loop(cfg: VamoConfig, train: dict[str, np.ndarray], val: dict[str, np.ndarray],
-               meta: Mapping[str, Any], tasks: tuple[int, ...] | None = None,
-               report: Callable[[dict[str, float]], None] | None = None,
-               ) -> tuple[VamoNet, list[dict[str, float]]]:
-    """Epochs of ``steps_per_epoch`` steps; returns the model of the epoch with the lowest
-    validation loss and one history row per epoch.
-
-    The harness hook this loop stands in for: per step ``step(model, optimizer, batch, ctx) ->
-    metrics``, where the step writes ``.grad`` itself and calls ``optimizer.step()``; ``ctx``
-    offers ``all_reduce`` (SUM over workers), ``next_batch("val")`` (a batch of the held-out split,
-    sharded like the training batch), ``state`` (saved and restored with the checkpoint) and the
-    worker's seed; the model is not wrapped in DDP; ``end_epoch(ctx, metrics)`` after each epoch.
-    """
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = build_model(cfg, meta)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    mt = MultiTask(cfg, model)
-    tr_sampler = Sampler(train, len(TASKS), tasks)
-    va_sampler = Sampler(val, len(TASKS), tasks, shares=tr_sampler.shares)
-    ctx = StepContext(generator=torch.Generator().manual_seed(cfg.seed))
-    history, best, best_loss = [], None, float("inf")
-    for epoch in range(cfg.epochs):
-        t0, rows = time.perf_counter(), []
-        for _ in range(cfg.steps_per_epoch):
-            batch = make_batch(train, *tr_sampler.sample(cfg.batch_size, rng), cfg.context, cfg.history,
-                               meta["rtg_scale"])
-            vb = (make_batch(val, *va_sampler.sample(cfg.batch_size, rng), cfg.context, cfg.history,
-                             meta["rtg_scale"]) if mt.needs_val else None)
-            rows.append(mt.step(model, opt, batch, vb, ctx))
-        secs = time.perf_counter() - t0
-        mean = {k: float(np.mean([r[k] for r in rows if k in r])) for k in rows[-1]}
-        mt.end_epoch(np.array([mean.get(f"loss_{t}", np.nan) for t in TASKS]))
-        val_metrics = evaluate_loss(model, val, cfg, meta, tasks)
-        row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in mean.items()},
-               **{f"val_{k}": v for k, v in val_metrics.items()},
-               "samples_per_s": cfg.steps_per_epoch * cfg.batch_size / secs}
-        history.append(row)
-        if report:
-            report(row)
-        if val_metrics["loss"] < best_loss:
-            best_loss, best = val_metrics["loss"], {k: v.clone() for k, v in model.state_dict().items()}
-    assert best is not None
-    model.load_state_dict(best)
-    model.eval()
-    return model, history
-
-
-def load_windows(data_dir: Path, split: str, cfg: VamoConfig) -> dict[str, np.ndarray]:
-    """TorchSpec.load_split: one row per (trajectory, step), the window ending there (the columns
-    of :func:`batches.make_batch`), so the harness's row permutation and sharding apply as is."""
+def load_windows(data_dir: Path, split: str, cfg: VamoConfig, tasks: tuple[int, ...] | None = None,
+                 ) -> dict[str, np.ndarray]:
+    """TorchSpec.load_split: one row per (trajectory, step) of the split (of ``tasks`` only: STL),
+    the window ending there (the columns of :func:`batches.make_batch`), so the harness's row
+    permutation and sharding apply as is."""
     arrays = load_split(data_dir, split)
     scale = cfg.rtg_scale or max(float(read_dataset(data_dir).meta.get("mean_score", 1.0)), 1e-6)
-    m, t = Sampler(arrays, len(TASKS)).all_positions()
+    m, t = Sampler(arrays, len(TASKS), tasks).all_positions()
     return {k: v.numpy() for k, v in make_batch(arrays, m, t, cfg.context, cfg.history, scale).items()}
 
 
@@ -146,9 +87,8 @@ def spec_meta(data_dir: Path, cfg: VamoConfig) -> dict[str, Any]:
 
 def mean_task_loss(model: VamoNet, batch: dict[str, torch.Tensor], cfg: VamoConfig,
                    ) -> tuple[torch.Tensor, dict[str, float]]:
-    """TorchSpec.loss of the Vanilla method: the mean of the task losses present (Eq. 3). Under the
-    harness's gradient averaging this is exact only with equal per-worker task counts; VAMO and the
-    other weightings need the custom step (module docstring)."""
+    """TorchSpec.loss: the mean of the task losses present (Eq. 3, what the Vanilla step follows).
+    The harness trains with :func:`step.vamo_step`; this states what the loss means."""
     sums, counts = task_loss_sums(forward(model, batch), batch, len(TASKS))
     present = counts > 0
     losses = sums / counts.clamp_min(1)
@@ -169,6 +109,21 @@ def evaluate_windows(model: VamoNet, arrays: dict[str, np.ndarray], cfg: VamoCon
     return out
 
 
+def make_spec(tasks: tuple[int, ...] | None = None) -> Any:
+    """The TorchSpec of one harness run: every task (multi-task methods) or ``tasks`` only (STL)."""
+    from adray.train_torch import TorchSpec
+
+    load = load_windows if tasks is None else functools.partial(load_windows, tasks=tasks)
+    return TorchSpec(load_split=load, model_meta=spec_meta, build_model=build_model, loss=mean_task_loss,
+                     evaluate=evaluate_windows, objective="loss", mode="min", step=vamo_step,
+                     step_state=MultiTask)
+
+
+def task_runs(cfg: VamoConfig) -> list[tuple[int, ...] | None]:
+    """The harness runs of a method: one per task for STL, one for every other method."""
+    return [(k,) for k in range(len(TASKS))] if cfg.weighting == "stl" else [None]
+
+
 @dataclasses.dataclass
 class VamoModel:
     """What serving and evaluation load: one network (multi-task) or one per task (STL)."""
@@ -181,31 +136,28 @@ class VamoModel:
         return self.nets[task] if len(self.nets) > 1 else self.nets[0]
 
 
-def fit(cfg: VamoConfig, data_dir: Path, report: Callable[[dict[str, float]], None] | None = None,
-        ) -> tuple[VamoModel, list[dict[str, float]]]:
-    """Train the configured method on a dataset: STL = one model per task, else one shared model."""
-    train, val = load_split(data_dir, "train"), load_split(data_dir, "val")
-    meta = model_meta(cfg, train, read_dataset(data_dir).meta)
-    if cfg.weighting == "stl":
-        nets, history = [], []
-        for k in range(len(TASKS)):
-            net, hist = train_loop(cfg, train, val, meta, tasks=(k,), report=report)
-            nets.append(net)
-            history += [{"task": k, **h} for h in hist]
-        return VamoModel(nets, cfg, meta), history
-    net, history = train_loop(cfg, train, val, meta, report=report)
-    return VamoModel([net], cfg, meta), history
+def fit(cfg: VamoConfig, data_dir: Path) -> tuple[VamoModel, list[dict[str, float]]]:
+    """The configured method trained in this process (``fit_in_process``: the harness's epoch loop
+    and :func:`step.vamo_step`, one worker); history rows of STL carry their ``task``."""
+    from adray.train_torch import fit_in_process
+
+    nets, history = [], []
+    for tasks in task_runs(cfg):
+        out = fit_in_process(make_spec(tasks), cfg, data_dir)
+        nets.append(out.model)
+        history += [h if tasks is None else {"task": tasks[0], **h} for h in out.history]
+    return VamoModel(nets, cfg, spec_meta(Path(data_dir), cfg)), history
 
 
 def save_model(model: VamoModel, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save([n.state_dict() for n in model.nets], out_dir / MODEL_FILE)
-    (out_dir / "vamo_meta.json").write_text(json.dumps(model.meta))
+    (out_dir / META_FILE).write_text(json.dumps(model.meta))
 
 
 def load_model(version_dir: Path, cfg: VamoConfig, meta: Mapping[str, Any] | None = None) -> VamoModel:
     """A saved model in eval mode (``meta``: the platform's meta.json; the network's own is beside it)."""
-    own = json.loads((Path(version_dir) / "vamo_meta.json").read_text())
+    own = json.loads((Path(version_dir) / META_FILE).read_text())
     states = torch.load(Path(version_dir) / MODEL_FILE, weights_only=True)
     nets = []
     for state in states:

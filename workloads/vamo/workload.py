@@ -3,62 +3,119 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import torch
+
+from adray.train_torch import TorchTrainer
 from adray.workload import Headline, TrainContext, TrainResult, Workload
-from workloads.vamo.config import VamoConfig
+from workloads.vamo.config import TASKS, VamoConfig
 from workloads.vamo.data import make_data
 from workloads.vamo.evaluate import evaluate_methods
 from workloads.vamo.importer import import_auctionnet
 from workloads.vamo.policy import BidPolicy
-from workloads.vamo.train import (
-    build_model,
-    evaluate_windows,
-    fit,
-    load_model,
-    load_windows,
-    mean_task_loss,
-    save_model,
-    spec_meta,
-)
+from workloads.vamo.train import META_FILE, MODEL_FILE, load_model, make_spec, task_runs
+
+RESULT_FILE = "result.json"
+DONE_FILE = "ALL_TASKS_DONE"
 
 
 @dataclasses.dataclass(frozen=True)
 class VamoTrainer:
-    """Trains in the calling process until the Torch harness offers the custom-step hook VAMO's
-    update needs (train.py); ``--workers`` is not used yet."""
+    """Every method on the platform's Ray Train harness (``adray.train_torch.TorchTrainer`` with
+    the custom step of step.py), on ``ctx.num_workers`` workers.
+
+    Data parallelism: each worker takes its rows of the global batch and of the global validation
+    batch; the step all-reduces (SUM) the per-task gradients of the loss SUMS, the loss sums and the
+    counts, and the gradient of the validation loss sum with its count, in one collective, then
+    divides by the global counts: every worker computes the task weights of one process on the
+    global batch and applies the same update (step.py).
+
+    STL: one harness run per task (run ``<run_name>-<task>``, task-filtered splits), combined into
+    one model directory; a rerun after an interruption keeps the tasks that had finished.
+    """
 
     loop_field: str = "epochs"
     objective: str = "loss"
     mode: Literal["max", "min"] = "min"
 
     def train(self, cfg: VamoConfig, ctx: TrainContext) -> TrainResult:
-        model, history = fit(cfg, ctx.data_dir, report=ctx.reporter.report)
-        model_dir = ctx.run_dir / "model"
-        save_model(model, model_dir)
-        rows = [h for h in history if "val_loss" in h]
-        groups: dict[int, list[dict[str, float]]] = {}
-        for h in rows:  # STL: one group per task's model
-            groups.setdefault(int(h.get("task", -1)), []).append(h)
-        bests = [min(g, key=lambda h: h["val_loss"]) for g in groups.values()]
-        metrics = {"val_loss": float(sum(b["val_loss"] for b in bests) / len(bests))}
-        for b in bests:
-            metrics.update({k: float(v) for k, v in b.items() if k.startswith("val_loss_")})
-        metrics["samples_per_s"] = float(sum(h["samples_per_s"] for h in rows) / len(rows))
-        return TrainResult(metrics, model_dir, model.meta, history)
+        runs = task_runs(cfg)
+        if len(runs) == 1:
+            results = [TorchTrainer(make_spec()).train(cfg, ctx)]
+        else:
+            results = self._per_task(cfg, ctx, runs)
+        return _package(results, ctx)
 
-    def salvage(self, cfg: Any, ctx: TrainContext, checkpoint: str | None) -> TrainResult | None:
-        return None
+    @staticmethod
+    def _per_task(cfg: VamoConfig, ctx: TrainContext, runs: list[Any]) -> list[TrainResult]:
+        done = ctx.run_dir / DONE_FILE
+        fresh = done.is_file()  # the same command after a finished run trains afresh (as the harness)
+        done.unlink(missing_ok=True)
+        out = []
+        for tasks in runs:
+            name = TASKS[tasks[0]]
+            sub = dataclasses.replace(ctx, run_name=f"{ctx.run_name}-{name}", run_dir=ctx.run_dir / name)
+            saved = sub.run_dir / RESULT_FILE
+            if saved.is_file() and not fresh and (sub.run_dir / "model" / "model.pt").is_file():
+                r = json.loads(saved.read_text())  # finished before an interruption
+                out.append(TrainResult(r["metrics"], sub.run_dir / "model", r["meta"], r["history"], r["timings"]))
+                continue
+            saved.unlink(missing_ok=True)
+            res = TorchTrainer(make_spec(tasks)).train(cfg, sub)
+            saved.write_text(json.dumps({"metrics": res.metrics, "meta": res.meta, "history": res.history,
+                                         "timings": res.timings}, default=float))
+            out.append(res)
+        done.write_text("")
+        return out
+
+    def salvage(self, cfg: VamoConfig, ctx: TrainContext, checkpoint: str | None) -> TrainResult | None:
+        """The best weights of a stopped multi-task trial (ASHA); STL keeps no single checkpoint."""
+        if len(task_runs(cfg)) > 1:
+            return None
+        res = TorchTrainer(make_spec()).salvage(cfg, ctx, checkpoint)
+        return None if res is None else _package([res], ctx)
 
 
-def vanilla_spec() -> Any:
-    """The Vanilla method (Eq. 3) as a plain TorchSpec: what runs on ``adray.train_torch`` today
-    (1..N Ray Train workers). VAMO's own step needs the harness hook described in train.py."""
-    from adray.train_torch import TorchSpec
+def _package(results: list[TrainResult], ctx: TrainContext) -> TrainResult:
+    """The harness's model directories (``model.pt``: one, or one per STL task) as the one model
+    directory ``load_model`` reads (``models.pt``: the list of state dicts, and the network's meta)."""
+    states = [torch.load(r.model_dir / "model.pt", map_location="cpu", weights_only=True) for r in results]
+    model_dir = ctx.run_dir / "model"  # for a multi-task method, the harness's own: replaced
+    shutil.rmtree(model_dir, ignore_errors=True)
+    model_dir.mkdir(parents=True)
+    torch.save(states, model_dir / MODEL_FILE)
+    meta = results[0].meta
+    (model_dir / META_FILE).write_text(json.dumps(meta))
+    if len(results) == 1:
+        return dataclasses.replace(results[0], model_dir=model_dir)
+    return TrainResult(_combine([r.metrics for r in results]), model_dir, meta,
+                       [{"task": k, **h} for k, r in enumerate(results) for h in r.history],
+                       {k: float(sum(r.timings.get(k, 0.0) for r in results)) for k in results[0].timings})
 
-    return TorchSpec(load_split=load_windows, model_meta=spec_meta, build_model=build_model,
-                     loss=mean_task_loss, evaluate=evaluate_windows, objective="loss", mode="min")
+
+def _combine(per_task: list[dict[str, float]]) -> dict[str, float]:
+    """STL metrics: each task's own ``*_loss_<task>`` from its run; ``val_loss`` / ``test_loss`` the
+    mean over tasks of their runs' losses; throughput the mean."""
+    out: dict[str, float] = {}
+    for k, m in enumerate(per_task):
+        for split in ("val", "test"):
+            key = f"{split}_loss_{TASKS[k]}"
+            if key in m:
+                out[key] = float(m[key])
+    for split in ("val", "test"):
+        vals = [m[f"{split}_loss"] for m in per_task if f"{split}_loss" in m]
+        if vals:
+            out[f"{split}_loss"] = float(np.mean(vals))
+    for key in ("samples_per_s", "epoch_time_s"):
+        vals = [m[key] for m in per_task if key in m]
+        if vals:
+            out[key] = float(np.mean(vals))
+    return out
 
 
 WORKLOAD = Workload(
