@@ -123,6 +123,39 @@ class Storage:
         with self.fs.open_output_stream(self.path(*parts)) as f:  # one PUT: atomic on object stores
             f.write(text.encode())
 
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Replace the file with ``data`` in one step: readers see the old file or the whole new one,
+        never a part (local: a synced temp file + ``os.replace``; object stores: one PUT)."""
+        if self.is_local:
+            target = self.local_path(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return
+        with self.fs.open_output_stream(self.path(*parts)) as f:  # one PUT: atomic on object stores
+            f.write(data)
+
+    def read_bytes(self, *parts: str) -> bytes | None:
+        """The file's bytes, or None if it does not exist."""
+        if not self.is_file(*parts):
+            return None
+        with self.fs.open_input_stream(self.path(*parts)) as f:
+            return f.read()
+
+    def delete_file(self, *parts: str) -> None:
+        """Delete one file; a file that is already gone is not an error."""
+        try:
+            self.fs.delete_file(self.path(*parts))
+        except FileNotFoundError:
+            pass
+
     def upload_dir(self, src: Path, *parts: str) -> None:
         """Copy the local directory ``src`` to ``parts`` (merging into what is there)."""
         self.makedirs(*parts)
