@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +46,56 @@ def adray_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def samples() -> Path:
     """The real data samples kept in the repository (data/samples/README.md)."""
     return SAMPLES
+
+
+@dataclasses.dataclass
+class Trained:
+    """A workload's smoke model: trained on its generated smoke data, published in ``registry``."""
+
+    wl: Any
+    cfg: Any
+    data: Path
+    registry: Path
+    ref: str
+    metrics: dict[str, float]
+    train_s: float
+
+
+@pytest.fixture(scope="session")
+def smoke_models(ray_cluster, tmp_path_factory):  # noqa: ANN001, ANN201
+    """``get(name) -> Trained``: each workload's ``smoke`` model, trained through the platform's one
+    entry (``run_training``) once per session when first asked for, all published in one registry
+    (the contract suite and the feed graph use the same models)."""
+    from adray.config import load_config
+    from adray.train import run_training
+    from adray.workload import get_workload
+
+    cache: dict[str, Trained] = {}
+    home = tmp_path_factory.mktemp("smoke_models")
+
+    def get(name: str) -> Trained:
+        if name not in cache:
+            wl = get_workload(name)
+            data = home / "data" / name
+            cfg = load_config(wl.config_cls, "smoke", wl.configs_dir, {"data": str(data)})
+            assert wl.make_data is not None, f"{name}: the contract suite needs a generator for its smoke data"
+            wl.make_data(cfg, data)
+            old = {k: os.environ.get(k) for k in ("ADRAY_HOME", "ADRAY_STORAGE", "ADRAY_REGISTRY")}
+            os.environ["ADRAY_HOME"] = str(home)
+            os.environ.pop("ADRAY_STORAGE", None)
+            os.environ.pop("ADRAY_REGISTRY", None)
+            try:
+                t0 = time.perf_counter()
+                out = run_training(wl, cfg, num_workers=1)
+                train_s = time.perf_counter() - t0
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+            assert out.model_ref == f"{name}@v0001"
+            cache[name] = Trained(wl, cfg, data, home / "registry", out.model_ref, out.metrics, train_s)
+        return cache[name]
+
+    return get

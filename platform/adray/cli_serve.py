@@ -63,11 +63,31 @@ def serve_up(args: Any, *, address: str | None = None, host: str = "127.0.0.1", 
     Raises:
         adray.serving.ServeError: unknown model name/version (before anything is deployed).
     """
-    from ray import serve
-
     from serve_apps.app import build_app
 
     app = build_app(args)  # resolves the model in the registry before touching the cluster
+    return deploy(app, address=address, host=host, port=port, name=name, route_prefix=route_prefix, wait_s=wait_s)
+
+
+def serve_graph(args: Any, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+                name: str = "feed", route_prefix: str = "/", wait_s: float = 600.0) -> str:
+    """Build the composed feed graph (``serve_apps.feed_app.FeedArgs``; models resolved first), deploy
+    or roll it; return the HTTP URL.
+
+    Raises:
+        adray.serving.ServeError: a stage's model is unknown or answers another route.
+    """
+    from serve_apps.feed_app import build_feed_app
+
+    app = build_feed_app(args)
+    return deploy(app, address=address, host=host, port=port, name=name, route_prefix=route_prefix, wait_s=wait_s)
+
+
+def deploy(app: Any, *, address: str | None, host: str, port: int, name: str, route_prefix: str,
+           wait_s: float) -> str:
+    """Run a built Serve application on the cluster (starting Serve if needed); the HTTP URL."""
+    from ray import serve
+
     connect(address)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
@@ -131,6 +151,43 @@ def up(
         raise typer.Exit(2) from None
     prefix = route_prefix.rstrip("/")
     typer.echo(f"serving {model} at {url}{prefix}/v1/{wl.policy.route} (OpenAPI: {url}{prefix}/docs)")
+
+
+@serve_app.command("graph")
+def graph(
+    ranking: str = typer.Option("pwiser@latest", "--ranking", help="Ranking model (pwiser), or none."),
+    bidding: str = typer.Option("vamo@latest", "--bidding", help="Auto-bidding model (vamo), or none."),
+    utility: str = typer.Option("drlput@latest", "--utility", help="Utility model (drlput), or none."),
+    allocation: str = typer.Option("crossdqn@latest", "--allocation", help="Ads allocation model (crossdqn), or none."),
+    channel: str = typer.Option("mtorl@latest", "--channel", help="Channel model (mtorl), or none."),
+    mode: str = typer.Option("fused", "--mode", help="fused: one replica holds all stages; split: one deployment per stage."),
+    replicas: int = typer.Option(1, "--replicas", help="Graph (ingress) replicas."),
+    stage_replicas: int = typer.Option(1, "--stage-replicas", help="Replicas per stage (split mode)."),
+    day_seconds: float = typer.Option(86400.0, "--day-seconds", help="Length of a pacing day in seconds."),
+    state_uri: str = typer.Option(None, "--state-uri", help="Pacing ledger and decision log storage (path or s3://)."),
+    registry: str = typer.Option(None, "--registry", help="Registry URI (default as for `serve up`)."),
+    name: str = typer.Option("feed", "--name", help="Serve application name."),
+    route_prefix: str = typer.Option("/", "--route-prefix", help="URL prefix of the application."),
+    address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
+    host: str = typer.Option("127.0.0.1", "--host", help="HTTP bind host (first start of Serve only)."),
+    port: int = typer.Option(8000, "--port", help="HTTP port (first start of Serve only)."),
+) -> None:
+    """Deploy the composed feed graph (POST /v1/feed) from the latest published models or named versions."""
+    import pydantic
+
+    from adray.serving import ServeError
+    from serve_apps.feed_app import FeedArgs
+
+    try:
+        args = FeedArgs(ranking=ranking, bidding=bidding, utility=utility, allocation=allocation, channel=channel,
+                        mode=mode, num_replicas=replicas, stage_replicas=stage_replicas, day_seconds=day_seconds,
+                        state_uri=state_uri, registry=registry)
+        url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
+    except (ServeError, ValueError, pydantic.ValidationError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    prefix = route_prefix.rstrip("/")
+    typer.echo(f"feed graph at {url}{prefix}/v1/feed (OpenAPI: {url}{prefix}/docs; models: {url}{prefix}/v1/graph)")
 
 
 @serve_app.command("down")

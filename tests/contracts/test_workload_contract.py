@@ -24,9 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,52 +43,10 @@ def _smoke_cfg(wl: Workload, data: Path, **overrides: Any) -> Any:
     return load_config(wl.config_cls, SMOKE, wl.configs_dir, {"data": str(data), **overrides})
 
 
-@dataclasses.dataclass
-class Trained:
-    wl: Workload
-    cfg: Any
-    data: Path
-    registry: Path
-    ref: str
-    metrics: dict[str, float]
-    train_s: float
-
-
-@pytest.fixture(scope="module")
-def trained(ray_cluster, tmp_path_factory) -> dict[str, Trained]:  # noqa: ANN001
-    """Each workload's smoke model, trained and published once for the module (lazily)."""
-    cache: dict[str, Trained] = {}
-    root = tmp_path_factory.mktemp("contract")
-
-    def get(name: str) -> Trained:
-        if name not in cache:
-            from adray.train import run_training
-
-            wl = get_workload(name)
-            home = root / name
-            data = home / "data"
-            cfg = _smoke_cfg(wl, data)
-            assert wl.make_data is not None, f"{name}: the contract suite needs a generator for its smoke data"
-            wl.make_data(cfg, data)
-            old = {k: os.environ.get(k) for k in ("ADRAY_HOME", "ADRAY_STORAGE", "ADRAY_REGISTRY")}
-            os.environ["ADRAY_HOME"] = str(home)
-            os.environ.pop("ADRAY_STORAGE", None)
-            os.environ.pop("ADRAY_REGISTRY", None)
-            try:
-                t0 = time.perf_counter()
-                out = run_training(wl, cfg, num_workers=1)
-                train_s = time.perf_counter() - t0
-            finally:
-                for k, v in old.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-            assert out.model_ref == f"{name}@v0001"
-            cache[name] = Trained(wl, cfg, data, home / "registry", out.model_ref, out.metrics, train_s)
-        return cache[name]
-
-    return get  # type: ignore[return-value]
+@pytest.fixture()
+def trained(smoke_models):  # noqa: ANN001, ANN201
+    """Each workload's smoke model (tests/conftest.py: trained once per session, lazily)."""
+    return smoke_models
 
 
 # ----------------------------------------------------------------------------- 1. config

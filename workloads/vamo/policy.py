@@ -22,7 +22,7 @@ import torch
 from adray.workload import Policy
 from workloads.vamo.config import STATE_DIM, TASKS
 from workloads.vamo.data import load_split
-from workloads.vamo.sim import DayResult
+from workloads.vamo.sim import DayLog, DayResult
 from workloads.vamo.trajectory import state_features
 
 MAX_ALPHA_RATIO = 10.0  # alpha / CPA is clipped to [0, 10]
@@ -85,6 +85,35 @@ class ModelBidder:
             b = {k: torch.cat([batches[i][k] for i in sel]) for k in batches[0]}
             out[sel] = alphas(self.model, b, day.cpa[idx[sel]])
         return out
+
+
+def bid_request(history: dict[str, Sequence[float]], budget: float, cpa: float, task: int, steps: int,
+                request_id: str | None = None) -> dict[str, Any]:
+    """A ``/v1/bid`` request from an advertiser's pacing aggregates (the serving graph's ledger).
+
+    ``history`` holds, per step 0..t of the day (t = the current step, its entry what happened so
+    far in it): ``rows`` (auctions entered), ``bid_sum``, ``pvalue_sum``, ``wins``, ``cost``,
+    ``conversions`` (expected), ``lwc_sum``, ``alpha``. The states are :func:`state_features` of a
+    one-advertiser :class:`DayLog` of ``steps`` steps, as the simulator's trajectories are made, with
+    one difference: the simulator's rows and least winning cost are the market's, here they are
+    the auctions this advertiser entered (what the graph sees of the market).
+    """
+    n = len(history["rows"])
+    if not 1 <= n <= steps:
+        raise ValueError(f"history has {n} steps; expected 1..{steps} (steps per day)")
+    log = DayLog.empty(steps, 1)
+    for name in ("cost", "wins", "conversions", "bid_sum", "pvalue_sum", "alpha"):
+        getattr(log, name)[:n, 0] = history[name]
+    log.rows[:n] = history["rows"]
+    log.lwc_sum[:n] = history["lwc_sum"]
+    spent_before = np.concatenate([[0.0], np.cumsum(log.cost[: n - 1, 0])])
+    log.remaining[:n, 0] = np.maximum(budget - spent_before, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a step with no auction yet: its means are 0
+        states = np.nan_to_num(state_features(log, np.array([budget]), upto=n - 1)[:, 0], posinf=0.0)  # (t+1, 16)
+    t = n - 1
+    return {"request_id": request_id, "task": int(task), "cpa_constraint": float(cpa),
+            "states": states.astype(float).tolist(), "alphas": log.alpha[:t, 0].astype(float).tolist(),
+            "conversions": log.conversions[:t, 0].astype(float).tolist()}
 
 
 class BidResponse(pydantic.BaseModel):

@@ -1,0 +1,187 @@
+"""Open-loop load on the composed feed graph (``POST /v1/feed``), and the same graph in-process.
+
+    python benchmarks/graph_load.py --rps 100 --seconds 30 --json
+    python benchmarks/graph_load.py --rps 25,50,100,200 --seconds 20 --mode split --json
+
+Models: the latest published ``pwiser``, ``vamo``, ``drlput``, ``crossdqn``, ``mtorl`` in the
+registry ($ADRAY_HOME/registry unless --registry); those missing are trained first on their
+``smoke`` config with generated data (``--train-missing``, default on). Requests: 50 candidate ads
+(20 advertisers, every other one auto-bidding) and 20 organic items, assembled from each model's
+dataset (``serve_apps.feed_requests``). If no app named ``--name`` is running, the graph is
+deployed (``--mode``) on the local Ray (``adray serve`` starts one if needed).
+
+Load is open loop: request i is sent at t0 + i / rps whatever the answers before it did, so a
+slow server shows as latency, not as a lower sending rate. Per rate, one JSON line: ``rps`` (the
+rate asked), ``achieved_rps`` (answers per second), ``requests``, ``errors``, ``p50_ms``, ``p90_ms``,
+``p99_ms`` (client side, send to answer), ``stage_p50_ms`` (the graph's own per-stage times, from
+the answers), ``fallback_share`` (answers with any stage fallen back). Then one line ``direct``:
+the same requests through the same FeedGraph in this process (stages called in threads, an
+in-memory ledger: no HTTP, no Serve, no actor hops), sequentially: its p50/p99 per request is the
+floor that Serve's hops and queueing add to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROLES_WL = {"ranking": "pwiser", "bidding": "vamo", "utility": "drlput", "allocation": "crossdqn", "channel": "mtorl"}
+
+
+def ensure_models(registry: str, train_missing: bool) -> dict[str, str]:
+    from adray.config import load_config
+    from adray.registry import Registry
+    from adray.train import run_training
+    from adray.workload import GENERATE, get_workload
+
+    reg, refs = Registry(registry), {}
+    for role, name in ROLES_WL.items():
+        have = [m for m in reg.list() if m.name == name]
+        if not have:
+            if not train_missing:
+                raise SystemExit(f"no published {name} model in {registry} (use --train-missing)")
+            wl = get_workload(name)
+            cfg = load_config(wl.config_cls, "smoke", wl.configs_dir, {"data": GENERATE})
+            print(f"[graph_load] training {name} (smoke) ...", file=sys.stderr, flush=True)
+            refs[role] = run_training(wl, cfg, num_workers=1).model_ref
+        else:
+            refs[role] = max(have, key=lambda m: m.version).ref
+    return refs
+
+
+def sources(refs: dict[str, str], registry: str) -> dict[str, tuple[Any, Any, Path]]:
+    from adray.serving import policy_meta, resolve_model
+    from adray.workload import data_dir_for
+
+    out = {}
+    for role, ref in refs.items():
+        wl, cfg, _ = policy_meta(resolve_model(ref, registry), registry)
+        out[role] = (wl.policy, cfg, data_dir_for(wl, cfg))
+    return out
+
+
+async def open_loop(url: str, requests: list[dict[str, Any]], rps: float, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    n = max(1, int(rps * seconds))
+    lat, stages, errors, fallbacks = [], {}, 0, 0
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        t0 = time.perf_counter()
+
+        async def one(i: int) -> None:
+            nonlocal errors, fallbacks
+            await asyncio.sleep(max(0.0, t0 + i / rps - time.perf_counter()))
+            body = {**requests[i % len(requests)], "request_id": f"load-{rps:g}-{i}"}
+            s = time.perf_counter()
+            try:
+                r = await client.post("/v1/feed", json=body)
+            except httpx.HTTPError:
+                errors += 1
+                return
+            if r.status_code != 200:
+                errors += 1
+                return
+            lat.append((time.perf_counter() - s) * 1e3)
+            ans = r.json()
+            fallbacks += bool(ans["fallbacks"])
+            for k, v in ans["latency_ms"].items():
+                stages.setdefault(k, []).append(v)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - t0
+    q = np.percentile(lat, [50, 90, 99]) if lat else [float("nan")] * 3
+    return {"rps": rps, "achieved_rps": round(len(lat) / wall, 2), "requests": n, "errors": errors,
+            "p50_ms": round(float(q[0]), 2), "p90_ms": round(float(q[1]), 2), "p99_ms": round(float(q[2]), 2),
+            "stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(stages.items())},
+            "fallback_share": round(fallbacks / max(len(lat), 1), 4), "seconds": round(wall, 1)}
+
+
+def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+    """The same graph in this process: no HTTP, no Serve, an in-memory ledger."""
+    import torch
+
+    from adray.pacing import Ledger, PacingSettings
+    from serve_apps.feed_graph import FeedGraph, GraphSettings
+    from serve_apps.feed_ingress import LocalStage
+
+    torch.set_num_threads(1)
+    stages = {role: LocalStage(ref, registry) for role, ref in refs.items()}
+    window = int(stages["allocation"].handle.policy.meta["obs_layout"]["window"])
+    ledger = Ledger(None, "bench", PacingSettings(steps_per_day=steps))
+
+    class Local:
+        async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+            return ledger.views(specs)
+
+        async def settle(self, events: list[dict[str, Any]]) -> list[bool]:
+            return ledger.settle(events)
+
+    graph = FeedGraph(stages, Local(), GraphSettings(window=window, stage_timeout_s=10.0), steps)
+    lat = []
+    for i, req in enumerate(requests * 3):
+        s = time.perf_counter()
+        asyncio.run(graph.decide({**req, "request_id": f"direct-{i}"}))
+        lat.append((time.perf_counter() - s) * 1e3)
+    lat = lat[len(requests):]  # first pass warms up
+    q = np.percentile(lat, [50, 90, 99])
+    return {"direct": True, "requests": len(lat), "p50_ms": round(float(q[0]), 2), "p90_ms": round(float(q[1]), 2),
+            "p99_ms": round(float(q[2]), 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rps", default="100", help="request rate(s), comma-separated")
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--mode", choices=("fused", "split"), default="fused")
+    ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--name", default="feed")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--registry", default=None)
+    ap.add_argument("--train-missing", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--requests", type=int, default=64, help="distinct requests cycled through")
+    ap.add_argument("--no-direct", action="store_true")
+    ap.add_argument("--json", action="store_true", help="only the JSON lines on stdout")
+    args = ap.parse_args()
+
+    from ray import serve
+
+    from adray.cli_serve import connect, http_url, serve_graph
+    from adray.serving import default_registry
+    from serve_apps.feed_app import FeedArgs
+    from serve_apps.feed_requests import sample_feed_requests
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    registry = args.registry or default_registry()
+    connect(None)
+    refs = ensure_models(registry, args.train_missing)
+    requests = sample_feed_requests(sources(refs, registry), args.requests, n_ads=50, n_organic=20,
+                                    n_advertisers=20, budget=1e9, seed=0)
+    status = serve.status().applications.get(args.name)
+    if status is None or not str(status.status).endswith("RUNNING"):
+        url = serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas),
+                          port=args.port, name=args.name)
+    else:
+        url = http_url()
+    steps = None
+    for rps in (float(r) for r in args.rps.split(",")):
+        out = asyncio.run(open_loop(url, requests, rps, args.seconds))
+        print(json.dumps({"mode": args.mode, "replicas": args.replicas, **out}), flush=True)
+    if not args.no_direct:
+        from adray.serving import policy_meta, resolve_model
+
+        _, _, meta = policy_meta(resolve_model(refs["bidding"], registry), registry)
+        steps = int(meta.get("steps_per_day", 48))
+        print(json.dumps(direct(refs, registry, requests, steps)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The composed feed graph on Ray Serve: ``POST /v1/feed`` (``adray serve graph``, ``serve deploy``).
+
+Two layouts of the same :class:`serve_apps.feed_graph.FeedGraph`, chosen by ``FeedArgs.mode``:
+
+* ``fused``: each FeedIngress replica loads the five policies itself and calls them in threads
+  (no handle hop per stage: on a 2-core machine a hop costs ~10 ms, see benchmarks/graph_load.py);
+* ``split``: each stage is its own :class:`serve_apps.policy.PolicyDeployment` (one per model,
+  scaling on its own: ``stage_replicas``) called through a DeploymentHandle.
+
+Either way the pacing ledger is one Ray actor (``adray.pacing``; its state persisted under
+``state_uri``) and every replica appends its decisions to the decision log under ``state_uri``
+(``adray.decision_log``, written off the request path). Models are given as ``name@version``
+(``@latest`` pinned when the app is built, so all replicas load one version); a stage given as
+``none`` is not deployed and always serves its safe default.
+"""
+
+# No `from __future__ import annotations`: Serve and FastAPI inspect annotations at runtime.
+import os
+from typing import Any, Literal
+
+import pydantic
+from ray.serve import Application
+
+from adray.serving import MAX_BODY_BYTES, MAX_ITEMS, ServeError, default_registry, policy_meta, resolve_model
+from serve_apps.feed_schema import ROLES, ROUTES
+
+DEFAULT_MODELS = {"ranking": "pwiser@latest", "bidding": "vamo@latest", "utility": "drlput@latest",
+                  "allocation": "crossdqn@latest", "channel": "mtorl@latest"}
+
+
+class FeedArgs(pydantic.BaseModel):
+    """Arguments of the feed graph application (unknown keys are an error)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    ranking: str = DEFAULT_MODELS["ranking"]
+    bidding: str = DEFAULT_MODELS["bidding"]
+    utility: str = DEFAULT_MODELS["utility"]
+    allocation: str = DEFAULT_MODELS["allocation"]
+    channel: str = DEFAULT_MODELS["channel"]
+    """Each stage's model (name@version), or ``none`` to serve the stage's safe default."""
+    registry: str | None = None
+    mode: Literal["fused", "split"] = "fused"
+    num_replicas: int = pydantic.Field(1, ge=1)
+    """FeedIngress replicas (in fused mode each holds all five policies)."""
+    replica_cpus: float = pydantic.Field(0.5, gt=0)
+    stage_replicas: int = pydantic.Field(1, ge=1)
+    """Replicas of each stage deployment (split mode)."""
+    stage_cpus: float = pydantic.Field(0.25, gt=0)
+    stage_timeout_s: float = pydantic.Field(1.0, gt=0)
+    manual_weights: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    fixed_ad_slots: tuple[int, ...] = (1, 3)
+    fallback_alpha_ratio: float = pydantic.Field(1.0, ge=0)
+    fallback_pctr: float = pydantic.Field(0.01, ge=0, le=1)
+    fallback_pcvr: float = pydantic.Field(0.05, ge=0, le=1)
+    feed_channel: int | None = None
+    alloc_bid_scale: float = pydantic.Field(1.0, ge=0)
+    state_uri: str | None = None
+    """Where the pacing ledger and decision log live (a path or s3://...): default $ADRAY_STORAGE,
+    else $ADRAY_HOME. Every node of the cluster must reach it."""
+    ledger_name: str = "adray-pacing"
+    """Name of the pacing ledger actor (one per graph; two graphs with one name share budgets)."""
+    day_seconds: float = pydantic.Field(86400.0, gt=0)
+    """Length of a pacing day (short in demos and tests)."""
+    steps_per_day: int | None = pydantic.Field(None, ge=1)
+    """Decision steps of a pacing day; default the bidding model's."""
+    log_stream: str = "decisions/feed"
+    log_batch_rows: int = pydantic.Field(1024, ge=1)
+    log_flush_s: float = pydantic.Field(1.0, gt=0)
+    max_candidates: int = pydantic.Field(MAX_ITEMS, ge=1)
+    max_body_bytes: int = pydantic.Field(4 * MAX_BODY_BYTES, ge=1024)
+    env: dict[str, str] = pydantic.Field(default_factory=dict)
+
+
+def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
+    """Pinned refs and metas of the stages' models; ServeError naming the stage if one is wrong."""
+    refs: dict[str, str | None] = {}
+    metas: dict[str, dict[str, Any]] = {}
+    for role in ROLES:
+        ref = getattr(args, role)
+        if ref.lower() == "none":
+            refs[role] = None
+            continue
+        try:
+            mv = resolve_model(ref, registry)
+        except ServeError as exc:
+            raise ServeError(f"{role} stage: {exc}") from None
+        wl, _, meta = policy_meta(mv, registry)
+        if wl.policy.route != ROUTES[role]:
+            raise ServeError(f"{role} stage: {mv.ref} is a {wl.name} model answering /v1/{wl.policy.route}; the "
+                             f"{role} stage needs a policy answering /v1/{ROUTES[role]} (or 'none')")
+        refs[role], metas[role] = mv.ref, meta
+    return refs, metas
+
+
+def build_feed_app(args: FeedArgs) -> Application:
+    from serve_apps.feed_ingress import FeedIngress
+    from serve_apps.policy import PolicyDeployment
+
+    registry = args.registry or default_registry()
+    refs, metas = resolve_stages(args, registry)  # before anything is deployed
+    runtime_env = {"env_vars": dict(args.env)} if args.env else {}
+    handles = {}
+    if args.mode == "split":
+        for role, ref in refs.items():
+            if ref is not None:
+                handles[role] = PolicyDeployment.options(
+                    name=f"stage-{role}", num_replicas=args.stage_replicas,
+                    ray_actor_options={"num_cpus": args.stage_cpus, "runtime_env": runtime_env},
+                ).bind(ref, registry, 8, 0.002, False)
+    state_uri = args.state_uri or os.environ.get("ADRAY_STORAGE") or _home()
+    return FeedIngress.options(
+        num_replicas=args.num_replicas,
+        ray_actor_options={"num_cpus": args.replica_cpus, "runtime_env": runtime_env},
+    ).bind(args.model_dump(), refs, metas, registry, handles, state_uri)
+
+
+def _home() -> str:
+    from adray.paths import home
+
+    return str(home())
+

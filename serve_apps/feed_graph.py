@@ -1,0 +1,281 @@
+"""One feed decision through the five stages, each falling back to its safe default.
+
+    ranking   pCTR, pCVR, pCTCVR of every candidate ad          (pwiser policy)
+    bidding   alpha of each auto-bidding advertiser from its pacing state (vamo policy + ledger)
+    utility   w_click, w_long, w_conv, reserve for the request  (drlput policy)
+    channel   the user's next channel and its propensity         (mtorl policy; optional gate)
+    -> auction: per-impression value ecpm_i = bid_i·pCTR_i (fixed CPC bid) or alpha·pCTCVR_i (auto),
+       utility U_i = ecpm_i + w_click·pCTR_i + w_long·p_long_i + w_conv·pCVR_i (DRL-PUT Eq. 3.1),
+       eligible when ecpm_i >= reserve, ranked by U; GSP price of rank k: the least ecpm that keeps
+       U_k >= U_{k+1}, i.e. max(reserve, ecpm_k - (U_k - U_{k+1})) (reserve for the last), <= ecpm_k
+    allocation which of the screen's K slots show ads             (crossdqn policy, on the top-K ranked
+       ads and organic items)
+    -> pacing: every shown auto-bidding ad is charged its price through the ledger, atomically; a
+       refused charge (budget spent) gives the slot to the next organic item.
+
+Ranking, bidding, utility and channel run concurrently; allocation needs the ranked list. Each
+stage call has a timeout; a stage that is not deployed, raises or times out is replaced by its safe
+default (``GraphSettings``: constant pCTR/pCVR, alpha = ratio x CPA, manual weights, fixed ad slots,
+no channel decision) and the answer's ``fallbacks`` names it. Without a ledger, auto-bidding ads are
+not shown at all (a budget that cannot be checked is never spent).
+
+The scales of the five models' worlds differ (they were trained on different simulators and
+datasets); the graph combines their outputs as the formulas above say and does not rescale them,
+except the allocation model's bid feature (``alloc_bid_scale``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from serve_apps.feed_log import log_row
+from workloads.vamo.policy import bid_request
+
+PARAMS = ("w_click", "w_long", "w_conv", "reserve")
+
+
+class Stage(Protocol):
+    """A stage's policy as the graph calls it (local PolicyHandle or Serve DeploymentHandle)."""
+
+    ref: str
+
+    async def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+
+
+class LedgerClient(Protocol):
+    async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]: ...
+
+    async def settle(self, events: list[dict[str, Any]]) -> list[bool]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphSettings:
+    """The graph's safe defaults and knobs."""
+
+    window: int = 5
+    """Slots of a screen (the allocation model's K; set from its meta when it is deployed)."""
+    stage_timeout_s: float = 1.0
+    """Longest wait for one stage; past it the stage falls back."""
+    manual_weights: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Utility fallback: w_click, w_long, w_conv, reserve."""
+    fixed_ad_slots: tuple[int, ...] = (1, 3)
+    """Allocation fallback: the slots that show ads."""
+    fallback_alpha_ratio: float = 1.0
+    """Bidding fallback: alpha = ratio x the advertiser's CPA constraint."""
+    fallback_pctr: float = 0.01
+    fallback_pcvr: float = 0.05
+    """Ranking fallback: every ad gets these."""
+    feed_channel: int | None = None
+    """Channel gate: when set and the channel stage picks another channel, no ads are shown."""
+    alloc_bid_scale: float = 1.0
+    """The allocation model's bid feature = ecpm x this."""
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window={self.window}: expected >= 1")
+        if not self.stage_timeout_s > 0:
+            raise ValueError(f"stage_timeout_s={self.stage_timeout_s}: expected > 0")
+        if len(self.manual_weights) != 4:
+            raise ValueError(f"manual_weights={self.manual_weights}: expected 4 values {PARAMS}")
+        bad = [s for s in self.fixed_ad_slots if not 0 <= s < self.window]
+        if bad:
+            raise ValueError(f"fixed_ad_slots={self.fixed_ad_slots}: slots {bad} outside 0..{self.window - 1}")
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One answered feed request and the decision-log row that records it."""
+
+    answer: dict[str, Any]
+    row: dict[str, Any]
+
+
+class FeedGraph:
+    """Composes the stages (``None``: not deployed) and the pacing ledger into feed decisions."""
+
+    def __init__(self, stages: dict[str, Stage | None], ledger: LedgerClient | None, settings: GraphSettings,
+                 steps_per_day: int = 48) -> None:
+        self.stages, self.ledger, self.settings, self.steps = stages, ledger, settings, steps_per_day
+
+    async def _call(self, role: str, requests: list[dict[str, Any]], timings: dict[str, float],
+                    fallbacks: dict[str, str]) -> list[dict[str, Any]] | None:
+        stage = self.stages.get(role)
+        if stage is None:
+            fallbacks[role] = "not deployed"
+            return None
+        t0 = time.perf_counter()
+        try:
+            return await asyncio.wait_for(stage.decide(requests), self.settings.stage_timeout_s)
+        except TimeoutError:
+            fallbacks[role] = f"timed out after {self.settings.stage_timeout_s} s"
+        except Exception as exc:  # noqa: BLE001 - any stage failure is served by the fallback
+            fallbacks[role] = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            timings[role] = round((time.perf_counter() - t0) * 1e3, 3)
+        return None
+
+    async def _bids(self, req: dict[str, Any], timings: dict[str, float], fallbacks: dict[str, str]
+                    ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+        """alpha and pacing view of each auto-bidding advertiser (none shown without a ledger)."""
+        specs = {a["advertiser"]: {"advertiser": a["advertiser"], **a["auto"]} for a in req["ads"] if a["campaign"] == "auto"}
+        if not specs:
+            return {}, {}
+        if self.ledger is None:
+            fallbacks["pacing"] = "no ledger: auto-bidding ads not shown"
+            return {}, {}
+        t0 = time.perf_counter()
+        try:
+            views = await asyncio.wait_for(self.ledger.views(list(specs.values())), self.settings.stage_timeout_s)
+        except Exception as exc:  # noqa: BLE001
+            fallbacks["pacing"] = f"ledger unavailable ({type(exc).__name__}: {exc}); auto-bidding ads not shown"[:300]
+            return {}, {}
+        finally:
+            timings["pacing"] = round((time.perf_counter() - t0) * 1e3, 3)
+        live = {adv: v for adv, v in views.items() if v["remaining"] > 0}
+        requests = [bid_request(v["history"], v["budget"], v["cpa_constraint"], v["task"], v["steps"],
+                                request_id=f"{req['request_id']}:{adv}") for adv, v in live.items()]
+        answers = await self._call("bidding", requests, timings, fallbacks) if requests else []
+        if answers is None:
+            alphas = {adv: self.settings.fallback_alpha_ratio * v["cpa_constraint"] for adv, v in live.items()}
+        else:
+            alphas = {adv: float(a["alpha"]) for adv, a in zip(live, answers, strict=True)}
+        return alphas, live
+
+    async def decide(self, req: dict[str, Any]) -> Outcome:
+        """``req``: a validated FeedRequest as a plain dict."""
+        t_start = time.perf_counter()
+        s, rid, user = self.settings, req["request_id"], req["user"]
+        timings: dict[str, float] = {}
+        fallbacks: dict[str, str] = {}
+        rank_req = {"request_id": rid, "candidates": [{"ad_id": a["ad_id"], **a["features"]} for a in req["ads"]]}
+        util_req = {**(user.get("utility_state") or {}), "request_id": rid}
+        chan_req = {**user["journey"], "request_id": rid} if user.get("journey") else None
+        rank, util, chan, (alphas, views) = await asyncio.gather(
+            self._call("ranking", [rank_req], timings, fallbacks),
+            self._call("utility", [util_req], timings, fallbacks),
+            self._call("channel", [chan_req], timings, fallbacks) if chan_req else _none(),
+            self._bids(req, timings, fallbacks),
+        )
+        if chan_req is None:
+            fallbacks["channel"] = "not deployed" if self.stages.get("channel") is None else "no journey in the request"
+        # ---- auction
+        scores = rank[0]["scores"] if rank else [{"pctr": s.fallback_pctr, "pcvr": s.fallback_pcvr, "pctcvr": None}
+                                                  for _ in req["ads"]]
+        u = util[0] if util else dict(zip(PARAMS, s.manual_weights, strict=True))
+        ads = []
+        for a, sc in zip(req["ads"], scores, strict=True):
+            pctr = float(sc["pctr"])
+            pcvr = float(sc["pcvr"]) if sc.get("pcvr") is not None else s.fallback_pcvr
+            pctcvr = float(sc["pctcvr"]) if sc.get("pctcvr") is not None else pctr * pcvr
+            if a["campaign"] == "auto":
+                if a["advertiser"] not in alphas:
+                    continue  # no pacing (ledger down or budget spent): not in the auction
+                ecpm = alphas[a["advertiser"]] * pctcvr
+            else:
+                ecpm = float(a["bid"]) * pctr
+            util_value = ecpm + u["w_click"] * pctr + u["w_long"] * a["p_long"] + u["w_conv"] * pcvr
+            ads.append({"ad": a, "pctr": pctr, "pcvr": pcvr, "pctcvr": pctcvr, "ecpm": ecpm, "u": util_value})
+        ranked = sorted((x for x in ads if x["ecpm"] >= u["reserve"]), key=lambda x: -x["u"])
+        for k, x in enumerate(ranked):
+            nxt = ranked[k + 1]["u"] if k + 1 < len(ranked) else None
+            x["price"] = u["reserve"] if nxt is None else min(max(u["reserve"], x["ecpm"] - (x["u"] - nxt)), x["ecpm"])
+        # ---- allocation
+        gate = s.feed_channel is not None and chan is not None and int(chan[0]["channel"]) != s.feed_channel
+        alloc_req = self._alloc_request(req, ranked)
+        alloc = None if gate else await self._call("allocation", [alloc_req], timings, fallbacks)
+        if gate:
+            slots = [False] * s.window
+        elif alloc:
+            slots = list(alloc[0]["ad_slots"])
+        else:
+            slots = [k in s.fixed_ad_slots for k in range(s.window)]
+        feed, shown = self._mix(slots, ranked, req["organic"])
+        refused = await self._charge(feed, shown, ranked, alphas, timings, fallbacks)
+        if refused:  # their slots show organic items; the other ads keep theirs
+            slots = [want and not (pos < len(shown) and shown[pos] in refused) for pos, want in enumerate(slots)]
+            feed, _ = self._mix(slots, [x for i, x in enumerate(ranked) if i not in refused], req["organic"])
+        models = {role: st.ref for role, st in self.stages.items() if st is not None and role not in fallbacks}
+        decisions: dict[str, dict[str, Any]] = {
+            "utility": {"action": int(util[0]["action"]), "propensity": float(util[0]["propensity"])} if util
+            else {"action": -1, "propensity": 1.0},
+            "allocation": {"action": int(alloc[0]["action"]) if alloc else -1, "propensity": 1.0,
+                           "ad_slots": [bool(b) for b in slots]},
+        }
+        if chan:
+            decisions["channel"] = {"action": int(chan[0]["channel"]), "propensity": float(chan[0]["propensity"]),
+                                    "gated_ads": bool(gate)}
+        timings["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
+        answer = {"request_id": rid, "feed": feed, "utility": {p: float(u[p]) for p in PARAMS},
+                  "decisions": decisions, "bids": {k: float(v) for k, v in alphas.items()}, "models": models,
+                  "fallbacks": fallbacks, "latency_ms": timings}
+        return Outcome(answer, log_row(req, answer, alloc_req, ranked, util is not None))
+
+    def _alloc_request(self, req: dict[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any]:
+        """The allocation model's screen: top-K ranked ads and organic items as [content, value/5, bid, 1]."""
+        k = self.settings.window
+
+        def block(items: Sequence[tuple[dict[str, Any], float]]) -> list[list[float]]:
+            rows = [[*map(float, it["content"]), float(it["value"]) / 5.0, bid, 1.0] for it, bid in items[:k]]
+            width = len(rows[0]) if rows else len(req["user"].get("history", [[]])[0]) + 3
+            return rows + [[0.0] * width for _ in range(k - len(rows))]
+
+        return {"request_id": req["request_id"], "profile": req["user"].get("profile", []),
+                "history": req["user"].get("history", []), "context": req.get("screen", []),
+                "ads": block([(x["ad"], x["ecpm"] * self.settings.alloc_bid_scale) for x in ranked]),
+                "organic": block([(o, 0.0) for o in req["organic"]])}
+
+    def _mix(self, slots: list[bool], ranked: list[dict[str, Any]], organic: list[dict[str, Any]]
+             ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The screen: ad slots take ranked ads in order, the others organic items; a list that runs
+        out gives its slot to the other. Returns the feed and, per slot, the ranked index (-1 organic)."""
+        feed, shown, ai, oi = [], [], 0, 0
+        for want_ad in slots:
+            if (want_ad and ai < len(ranked)) or (oi >= len(organic) and ai < len(ranked)):
+                x = ranked[ai]
+                feed.append({"position": len(feed), "kind": "ad", "id": x["ad"]["ad_id"],
+                             "advertiser": x["ad"]["advertiser"], "price": float(x["price"]), "pctr": x["pctr"],
+                             "pcvr": x["pcvr"]})
+                shown.append(ai)
+                ai += 1
+            elif oi < len(organic):
+                feed.append({"position": len(feed), "kind": "organic", "id": organic[oi]["item_id"]})
+                shown.append(-1)
+                oi += 1
+        return feed, shown
+
+    async def _charge(self, feed: list[dict[str, Any]], shown: list[int], ranked: list[dict[str, Any]],
+                      alphas: dict[str, float], timings: dict[str, float], fallbacks: dict[str, str]) -> set[int]:
+        """Settle every auto-bidding ad of the auction with the ledger; the ranked indices refused."""
+        if not alphas or self.ledger is None:
+            return set()
+        shown_at = {ai: pos for pos, ai in enumerate(shown) if ai >= 0}
+        prices = [feed[p]["price"] for p in shown_at.values()]
+        floor = min(prices) if prices else 0.0
+        events, which = [], []
+        for i, x in enumerate(ranked):
+            if x["ad"]["campaign"] != "auto":
+                continue
+            won = i in shown_at
+            events.append({"advertiser": x["ad"]["advertiser"], "alpha": alphas[x["ad"]["advertiser"]],
+                           "bid": x["ecpm"], "pvalue": x["pctcvr"], "won": won, "price": x["price"] if won else 0.0,
+                           "lwc": x["price"] if won else floor, "conversions": x["pctcvr"] if won else 0.0})
+            which.append(i)
+        if not events:
+            return set()
+        t0 = time.perf_counter()
+        try:
+            granted = await asyncio.wait_for(self.ledger.settle(events), self.settings.stage_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - unsettled charges: the ads are not shown
+            fallbacks["pacing"] = f"settle failed ({type(exc).__name__}: {exc}); auto-bidding ads removed"[:300]
+            granted = [False] * len(events)
+        finally:
+            timings["settle"] = round((time.perf_counter() - t0) * 1e3, 3)
+        return {i for i, ok, ev in zip(which, granted, events, strict=True) if ev["won"] and not ok}
+
+
+async def _none() -> None:
+    return None

@@ -1,0 +1,170 @@
+"""The FeedIngress deployment: validates ``POST /v1/feed``, runs the graph, appends the decision log.
+
+Routes: ``POST /v1/feed``, ``GET /v1/graph`` (models, settings, decision-log counters),
+``GET /healthz``; OpenAPI at ``/docs``. A request that does not validate is a 422 naming the field
+(the stages' own schemas are nested in the FeedRequest); a body over the limit is a 413.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the generated request class.
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from adray.serving import BodyLimit
+from serve_apps.feed_graph import FeedGraph, GraphSettings
+from serve_apps.feed_schema import ROUTES, FeedResponse, feed_request_schema
+
+
+class LocalStage:
+    """A policy loaded in this replica, called in a worker thread (so a stage timeout can fire)."""
+
+    def __init__(self, ref: str, registry: str) -> None:
+        from adray.serving import PolicyHandle
+
+        self.handle = PolicyHandle(ref, registry)
+        self.ref = self.handle.ref
+
+    async def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(lambda: [self.handle.decide([r])[0] for r in requests])
+
+
+class RemoteStage:
+    """A stage deployment (serve_apps.policy.PolicyDeployment) behind a DeploymentHandle."""
+
+    def __init__(self, handle: Any, ref: str) -> None:
+        self.handle, self.ref = handle, ref
+
+    async def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*[self.handle.decide.remote(r) for r in requests]))
+
+
+class ActorLedger:
+    """The pacing ledger actor (adray.pacing) as the graph calls it."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return await self.actor.views.remote(specs)
+
+    async def settle(self, events: list[dict[str, Any]]) -> list[bool]:
+        return await self.actor.settle.remote(events)
+
+
+def stage_schemas(metas: dict[str, dict[str, Any]], refs: dict[str, str | None], max_items: int) -> dict[str, Any]:
+    from adray.workload import get_workload
+    from workloads import WORKLOADS
+
+    out: dict[str, Any] = {}
+    by_route = {get_workload(n).policy.route: get_workload(n).policy for n in WORKLOADS}
+    for role, ref in refs.items():
+        out[role] = by_route[ROUTES[role]].request_schema(metas[role], max_items) if ref is not None else None
+    return out
+
+
+@serve.deployment(max_ongoing_requests=128, graceful_shutdown_timeout_s=20)
+@serve.ingress()
+class FeedIngress:
+    def __init__(self, args: dict[str, Any], refs: dict[str, str | None], metas: dict[str, dict[str, Any]],
+                 registry: str, handles: dict[str, Any], state_uri: str) -> None:
+        import torch
+
+        from adray.decision_log import DecisionLog
+        from adray.pacing import PacingSettings, get_ledger
+        from adray.storage import Storage
+        from serve_apps.feed_log import LOG_SCHEMA
+
+        torch.set_num_threads(1)  # replicas share the cores; scale out with replicas
+        self.args, self.refs, self.metas = args, refs, metas
+        stages: dict[str, Any] = {}
+        for role, ref in refs.items():
+            if ref is None:
+                stages[role] = None
+            elif role in handles:
+                stages[role] = RemoteStage(handles[role], ref)
+            else:
+                stages[role] = LocalStage(ref, registry)
+        window = int(metas["allocation"]["obs_layout"]["window"]) if refs.get("allocation") else 5
+        steps = args["steps_per_day"] or int(metas.get("bidding", {}).get("steps_per_day", 48))
+        settings = GraphSettings(window=window, stage_timeout_s=args["stage_timeout_s"],
+                                 manual_weights=tuple(args["manual_weights"]),
+                                 fixed_ad_slots=tuple(s for s in args["fixed_ad_slots"] if s < window),
+                                 fallback_alpha_ratio=args["fallback_alpha_ratio"], fallback_pctr=args["fallback_pctr"],
+                                 fallback_pcvr=args["fallback_pcvr"], feed_channel=args["feed_channel"],
+                                 alloc_bid_scale=args["alloc_bid_scale"])
+        pacing = PacingSettings(steps_per_day=steps, day_seconds=args["day_seconds"])
+        actor = get_ledger(args["ledger_name"], state_uri, "pacing/" + args["ledger_name"], pacing)
+        self.graph = FeedGraph(stages, ActorLedger(actor), settings, steps)
+        replica = serve.get_replica_context().replica_tag if _in_serve() else "local"
+        self.log = DecisionLog(Storage(state_uri), args["log_stream"], LOG_SCHEMA,
+                               writer_id=_safe_id(f"feed-{replica}"), batch_rows=args["log_batch_rows"],
+                               flush_every_s=args["log_flush_s"])
+        self.item_dim = (int(metas["allocation"]["obs_layout"]["item_dim"]) if refs.get("allocation") else None)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        max_items = self.args["max_candidates"]
+        FeedRequest = feed_request_schema(stage_schemas(self.metas, self.refs, max_items), max_items)  # noqa: N806
+        api = FastAPI(title="adray feed graph", version="1",
+                      description="Ranking (pwiser), bidding (vamo), utility (drlput), allocation (crossdqn) and "
+                                  f"channel (mtorl) composed; models {self.refs}; at most {max_items} ads and "
+                                  f"organic items each; {self.args['max_body_bytes']} bytes per request.")
+
+        @api.exception_handler(RequestValidationError)
+        async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+            errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+            return JSONResponse(status_code=422, content={"detail": errors})
+
+        async def feed(req: FeedRequest) -> FeedResponse:  # type: ignore[valid-type]
+            body = req.model_dump()
+            self._check_lengths(body)
+            out = await self.graph.decide(body)
+            self.log.append([out.row])  # no I/O: the log's thread writes it
+            return out.answer
+
+        api.add_api_route("/v1/feed", feed, methods=["POST"], response_model=FeedResponse,
+                          summary="the mixed feed of one request: ads ranked, bid, priced and placed")
+
+        @api.get("/v1/graph")
+        async def graph() -> dict[str, Any]:
+            stats = self.log.stats()
+            return {"models": self.refs, "mode": self.args["mode"], "settings": self.args,
+                    "decision_log": {"appended": stats.appended, "flushed": stats.flushed, "dropped": stats.dropped,
+                                     "rejected": stats.rejected, "last_error": stats.last_error}}
+
+        @api.get("/healthz")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        return BodyLimit(api, self.args["max_body_bytes"])
+
+    def _check_lengths(self, body: dict[str, Any]) -> None:
+        """Item content vectors must have the allocation model's length (its schema cannot say it)."""
+        if self.item_dim is None:
+            return
+        for kind in ("ads", "organic"):
+            for i, item in enumerate(body[kind]):
+                if len(item["content"]) != self.item_dim:
+                    raise HTTPException(422, detail=[{"type": "length", "loc": ["body", kind, i, "content"],
+                                                      "msg": f"expected {self.item_dim} floats (the allocation "
+                                                             f"model's item_dim), got {len(item['content'])}"}])
+
+    def __del__(self) -> None:
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.close(timeout=10.0)
+
+
+def _in_serve() -> bool:
+    try:
+        serve.get_replica_context()
+        return True
+    except Exception:  # noqa: BLE001 - outside a replica
+        return False
+
+
+def _safe_id(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)[:100]

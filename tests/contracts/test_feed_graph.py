@@ -1,0 +1,125 @@
+"""The composed feed graph over HTTP with the five workloads' smoke models (tests/conftest.py).
+
+One graph, deployed fused (all stages in the ingress replica) and split (a deployment per stage):
+both answer the same feeds; every stage is named with its model version; bad requests are 422s
+naming the field; auto-bidding spend never exceeds a budget; every decision reaches the Parquet
+decision log with DRL-PUT's log columns; a model of the wrong kind for a stage is refused before
+anything is deployed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serve_apps.feed_schema import ROLES
+
+STAGE_WORKLOADS = {"ranking": "pwiser", "bidding": "vamo", "utility": "drlput", "allocation": "crossdqn",
+                   "channel": "mtorl"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def five(smoke_models) -> dict[str, Any]:  # noqa: ANN001
+    return {role: smoke_models(name) for role, name in STAGE_WORKLOADS.items()}
+
+
+def _requests(five: dict[str, Any], n: int, budget: float, seed: int = 0) -> list[dict[str, Any]]:
+    from serve_apps.feed_requests import sample_feed_requests
+
+    sources = {role: (t.wl.policy, t.cfg, t.data) for role, t in five.items()}
+    return sample_feed_requests(sources, n, n_ads=30, n_organic=10, n_advertisers=6, budget=budget, seed=seed)
+
+
+def _args(five: dict[str, Any], state: Path, **kw: Any) -> Any:
+    from serve_apps.feed_app import FeedArgs
+
+    refs = {role: t.ref for role, t in five.items()}
+    return FeedArgs(**refs, registry=str(five["ranking"].registry), state_uri=str(state), log_flush_s=0.2,
+                    replica_cpus=0.25, stage_cpus=0.1, **kw)
+
+
+@pytest.mark.ray
+def test_feed_graph_fused_and_split(five: dict[str, Any], tmp_path: Path) -> None:  # noqa: C901
+    import httpx
+    import ray
+    from ray import serve
+
+    from adray.cli_serve import serve_graph
+    from adray.decision_log import read_log
+    from adray.storage import Storage
+    from serve_apps.feed_schema import FeedResponse
+
+    budget = 0.05
+    requests = _requests(five, 8, budget)
+    answers: dict[str, list[dict[str, Any]]] = {}
+    port = _free_port()
+    for mode in ("fused", "split"):
+        app = f"feed-{mode}"
+        state = tmp_path / mode
+        url = serve_graph(_args(five, state, mode=mode, ledger_name=f"pacing-test-{mode}"), port=port, name=app,
+                          route_prefix=f"/{app}")
+        try:
+            with httpx.Client(base_url=f"{url}/{app}", timeout=120) as client:
+                info = client.get("/v1/graph").json()
+                assert info["models"] == {role: t.ref for role, t in five.items()} and info["mode"] == mode
+                answers[mode] = []
+                for req in requests:
+                    r = client.post("/v1/feed", json=req)
+                    assert r.status_code == 200, r.text
+                    answers[mode].append(FeedResponse.model_validate(r.json()).model_dump())
+                bad = {**requests[0], "user": {**requests[0]["user"], "utility_state": {
+                    k: v for k, v in requests[0]["user"]["utility_state"].items() if k != "hour"}}}
+                r = client.post("/v1/feed", json=bad)
+                assert r.status_code == 422 and ["body", "user", "utility_state", "hour"] == r.json()["detail"][0]["loc"]
+                short = {**requests[0], "organic": [{**requests[0]["organic"][0], "content": [0.0]}]}
+                r = client.post("/v1/feed", json=short)
+                assert r.status_code == 422 and "item_dim" in r.text, r.text
+                assert client.get("/docs").status_code == 200
+                time.sleep(0.6)  # two flush periods
+                logged = client.get("/v1/graph").json()["decision_log"]
+                assert logged["appended"] == len(requests) and logged["dropped"] == 0, logged
+            ledger = ray.get_actor(f"pacing-test-{mode}", namespace="adray")
+            specs = [{"advertiser": a["advertiser"], **a["auto"]} for a in requests[0]["ads"] if a["campaign"] == "auto"]
+            views = ray.get(ledger.views.remote(specs))
+            assert views and all(v["spent"] <= budget + 1e-12 for v in views.values()), views
+        finally:
+            serve.delete(app)
+            try:
+                ray.kill(ray.get_actor(f"pacing-test-{mode}", namespace="adray"), no_restart=True)
+            except ValueError:
+                pass
+        table = read_log(Storage(str(state)), "decisions/feed")
+        assert sorted(table.column("request_id").to_pylist()) == sorted(r["request_id"] for r in requests)
+        assert set(table.column("policy_id").to_pylist()) == {five["utility"].ref}
+
+    for fused, split in zip(answers["fused"], answers["split"], strict=True):
+        assert fused["models"] == {role: t.ref for role, t in five.items()}
+        assert fused["fallbacks"] == {} == split["fallbacks"], (fused["fallbacks"], split["fallbacks"])
+        assert [s["id"] for s in fused["feed"]] == [s["id"] for s in split["feed"]]
+        assert fused["decisions"] == split["decisions"]
+        for s in fused["feed"]:
+            if s["kind"] == "ad":
+                assert s["price"] >= fused["utility"]["reserve"] - 1e-9
+    spent_ads = [s for a in answers["fused"] for s in a["feed"] if s["kind"] == "ad"]
+    assert spent_ads, "no ad was shown in 8 feeds"
+    assert set(ROLES) == set(answers["fused"][0]["models"])
+
+
+def test_a_stage_given_a_model_of_another_kind_is_refused(five: dict[str, Any], tmp_path: Path) -> None:
+    from adray.serving import ServeError
+    from serve_apps.feed_app import build_feed_app
+
+    with pytest.raises(ServeError, match=r"ranking stage: mtorl@v0001 is a mtorl model answering /v1/channel"):
+        build_feed_app(_args(five, tmp_path).model_copy(update={"ranking": five["channel"].ref}))
+    with pytest.raises(ServeError, match=r"bidding stage: .*vamo@v0042"):
+        build_feed_app(_args(five, tmp_path).model_copy(update={"bidding": "vamo@v0042"}))
