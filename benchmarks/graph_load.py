@@ -26,46 +26,10 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ROLES_WL = {"ranking": "pwiser", "bidding": "vamo", "utility": "drlput", "allocation": "crossdqn", "channel": "mtorl"}
-
-
-def ensure_models(registry: str, train_missing: bool) -> dict[str, str]:
-    from adray.config import load_config
-    from adray.registry import Registry
-    from adray.train import run_training
-    from adray.workload import GENERATE, get_workload
-
-    reg, refs = Registry(registry), {}
-    for role, name in ROLES_WL.items():
-        have = [m for m in reg.list() if m.name == name]
-        if not have:
-            if not train_missing:
-                raise SystemExit(f"no published {name} model in {registry} (use --train-missing)")
-            wl = get_workload(name)
-            cfg = load_config(wl.config_cls, "smoke", wl.configs_dir, {"data": GENERATE})
-            print(f"[graph_load] training {name} (smoke) ...", file=sys.stderr, flush=True)
-            refs[role] = run_training(wl, cfg, num_workers=1).model_ref
-        else:
-            refs[role] = max(have, key=lambda m: m.version).ref
-    return refs
-
-
-def sources(refs: dict[str, str], registry: str) -> dict[str, tuple[Any, Any, Path]]:
-    from adray.serving import policy_meta, resolve_model
-    from adray.workload import data_dir_for
-
-    out = {}
-    for role, ref in refs.items():
-        wl, cfg, _ = policy_meta(resolve_model(ref, registry), registry)
-        out[role] = (wl.policy, cfg, data_dir_for(wl, cfg))
-    return out
 
 
 async def open_loop(url: str, requests: list[dict[str, Any]], rps: float, seconds: float) -> dict[str, Any]:
@@ -125,7 +89,8 @@ def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]], 
         async def settle(self, events: list[dict[str, Any]]) -> list[bool]:
             return ledger.settle(events)
 
-    graph = FeedGraph(stages, Local(), GraphSettings(window=window, stage_timeout_s=10.0), steps)
+    graph = FeedGraph(stages, Local(), GraphSettings(window=window, stage_timeout_s=10.0),
+                      PacingSettings(steps_per_day=steps))
     lat = []
     for i, req in enumerate(requests * 3):
         s = time.perf_counter()
@@ -157,13 +122,13 @@ def main() -> None:
     from adray.cli_serve import connect, http_url, serve_graph
     from adray.serving import default_registry
     from serve_apps.feed_app import FeedArgs
-    from serve_apps.feed_requests import sample_feed_requests
+    from serve_apps.feed_requests import latest_models, model_sources, sample_feed_requests
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     registry = args.registry or default_registry()
     connect(None)
-    refs = ensure_models(registry, args.train_missing)
-    requests = sample_feed_requests(sources(refs, registry), args.requests, n_ads=50, n_organic=20,
+    refs = latest_models(registry, args.train_missing)
+    requests = sample_feed_requests(model_sources(refs, registry), args.requests, n_ads=50, n_organic=20,
                                     n_advertisers=20, budget=1e9, seed=0)
     status = serve.status().applications.get(args.name)
     if status is None or not str(status.status).endswith("RUNNING"):

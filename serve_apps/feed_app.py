@@ -22,10 +22,7 @@ import pydantic
 from ray.serve import Application
 
 from adray.serving import MAX_BODY_BYTES, MAX_ITEMS, ServeError, default_registry, policy_meta, resolve_model
-from serve_apps.feed_schema import ROLES, ROUTES
-
-DEFAULT_MODELS = {"ranking": "pwiser@latest", "bidding": "vamo@latest", "utility": "drlput@latest",
-                  "allocation": "crossdqn@latest", "channel": "mtorl@latest"}
+from serve_apps.feed_schema import ROLES, ROUTES, stage_workloads
 
 
 class FeedArgs(pydantic.BaseModel):
@@ -33,12 +30,14 @@ class FeedArgs(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    ranking: str = DEFAULT_MODELS["ranking"]
-    bidding: str = DEFAULT_MODELS["bidding"]
-    utility: str = DEFAULT_MODELS["utility"]
-    allocation: str = DEFAULT_MODELS["allocation"]
-    channel: str = DEFAULT_MODELS["channel"]
-    """Each stage's model (name@version), or ``none`` to serve the stage's safe default."""
+    ranking: str | None = None
+    bidding: str | None = None
+    utility: str | None = None
+    allocation: str | None = None
+    channel: str | None = None
+    """Each stage's model (name@version), ``none`` to serve the stage's safe default, or unset: the
+    latest model of the workload whose policy answers the stage's route (rank, bid, utility,
+    allocate, channel)."""
     registry: str | None = None
     mode: Literal["fused", "split"] = "fused"
     num_replicas: int = pydantic.Field(1, ge=1)
@@ -76,8 +75,9 @@ def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None]
     """Pinned refs and metas of the stages' models; ServeError naming the stage if one is wrong."""
     refs: dict[str, str | None] = {}
     metas: dict[str, dict[str, Any]] = {}
+    defaults = stage_workloads()
     for role in ROLES:
-        ref = getattr(args, role)
+        ref = getattr(args, role) or f"{defaults[role][0]}@latest"
         if ref.lower() == "none":
             refs[role] = None
             continue

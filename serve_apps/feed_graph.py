@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from adray.pacing import PacingSettings, day_and_step
 from serve_apps.feed_log import log_row
-from workloads.vamo.policy import bid_request
+from serve_apps.feed_schema import stage_workloads
 
 PARAMS = ("w_click", "w_long", "w_conv", "reserve")
 
@@ -98,8 +100,17 @@ class FeedGraph:
     """Composes the stages (``None``: not deployed) and the pacing ledger into feed decisions."""
 
     def __init__(self, stages: dict[str, Stage | None], ledger: LedgerClient | None, settings: GraphSettings,
-                 steps_per_day: int = 48) -> None:
-        self.stages, self.ledger, self.settings, self.steps = stages, ledger, settings, steps_per_day
+                 pacing: PacingSettings | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.stages, self.ledger, self.settings = stages, ledger, settings
+        policies = stage_workloads()  # the stages' policy classes, found by route
+        self.bid_request = policies["bidding"][1].pacing_request  # pacing history -> a bid request
+        self.log_row = functools.partial(log_row, policies["utility"][1])
+        self.pacing, self.clock = pacing or PacingSettings(), clock
+        # per advertiser: (day, step, alpha) of the step's decision; (day, step) of a refused charge
+        self._alpha: dict[str, tuple[int, int, float]] = {}
+        self._refused: dict[str, tuple[int, int]] = {}
+        # alphas being decided now: requests that need one of them wait for it instead of asking again
+        self._deciding: dict[str, tuple[tuple[int, int], asyncio.Future[float | None]]] = {}
 
     async def _call(self, role: str, requests: list[dict[str, Any]], timings: dict[str, float],
                     fallbacks: dict[str, str]) -> list[dict[str, Any]] | None:
@@ -119,31 +130,64 @@ class FeedGraph:
         return None
 
     async def _bids(self, req: dict[str, Any], timings: dict[str, float], fallbacks: dict[str, str]
-                    ) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
-        """alpha and pacing view of each auto-bidding advertiser (none shown without a ledger)."""
+                    ) -> dict[str, float]:
+        """alpha of each auto-bidding advertiser for the current decision step.
+
+        AuctionNet bids once per step: an advertiser's alpha is decided at its first request of the
+        step (ledger view -> AuctionNet state -> bidding model) and kept for the rest of the step
+        (per replica); the ledger is asked again at the next step. An advertiser whose charge was
+        refused (budget spent) sits out the rest of the step. None is shown without a ledger.
+        """
         specs = {a["advertiser"]: {"advertiser": a["advertiser"], **a["auto"]} for a in req["ads"] if a["campaign"] == "auto"}
         if not specs:
-            return {}, {}
+            return {}
         if self.ledger is None:
             fallbacks["pacing"] = "no ledger: auto-bidding ads not shown"
-            return {}, {}
+            return {}
+        now = day_and_step(self.clock(), self.pacing)
+        out = {adv: c[2] for adv in specs if (c := self._alpha.get(adv)) is not None and c[:2] == now}
+        waits = {adv: d[1] for adv in specs if adv not in out and (d := self._deciding.get(adv)) and d[0] == now}
+        todo = [adv for adv in specs if adv not in out and adv not in waits and self._refused.get(adv) != now]
+        if todo:
+            loop = asyncio.get_running_loop()
+            mine = {adv: loop.create_future() for adv in todo}
+            self._deciding.update({adv: (now, f) for adv, f in mine.items()})
+            try:
+                out.update(await self._decide_alphas(req["request_id"], [specs[a] for a in todo], now, timings,
+                                                     fallbacks))
+            finally:
+                for adv, f in mine.items():
+                    f.set_result(out.get(adv))
+                    if self._deciding.get(adv, (None, f))[1] is f:
+                        del self._deciding[adv]
+        for adv, f in waits.items():
+            if (a := await f) is not None:
+                out[adv] = a
+        return {adv: a for adv, a in out.items() if self._refused.get(adv) != now}
+
+    async def _decide_alphas(self, rid: str, specs: list[dict[str, Any]], now: tuple[int, int],
+                             timings: dict[str, float], fallbacks: dict[str, str]) -> dict[str, float]:
+        """Ledger views -> AuctionNet states -> the bidding model, for advertisers without an alpha."""
         t0 = time.perf_counter()
         try:
-            views = await asyncio.wait_for(self.ledger.views(list(specs.values())), self.settings.stage_timeout_s)
+            views = await asyncio.wait_for(self.ledger.views(specs), self.settings.stage_timeout_s)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001
             fallbacks["pacing"] = f"ledger unavailable ({type(exc).__name__}: {exc}); auto-bidding ads not shown"[:300]
-            return {}, {}
+            return {}
         finally:
             timings["pacing"] = round((time.perf_counter() - t0) * 1e3, 3)
         live = {adv: v for adv, v in views.items() if v["remaining"] > 0}
-        requests = [bid_request(v["history"], v["budget"], v["cpa_constraint"], v["task"], v["steps"],
-                                request_id=f"{req['request_id']}:{adv}") for adv, v in live.items()]
+        for adv in set(views) - set(live):
+            self._refused[adv] = now
+        requests = [self.bid_request(v["history"], v["budget"], v["cpa_constraint"], v["task"], v["steps"],
+                                request_id=f"{rid}:{adv}") for adv, v in live.items()]
         answers = await self._call("bidding", requests, timings, fallbacks) if requests else []
-        if answers is None:
-            alphas = {adv: self.settings.fallback_alpha_ratio * v["cpa_constraint"] for adv, v in live.items()}
-        else:
-            alphas = {adv: float(a["alpha"]) for adv, a in zip(live, answers, strict=True)}
-        return alphas, live
+        if answers is None:  # not kept: the next request asks the model again
+            return {adv: self.settings.fallback_alpha_ratio * v["cpa_constraint"] for adv, v in live.items()}
+        out = {adv: float(ans["alpha"]) for adv, ans in zip(live, answers, strict=True)}
+        for adv, alpha in out.items():
+            self._alpha[adv] = (*now, alpha)
+        return out
 
     async def decide(self, req: dict[str, Any]) -> Outcome:
         """``req``: a validated FeedRequest as a plain dict."""
@@ -154,7 +198,7 @@ class FeedGraph:
         rank_req = {"request_id": rid, "candidates": [{"ad_id": a["ad_id"], **a["features"]} for a in req["ads"]]}
         util_req = {**(user.get("utility_state") or {}), "request_id": rid}
         chan_req = {**user["journey"], "request_id": rid} if user.get("journey") else None
-        rank, util, chan, (alphas, views) = await asyncio.gather(
+        rank, util, chan, alphas = await asyncio.gather(
             self._call("ranking", [rank_req], timings, fallbacks),
             self._call("utility", [util_req], timings, fallbacks),
             self._call("channel", [chan_req], timings, fallbacks) if chan_req else _none(),
@@ -212,7 +256,7 @@ class FeedGraph:
         answer = {"request_id": rid, "feed": feed, "utility": {p: float(u[p]) for p in PARAMS},
                   "decisions": decisions, "bids": {k: float(v) for k, v in alphas.items()}, "models": models,
                   "fallbacks": fallbacks, "latency_ms": timings}
-        return Outcome(answer, log_row(req, answer, alloc_req, ranked, util is not None))
+        return Outcome(answer, self.log_row(req, answer, alloc_req, ranked, util is not None))
 
     def _alloc_request(self, req: dict[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any]:
         """The allocation model's screen: top-K ranked ads and organic items as [content, value/5, bid, 1]."""
@@ -274,7 +318,11 @@ class FeedGraph:
             granted = [False] * len(events)
         finally:
             timings["settle"] = round((time.perf_counter() - t0) * 1e3, 3)
-        return {i for i, ok, ev in zip(which, granted, events, strict=True) if ev["won"] and not ok}
+        refused = {i for i, ok, ev in zip(which, granted, events, strict=True) if ev["won"] and not ok}
+        now = day_and_step(self.clock(), self.pacing)
+        for i in refused:
+            self._refused[ranked[i]["ad"]["advertiser"]] = now
+        return refused
 
 
 async def _none() -> None:

@@ -16,7 +16,8 @@ from ray import serve
 
 from adray.serving import BodyLimit
 from serve_apps.feed_graph import FeedGraph, GraphSettings
-from serve_apps.feed_schema import ROUTES, FeedResponse, feed_request_schema
+from serve_apps.feed_log import log_schema
+from serve_apps.feed_schema import FeedResponse, feed_request_schema, stage_workloads
 
 
 class LocalStage:
@@ -56,14 +57,9 @@ class ActorLedger:
 
 
 def stage_schemas(metas: dict[str, dict[str, Any]], refs: dict[str, str | None], max_items: int) -> dict[str, Any]:
-    from adray.workload import get_workload
-    from workloads import WORKLOADS
-
-    out: dict[str, Any] = {}
-    by_route = {get_workload(n).policy.route: get_workload(n).policy for n in WORKLOADS}
-    for role, ref in refs.items():
-        out[role] = by_route[ROUTES[role]].request_schema(metas[role], max_items) if ref is not None else None
-    return out
+    policies = stage_workloads()
+    return {role: policies[role][1].request_schema(metas[role], max_items) if ref is not None else None
+            for role, ref in refs.items()}
 
 
 @serve.deployment(max_ongoing_requests=128, graceful_shutdown_timeout_s=20)
@@ -76,7 +72,6 @@ class FeedIngress:
         from adray.decision_log import DecisionLog
         from adray.pacing import PacingSettings, get_ledger
         from adray.storage import Storage
-        from serve_apps.feed_log import LOG_SCHEMA
 
         torch.set_num_threads(1)  # replicas share the cores; scale out with replicas
         self.args, self.refs, self.metas = args, refs, metas
@@ -98,9 +93,9 @@ class FeedIngress:
                                  alloc_bid_scale=args["alloc_bid_scale"])
         pacing = PacingSettings(steps_per_day=steps, day_seconds=args["day_seconds"])
         actor = get_ledger(args["ledger_name"], state_uri, "pacing/" + args["ledger_name"], pacing)
-        self.graph = FeedGraph(stages, ActorLedger(actor), settings, steps)
+        self.graph = FeedGraph(stages, ActorLedger(actor), settings, pacing)
         replica = serve.get_replica_context().replica_tag if _in_serve() else "local"
-        self.log = DecisionLog(Storage(state_uri), args["log_stream"], LOG_SCHEMA,
+        self.log = DecisionLog(Storage(state_uri), args["log_stream"], log_schema(stage_workloads()["utility"][1]),
                                writer_id=_safe_id(f"feed-{replica}"), batch_rows=args["log_batch_rows"],
                                flush_every_s=args["log_flush_s"])
         self.item_dim = (int(metas["allocation"]["obs_layout"]["item_dim"]) if refs.get("allocation") else None)
@@ -109,8 +104,8 @@ class FeedIngress:
         max_items = self.args["max_candidates"]
         FeedRequest = feed_request_schema(stage_schemas(self.metas, self.refs, max_items), max_items)  # noqa: N806
         api = FastAPI(title="adray feed graph", version="1",
-                      description="Ranking (pwiser), bidding (vamo), utility (drlput), allocation (crossdqn) and "
-                                  f"channel (mtorl) composed; models {self.refs}; at most {max_items} ads and "
+                      description="Ranking, auto-bidding, utility, allocation and channel stages composed; "
+                                  f"models {self.refs}; at most {max_items} ads and "
                                   f"organic items each; {self.args['max_body_bytes']} bytes per request.")
 
         @api.exception_handler(RequestValidationError)

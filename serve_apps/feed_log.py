@@ -1,6 +1,7 @@
 """The feed graph's decision-log row: one per request, Parquet via ``adray.decision_log``.
 
-The utility stage's columns are DRL-PUT's log columns (``workloads.drlput.columns.LOG_COLUMNS``:
+The utility stage's columns are its policy's (``log_fields``/``log_values``): DRL-PUT's log columns
+(``columns.LOG_COLUMNS``:
 state, action, propensity, policy id, model versions, the values the action set, and the outcome
 fields ``campaign``, ``bid``, ``revenue``, ``click``, ``long_click``, ``conv`` and the predictions),
 so ``adray data import drlput-log`` reads the log once the events are joined. The outcome is that
@@ -17,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
-from workloads.drlput import columns as C
 
 _GRAPH_FIELDS = [
     pa.field("user_id", pa.string()),
@@ -37,43 +36,31 @@ _GRAPH_FIELDS = [
 ]
 
 
-def _drlput_fields() -> list[pa.Field]:
-    out = [pa.field(c, pa.int32()) for c in C.CAT_FEATURES] + [pa.field(c, pa.float64()) for c in C.NUM_FEATURES]
-    out += [pa.field(C.REQUEST_ID, pa.string(), nullable=False), pa.field(C.ACTION, pa.int32()),
-            pa.field(C.PROPENSITY, pa.float64()), pa.field(C.POLICY_ID, pa.string()),
-            pa.field(C.MODEL_VERSIONS, pa.string())]
-    out += [pa.field(c, pa.float64()) for c in C.PARAM_COLUMNS]
-    out += [pa.field(C.CAMPAIGN, pa.int32()), pa.field(C.BID, pa.float64())]
-    out += [pa.field(c, pa.float64()) for c in (C.REVENUE, C.CLICK, C.LONG_CLICK, C.CONV)]
-    out += [pa.field(c, pa.float64()) for c in (C.PRED_CLICK, C.PRED_LONG, C.PRED_CONV)]
-    return out
+def log_schema(utility_policy: Any) -> pa.Schema:
+    """The log's schema: the utility stage's columns (its policy's ``log_fields``), then the graph's."""
+    return pa.schema(utility_policy.log_fields() + _GRAPH_FIELDS)
 
 
-LOG_SCHEMA = pa.schema(_drlput_fields() + _GRAPH_FIELDS)
 CAMPAIGN_CODES = {"fixed": 0, "auto": 1}
-"""DRL-PUT campaign codes: a fixed CPC bid optimises clicks (0), auto-bidding conversions (1); -1 organic."""
+"""Campaign codes of the utility stage's log: a fixed CPC bid optimises clicks (0), auto-bidding
+conversions (1); -1 when no ad is shown."""
 
 
-def log_row(req: dict[str, Any], answer: dict[str, Any], alloc_req: dict[str, Any], ranked: list[dict[str, Any]],
-            util_ok: bool) -> dict[str, Any]:
+def log_row(utility_policy: Any, req: dict[str, Any], answer: dict[str, Any], alloc_req: dict[str, Any],
+            ranked: list[dict[str, Any]], util_ok: bool) -> dict[str, Any]:
     """The decision-log row of one answered request (``ranked``: the auction's ranked ads)."""
-    state = req["user"].get("utility_state") or {}
-    row: dict[str, Any] = {c: state.get(c) for c in C.STATE}
-    util = answer["decisions"]["utility"]
-    row.update({C.REQUEST_ID: req["request_id"], C.ACTION: util["action"] if util_ok else None,
-                C.PROPENSITY: util["propensity"] if util_ok else None,
-                C.POLICY_ID: answer["models"].get("utility", "manual"),
-                C.MODEL_VERSIONS: json.dumps(answer["models"], sort_keys=True),
-                **{p: answer["utility"][p] for p in C.PARAM_COLUMNS}})
     by_id = {x["ad"]["ad_id"]: x for x in ranked}
     top = next((by_id[s["id"]] for s in answer["feed"] if s["kind"] == "ad"), None)
+    shown = None
     if top is not None:
         a = top["ad"]
-        row.update({C.CAMPAIGN: CAMPAIGN_CODES[a["campaign"]],
-                    C.BID: float(a["bid"]) if a["campaign"] == "fixed" else answer["bids"].get(a["advertiser"]),
-                    C.PRED_CLICK: top["pctr"], C.PRED_LONG: float(a["p_long"]), C.PRED_CONV: top["pcvr"]})
-    else:
-        row.update({C.CAMPAIGN: -1, C.BID: 0.0})
+        shown = {"campaign": CAMPAIGN_CODES[a["campaign"]],
+                 "bid": float(a["bid"]) if a["campaign"] == "fixed" else answer["bids"].get(a["advertiser"], 0.0),
+                 "pred_click": top["pctr"], "pred_long": float(a["p_long"]), "pred_conv": top["pcvr"]}
+    row = utility_policy.log_values(req["request_id"], req["user"].get("utility_state") or {},
+                                    answer["decisions"]["utility"] if util_ok else None, answer["utility"],
+                                    answer["models"].get("utility", "manual"),
+                                    json.dumps(answer["models"], sort_keys=True), shown)
     alloc = answer["decisions"]["allocation"]
     chan = answer["decisions"].get("channel")
     try:

@@ -2,14 +2,15 @@
 
 Each stage's policy draws requests from the dataset its model was trained on
 (``Policy.sample_requests``); a feed request takes its blocks from them: the ads' ranking features
-from pwiser's candidates, the ads' and organic items' content and value and the user's profile,
-history and screen from Cross DQN's screens, the utility state from DRL-PUT's, the journey from
-MTORL's, and the auto-bidding advertisers' CPA constraint and task from VAMO's. Ads belong to a
+from the ranking stage's candidates, the ads' and organic items' content and value and the user's
+profile, history and screen from the allocation stage's screens, the utility state, the journey
+(channel stage), and the auto-bidding advertisers' CPA constraint and task (bidding stage). Ads belong to a
 pool of ``n_advertisers`` advertisers; every other one bids automatically with ``budget``.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,4 +69,40 @@ def sample_feed_requests(sources: dict[str, Source], n: int, n_ads: int = 50, n_
                     "user": {"user_id": f"u{int(rng.integers(10_000))}", "utility_state": state, "journey": journey,
                              "profile": screen["profile"], "history": screen["history"]},
                     "screen": screen["context"], "ads": ads, "organic": organic})
+    return out
+
+
+def latest_models(registry: str, train_missing: bool) -> dict[str, str]:
+    """The latest published model of each stage's workload; with ``train_missing`` a missing one is
+    trained first on its ``smoke`` config with generated data (benchmarks, demos)."""
+    from adray.config import load_config
+    from adray.registry import Registry
+    from adray.train import run_training
+    from adray.workload import GENERATE, get_workload
+    from serve_apps.feed_schema import stage_workloads
+
+    reg, refs = Registry(registry), {}
+    for role, (name, _) in stage_workloads().items():
+        have = [m for m in reg.list() if m.name == name]
+        if not have:
+            if not train_missing:
+                raise LookupError(f"no published {name} model in {registry} (train one, or let it be trained: train_missing)")
+            wl = get_workload(name)
+            cfg = load_config(wl.config_cls, "smoke", wl.configs_dir, {"data": GENERATE})
+            print(f"[feed] training {name} (smoke) ...", file=sys.stderr, flush=True)
+            refs[role] = run_training(wl, cfg, num_workers=1).model_ref
+        else:
+            refs[role] = max(have, key=lambda m: m.version).ref
+    return refs
+
+
+def model_sources(refs: dict[str, str], registry: str) -> dict[str, Source]:
+    """(policy class, config, dataset directory) of each stage's published model."""
+    from adray.serving import policy_meta, resolve_model
+    from adray.workload import data_dir_for
+
+    out = {}
+    for role, ref in refs.items():
+        wl, cfg, _ = policy_meta(resolve_model(ref, registry), registry)
+        out[role] = (wl.policy, cfg, data_dir_for(wl, cfg))
     return out

@@ -29,6 +29,22 @@ ROUTES = {"ranking": "rank", "bidding": "bid", "utility": "utility", "allocation
 """The policy route each stage's model must answer (the workload contract's ``Policy.route``)."""
 
 
+def stage_workloads() -> dict[str, tuple[str, Any]]:
+    """role -> (workload name, policy class) of the one registered workload answering the stage's
+    route: the graph binds stages to workloads through the contract, never by name."""
+    from adray.workload import get_workload, workload_names
+
+    policies = {name: get_workload(name).policy for name in workload_names()}
+    out = {}
+    for role, route in ROUTES.items():
+        found = [(name, cls) for name, cls in policies.items() if cls.route == route]
+        if len(found) != 1:
+            raise LookupError(f"{role} stage: {len(found)} registered workloads answer /v1/{route} "
+                              f"({[n for n, _ in found]}); expected exactly one")
+        out[role] = found[0]
+    return out
+
+
 def _fields(model: type[pydantic.BaseModel], keep: tuple[str, ...] | None = None,
             drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """Field definitions of ``model`` (annotation + FieldInfo), for ``pydantic.create_model``."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -99,3 +102,35 @@ def smoke_models(ray_cluster, tmp_path_factory):  # noqa: ANN001, ANN201
         return cache[name]
 
     return get
+
+
+S3_CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+"""Credentials the moto S3 server accepts (set them with monkeypatch in the test)."""
+
+
+@pytest.fixture(scope="session")
+def s3_server():  # noqa: ANN201
+    """``host:port`` of a real S3-compatible server (moto_server, a dev dependency) for the session."""
+    import httpx
+
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.is_file():
+        pytest.fail(f"{exe} missing: moto[server] is a dev dependency (pip install -e '.[dev]')")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("moto server did not start")
+            time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    proc.kill()
+    proc.wait()

@@ -233,12 +233,15 @@ def evaluate(
 
 @models_app.command("list")
 def models_list(as_json: JsonOpt = False) -> None:
-    """All published models and versions."""
+    """All published models and versions, with the aliases (``latest``, ``@serving``, ...) naming them."""
     from adray.registry import Registry
 
     reg = Registry()
+    aliases = {n: reg.aliases(n) for n in reg.names()}
     rows = [{"ref": mv.ref, "workload": mv.manifest.get("workload"), "created": mv.manifest.get("created"),
-             "latest": reg.latest(mv.name) == mv.version, "metrics": mv.manifest.get("metrics", {})}
+             "latest": reg.latest(mv.name) == mv.version,
+             "aliases": [a for a, v in aliases.get(mv.name, {}).items() if v == mv.version],
+             "metrics": mv.manifest.get("metrics", {})}
             for mv in reg.list()]
     if as_json:
         print(json.dumps(rows, default=str))
@@ -246,17 +249,89 @@ def models_list(as_json: JsonOpt = False) -> None:
     if not rows:
         print(f"no models in {reg.root}")
     for r in rows:
-        print(f"{r['ref']:<28} {r['workload']:<10} {r['created']}  {'latest' if r['latest'] else ''}")
+        tags = (["latest"] if r["latest"] else []) + [f"@{a}" for a in r["aliases"]]
+        print(f"{r['ref']:<28} {r['workload']:<10} {r['created']}  {' '.join(tags)}".rstrip())
 
 
 @models_app.command("show")
 def models_show(ref: str) -> None:
-    """A model version's manifest (config, dataset hash, metrics, code version)."""
+    """A model version's manifest (config, dataset hash, metrics, code version) and its aliases."""
     from adray.registry import Registry
 
-    mv = Registry().get(ref)
+    reg = Registry()
+    mv = reg.get(ref)
     print(f"{mv.ref}  at {mv.location}")
+    aliases = reg.aliases(mv.name)
+    mine = [f"@{a}" for a, v in aliases.items() if v == mv.version]
+    if reg.latest(mv.name) == mv.version:
+        mine.insert(0, "latest")
+    print(f"aliases: {' '.join(mine) or 'none'}")
+    if aliases:
+        print(f"aliases of {mv.name}: " + ", ".join(f"@{a} -> {v}" for a, v in aliases.items()))
     print(json.dumps(mv.manifest, indent=2, default=str))
+
+
+@models_app.command("promote")
+def models_promote(
+    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="the version to promote")],
+    gate: Annotated[str | None, typer.Option(
+        "--gate", help="ope: value the candidate off-policy on the decision log first; no gate: just move the alias")] = None,
+    log: Annotated[str | None, typer.Option(
+        "--log", help="storage URI of the decision log (default $ADRAY_STORAGE, else $ADRAY_HOME)")] = None,
+    stream: Annotated[str, typer.Option("--stream", help="the decision log's stream under --log")] = "decisions/feed",
+    min_rows: Annotated[int, typer.Option(
+        "--min-rows", help="fewest logged rows (decided by the serving version, outcomes joined) the gate accepts")] = 200,
+    alias: Annotated[str, typer.Option("--alias", help="the alias to move")] = "serving",
+    force: Annotated[bool, typer.Option(
+        "--force", help="with --gate: set the alias even though none exists yet (nothing to compare with)")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point NAME@ALIAS (default @serving) at a version; with --gate ope only if it is not clearly worse.
+
+    The gate's rule: promote when the candidate's SNIPS upper 95% bound on the logged decisions of
+    the serving version is at least the serving version's mean logged reward (adray/promote.py says
+    why). Exit status: 0 promoted, 1 held back, 2 bad input.
+    """
+    from adray.promote import PromoteError, promote
+
+    try:
+        res = promote(ref, gate=gate, alias=alias, log_uri=log, stream=stream, min_rows=min_rows, force=force)
+    except (PromoteError, *_user_errors()) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(res.to_dict(), default=str))
+    else:
+        _print_gate(res)
+    raise typer.Exit(0 if res.promoted else 1)
+
+
+def _print_gate(res: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from adray.promote import Z, bounds
+
+    g = res.gate
+    if g is not None:
+        print(f"gate ope: {g.candidate} (candidate) vs {g.serving} (@{res.alias}) on {g.log}")
+        print("rows: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g.rows.items()))
+        table = Table()
+        for col in ("estimate", "value", "std err", "95% interval", "ESS", "n"):
+            table.add_column(col, justify="left" if col == "estimate" else "right", no_wrap=True)
+        for label, e in (("serving: mean reward", g.serving_value), ("candidate: SNIPS", g.snips),
+                         ("candidate: DR", g.dr)):
+            if e is None:
+                table.add_row(label, "skipped", "(no q-hat)", "", "", "")
+                continue
+            lo, hi = bounds(e)
+            table.add_row(label, f"{e.value:.4f}", f"{e.std_err:.4f}", f"[{lo:.4f}, {hi:.4f}]", f"{e.ess:.1f}", str(e.n))
+        Console().print(table)
+        print(f"rule: promote when the candidate's SNIPS upper 95% bound (value + {Z} s.e.) >= the serving "
+              "version's mean logged reward")
+        for w in g.warnings:
+            typer.secho(f"warning: {w}", fg="yellow")
+    typer.secho(res.message, fg="green" if res.promoted else "yellow")
 
 
 # ----------------------------------------------------------------------------- demo
@@ -265,13 +340,16 @@ def models_show(ref: str) -> None:
 @app.command()
 def demo(
     workers: Annotated[int, typer.Option("--workers")] = 2,
-    trials: Annotated[int, typer.Option("--trials")] = 6,
+    trials: Annotated[int, typer.Option("--trials")] = 4,
     address: AddressOpt = None,
+    requests: Annotated[int, typer.Option("--requests", help="Feed requests sent to the graph.")] = 30,
+    port: Annotated[int, typer.Option("--port", help="Serve HTTP port.")] = 8000,
 ) -> None:
-    """The main job: generate data, train with Ray Train, a short Optuna sweep, results table."""
+    """The main job: all five workloads trained (Ray Train, RLlib), a short Optuna sweep, the feed graph
+    on Ray Serve with sample requests, and a summary table."""
     from adray.demo import run_demo
 
-    run_demo(workers=workers, trials=trials, address=address)
+    run_demo(workers=workers, trials=trials, address=address, requests=requests, port=port)
 
 
 def _register_optional() -> None:

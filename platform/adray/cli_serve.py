@@ -153,13 +153,16 @@ def up(
     typer.echo(f"serving {model} at {url}{prefix}/v1/{wl.policy.route} (OpenAPI: {url}{prefix}/docs)")
 
 
+_LATEST = "Default: the latest model of the workload whose policy answers that route."
+
+
 @serve_app.command("graph")
 def graph(
-    ranking: str = typer.Option("pwiser@latest", "--ranking", help="Ranking model (pwiser), or none."),
-    bidding: str = typer.Option("vamo@latest", "--bidding", help="Auto-bidding model (vamo), or none."),
-    utility: str = typer.Option("drlput@latest", "--utility", help="Utility model (drlput), or none."),
-    allocation: str = typer.Option("crossdqn@latest", "--allocation", help="Ads allocation model (crossdqn), or none."),
-    channel: str = typer.Option("mtorl@latest", "--channel", help="Channel model (mtorl), or none."),
+    ranking: str = typer.Option(None, "--ranking", help=f"Ranking model (answering /v1/rank), or none. {_LATEST}"),
+    bidding: str = typer.Option(None, "--bidding", help=f"Auto-bidding model (/v1/bid), or none. {_LATEST}"),
+    utility: str = typer.Option(None, "--utility", help=f"Utility model (/v1/utility), or none. {_LATEST}"),
+    allocation: str = typer.Option(None, "--allocation", help=f"Allocation model (/v1/allocate), or none. {_LATEST}"),
+    channel: str = typer.Option(None, "--channel", help=f"Channel model (/v1/channel), or none. {_LATEST}"),
     mode: str = typer.Option("fused", "--mode", help="fused: one replica holds all stages; split: one deployment per stage."),
     replicas: int = typer.Option(1, "--replicas", help="Graph (ingress) replicas."),
     stage_replicas: int = typer.Option(1, "--stage-replicas", help="Replicas per stage (split mode)."),

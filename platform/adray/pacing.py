@@ -51,6 +51,12 @@ HISTORY = ("rows", "bid_sum", "pvalue_sum", "wins", "cost", "conversions", "lwc_
 _FORMAT = 1
 
 
+def day_and_step(t: float, s: PacingSettings) -> tuple[int, int]:
+    """The pacing day and decision step of time ``t`` (seconds since the epoch)."""
+    day, into = divmod(t, s.day_seconds)
+    return int(day), min(s.steps_per_day - 1, int(into / (s.day_seconds / s.steps_per_day)))
+
+
 class LedgerStateError(ValueError):
     """A persisted pacing state that cannot be used; names the file."""
 
@@ -235,13 +241,12 @@ class Ledger:
     # ------------------------------------------------------------------ clock
     def _step(self) -> int:
         """The current step; moves to a new day (forgetting every advertiser) when the clock says so."""
-        s = self.settings
-        day, into = divmod(self.clock(), s.day_seconds)
-        if int(day) > self.day:
-            self.day, self.accounts, self._dirty = int(day), {}, True
-        elif int(day) < self.day:
+        day, step = day_and_step(self.clock(), self.settings)
+        if day > self.day:
+            self.day, self.accounts, self._dirty = day, {}, True
+        elif day < self.day:
             return 0  # the state's day is ahead of our clock (see the module docstring)
-        return min(s.steps_per_day - 1, int(into / (s.day_seconds / s.steps_per_day)))
+        return step
 
     # ------------------------------------------------------------------ persistence
     def snapshot(self) -> None:

@@ -7,6 +7,7 @@ Layout under the registry's storage (a local folder, ``s3://...``, ``gs://...``;
     ROOT/<name>/v0001/manifest.json  {name, version, workload, config, dataset_hash, metrics,
                                       code_version, created, files}
     ROOT/<name>/latest               a text file holding the latest version ("v0001")
+    ROOT/<name>/aliases/<alias>      a text file per alias holding the version it names ("v0001")
 
 A version exists once its ``manifest.json`` exists, and the manifest is written last. Locally the
 files are staged in ``ROOT/<name>/.staging-*`` and renamed into place; on an object store they are
@@ -16,6 +17,12 @@ which is replaced (one atomic write) after the version is complete. Publishers o
 serialised by a lock file on the local machine; two machines publishing the same name to one
 object store at the same instant could pick the same version number (object stores here offer no
 create-if-absent), so publish from one place per name (the driver of a run or a sweep does).
+
+Aliases (``serving``, ``canary``, ...) are names a person or a gate moves on purpose
+(``adray models promote``), unlike ``latest``, which every publish moves: ``get("name@serving")``
+resolves one. An alias file is replaced in one write (``Storage.write_text``: one PUT, or temp +
+rename locally), so a reader sees the old or the new version, never a mix. An alias names an
+existing version; alias names are ``[a-z][a-z0-9_-]*`` except ``latest`` and ``v<digits>``.
 
 Loading reads a local directory: ``Registry.local_dir(mv)`` is the version folder itself on local
 storage, or a copy fetched once into ``$ADRAY_HOME/cache`` (versions are immutable).
@@ -45,6 +52,9 @@ MANIFEST = "manifest.json"
 LATEST = "latest"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _VERSION = re.compile(r"^v(\d{4,})$")
+ALIASES = "aliases"
+_ALIAS = re.compile(r"^[a-z][a-z0-9_\-]*$")
+_RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$")
 
 
 class RegistryError(LookupError):
@@ -77,6 +87,25 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return name, version
 
 
+def is_alias(tag: str) -> bool:
+    """Whether the part of a reference after ``@`` names an alias (not ``latest``, vNNNN or a number)."""
+    return bool(_ALIAS.match(tag)) and not _RESERVED_ALIAS.match(tag)
+
+
+def check_alias(alias: str) -> str:
+    """``alias`` if it is a valid alias name, else a RegistryError saying what is expected."""
+    if not is_alias(alias):
+        why = "is reserved" if _RESERVED_ALIAS.match(alias) else f"must match {_ALIAS.pattern}"
+        raise RegistryError(f"alias {alias!r} {why} (aliases are names such as 'serving' or 'canary'; "
+                            "not 'latest', not a version vNNNN)")
+    return alias
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
+
+
 class Registry:
     def __init__(self, root: Storage | Path | str | None = None) -> None:
         self.storage = root if isinstance(root, Storage) else Storage(root or registry_uri())
@@ -96,6 +125,9 @@ class Registry:
         return text.strip() if text else None
 
     def get(self, ref: str) -> ModelVersion:
+        name, _, tag = ref.partition("@")
+        if is_alias(tag):  # name@serving -> name@v0003
+            ref = f"{name}@{self.alias(name, tag)}"
         name, version = parse_ref(ref)
         if version == "latest":
             version = self.latest(name) or ""
@@ -110,6 +142,28 @@ class Registry:
                 f"{self.versions(name) or 'none'}"
             )
         return ModelVersion(name, version, self.storage.display(name, version), json.loads(text))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """``{alias: version}`` of a model name ({} if it has none)."""
+        _check_name(name)
+        out = {}
+        for alias in self.storage.list_files(name, ALIASES):
+            if is_alias(alias):  # skips local temp files of an alias being replaced
+                text = self.storage.read_text(name, ALIASES, alias)
+                if text and text.strip():
+                    out[alias] = text.strip()
+        return dict(sorted(out.items()))
+
+    def alias(self, name: str, alias: str) -> str:
+        """The version an alias of ``name`` names, or a RegistryError listing the aliases that exist."""
+        _check_name(name)
+        check_alias(alias)
+        text = self.storage.read_text(name, ALIASES, alias)
+        if not text or not text.strip():
+            have = self.aliases(name)
+            listed = ", ".join(f"{a} -> {v}" for a, v in have.items()) or "none"
+            raise RegistryError(f"model {name!r} has no alias {alias!r} in {self.root}; its aliases: {listed}")
+        return text.strip()
 
     def list(self) -> list[ModelVersion]:
         return [self.get(f"{n}@{v}") for n in self.names() for v in self.versions(n)]
@@ -145,6 +199,14 @@ class Registry:
                 self._publish_remote(name, version, src, text)
             self.storage.write_text(version + "\n", name, LATEST)
         return self.get(f"{name}@{version}")
+
+    def set_alias(self, name: str, alias: str, version: str) -> ModelVersion:
+        """Point ``name@alias`` at ``version`` (vNNNN, a number, ``latest`` or another alias: the
+        concrete version it names is what is written). One atomic write; returns that version."""
+        check_alias(alias)
+        mv = self.get(f"{name}@{version}")  # must exist; pins latest / aliases to a version
+        self.storage.write_text(mv.version + "\n", name, ALIASES, alias)
+        return mv
 
     def _publish_local(self, name: str, version: str, src: Path, manifest_text: str) -> None:
         base = self.storage.local_path(name)

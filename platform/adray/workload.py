@@ -18,7 +18,11 @@ path). The platform (cli, train, tune, evaluate, serving, registry) reaches a wo
 * ``evaluate``: the paper's metrics of a model and of the workload's baselines;
 * ``policy``: the serving policy (:class:`Policy`): the typed request and response of one
   decision and a batched ``decide``; the same class answers over HTTP and offline;
-* ``headline``: the metric and trivial baseline of the contract suite's learning check.
+* ``headline``: the metric and trivial baseline of the contract suite's learning check;
+* ``gate_data`` (optional): what ``adray models promote --gate ope`` needs to value a candidate
+  version on the decision log: ``(model, cfg, meta, rows) -> GateData`` (:class:`GateData`), given
+  the candidate's inference model, config and meta and the log rows (a ``pyarrow.Table``) decided
+  by the version now serving. A workload without it cannot be gated (the command says so).
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from adray.config import Config, check
 
@@ -200,6 +207,42 @@ class Headline:
     mode: Literal["max", "min"] = "max"
 
 
+@dataclasses.dataclass(frozen=True)
+class GateData:
+    """The arrays off-policy estimation needs, one entry per logged decision used (n,).
+
+    Rows of the log the workload could not use (no outcome joined yet, no logged action) are left
+    out and counted in ``skipped``. ``q_logged``/``v_target`` are the doubly robust estimator's
+    model terms; a workload without a value model leaves them None and DR is skipped.
+    """
+
+    rewards: np.ndarray
+    """r_i: the workload's reward of each logged decision (its config's reward), (n,)."""
+    target_prob: np.ndarray
+    """π(a_i|s_i): the candidate's probability of the logged action under its serving rule, (n,)."""
+    logging_prob: np.ndarray
+    """μ(a_i|s_i): the logged propensity of the serving version that decided, (n,)."""
+    q_logged: np.ndarray | None = None
+    """q̂(s_i, a_i): the candidate's value estimate of the logged action, (n,), or None."""
+    v_target: np.ndarray | None = None
+    """v̂(s_i) = Σ_a π(a|s_i) q̂(s_i, a): the candidate's value of its own decision, (n,), or None."""
+    skipped: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Rows of the input left out, by reason (``{"outcome not joined": 12}``)."""
+
+    def __post_init__(self) -> None:
+        n = len(self.rewards)
+        for name in ("rewards", "target_prob", "logging_prob", "q_logged", "v_target"):
+            arr = getattr(self, name)
+            if arr is not None and np.shape(arr) != (n,):
+                raise ValueError(f"GateData.{name}: expected shape ({n},) like rewards, got {np.shape(arr)}")
+        if (self.q_logged is None) != (self.v_target is None):
+            raise ValueError("GateData: q_logged and v_target go together (both arrays or both None)")
+
+
+GateDataFn = Callable[[Any, Any, dict[str, Any], "pa.Table"], GateData]
+"""``(model, cfg, meta, rows) -> GateData``: see :class:`GateData` and the module docstring."""
+
+
 EvaluateFn = Callable[[Any, Path, Any, Mapping[str, Any]], dict[str, dict[str, float]]]
 """``(cfg, data_dir, model, others) -> {method: {metric: value}}``: the model under the workload's
 name, each model of ``others`` (published models to compare, e.g. ablations) under its label, and
@@ -229,6 +272,9 @@ class Workload:
         default_factory=dict
     )
     """``{format: (files, out_dir, cfg) -> None}`` for ``adray data import``."""
+    gate_data: GateDataFn | None = None
+    """Inputs of the off-policy promotion gate (``adray models promote --gate ope``); None: the
+    workload's versions can be promoted only without a gate."""
 
     def __post_init__(self) -> None:
         fields = self.config_cls.field_names()

@@ -9,7 +9,6 @@ anything is deployed.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,11 @@ from typing import Any
 import pytest
 
 from serve_apps.feed_schema import ROLES
+from tests.helpers import free_port
 
 STAGE_WORKLOADS = {"ranking": "pwiser", "bidding": "vamo", "utility": "drlput", "allocation": "crossdqn",
                    "channel": "mtorl"}
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +57,7 @@ def test_feed_graph_fused_and_split(five: dict[str, Any], tmp_path: Path) -> Non
     budget = 0.05
     requests = _requests(five, 8, budget)
     answers: dict[str, list[dict[str, Any]]] = {}
-    port = _free_port()
+    port = free_port()
     for mode in ("fused", "split"):
         app = f"feed-{mode}"
         state = tmp_path / mode
@@ -123,3 +118,35 @@ def test_a_stage_given_a_model_of_another_kind_is_refused(five: dict[str, Any], 
         build_feed_app(_args(five, tmp_path).model_copy(update={"ranking": five["channel"].ref}))
     with pytest.raises(ServeError, match=r"bidding stage: .*vamo@v0042"):
         build_feed_app(_args(five, tmp_path).model_copy(update={"bidding": "vamo@v0042"}))
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_stage_replica_killed_under_load_fails_no_request(five: dict[str, Any], tmp_path: Path) -> None:
+    """Split graph, 2 ranking replicas, steady load; one replica killed: every request is answered
+    (the ranking stage falls back while its calls to the dead replica fail) and Serve restores it."""
+    import asyncio
+    import importlib.util
+
+    from ray import serve
+
+    from adray.cli_serve import serve_graph
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("graph_faults", REPO / "benchmarks" / "graph_faults.py")
+    faults = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(faults)  # type: ignore[union-attr]
+    app = "feed-kill"
+    url = serve_graph(_args(five, tmp_path, mode="split", stage_replicas=2, ledger_name="pacing-test-kill"),
+                      port=free_port(), name=app, route_prefix=f"/{app}")
+    try:
+        out = asyncio.run(faults.run(f"{url}/{app}", _requests(five, 16, 1e9), rps=4.0, seconds=20.0, kill_at=6.0,
+                                     app=app, deployment="stage-ranking", stage="ranking", want=2))
+    finally:
+        serve.delete(app)
+        import ray
+
+        ray.kill(ray.get_actor("pacing-test-kill", namespace="adray"), no_restart=True)
+    print(out)
+    assert out["errors"] == 0, out
+    assert out["recovery_s"] == out["recovery_s"] and out["recovery_s"] < 60, out  # not NaN

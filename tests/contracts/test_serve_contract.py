@@ -9,7 +9,6 @@ talks to it over HTTP.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from adray.data.features import CategoricalFeature, FeatureMap
 from adray.models import build_from_dir
 from adray.registry import ModelVersion, Registry
 from adray.workload import get_workload
+from tests.helpers import free_port
 from tests.helpers import publish_tiny as _publish_tiny
 
 pytestmark = pytest.mark.ray
@@ -60,11 +60,6 @@ def offline(mv: ModelVersion, root: Path, cands: list[dict]) -> dict[str, np.nda
     return {k: v.numpy() for k, v in out.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def served(ray_cluster, tmp_path_factory):  # noqa: ANN001, ANN201
@@ -82,7 +77,7 @@ def served(ray_cluster, tmp_path_factory):  # noqa: ANN001, ANN201
         if current.get("ref") != ref:
             current["url"] = serve_up(
                 AppArgs(model=ref, registry=str(root), max_candidates=100, max_body_bytes=64_000),
-                port=_free_port(),
+                port=free_port(),
             )
             current["ref"] = ref
         return current["url"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import pytest
 
 from adray.config import ConfigError, load_config
 from adray.workload import Workload, get_workload, workload_names
-from tests.helpers import assert_same_answer
+from tests.helpers import assert_same_answer, free_port
 
 NAMES = workload_names()
 SMOKE = "smoke"
@@ -159,11 +158,6 @@ def test_eval_reproduces_training(name: str, trained) -> None:  # noqa: ANN001
 # ----------------------------------------------------------------------------- 5. HTTP == offline
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.ray
 @pytest.mark.parametrize("name", NAMES)
@@ -179,7 +173,7 @@ def test_http_equals_offline(name: str, trained) -> None:  # noqa: ANN001
     requests = t.wl.policy.sample_requests(t.cfg, t.data, N_REQUESTS, seed=2)
     want = decide_offline(t.ref, requests, str(t.registry))
     app = f"contract-{name}"
-    url = serve_up(AppArgs(model=t.ref, registry=str(t.registry)), port=_free_port(), name=app,
+    url = serve_up(AppArgs(model=t.ref, registry=str(t.registry)), port=free_port(), name=app,
                    route_prefix=f"/{app}")
     try:
         with httpx.Client(base_url=f"{url}/{app}", timeout=60) as client:

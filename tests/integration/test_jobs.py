@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typer.testing import CliRunner
 
 from adray import jobs
 from adray.registry import Registry
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -35,11 +35,6 @@ PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", "node-manager-
               "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
               "runtime-env-agent-port")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout_s: float) -> None:
@@ -60,7 +55,7 @@ def head() -> Iterator[dict]:
     """A token-authenticated Ray head of its own: {"url", "env"} (env = what a client needs)."""
     tmp = Path(tempfile.mkdtemp(prefix="adrayhead", dir="/tmp"))  # short: Ray's socket paths are limited
     (tmp / "token").write_text(TOKEN)
-    ports = {flag: _free_port() for flag in PORT_FLAGS}
+    ports = {flag: free_port() for flag in PORT_FLAGS}
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(tmp / "token"),
                PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
@@ -143,7 +138,7 @@ def test_serve_deploy_config_on_the_cluster(head: dict, trained: dict, tmp_path:
     assert trained["result"].exit_code == 0
     cfg = yaml.safe_load((REPO / "serve_apps" / "serve_config.yaml").read_text())
     cfg["applications"] = [a for a in cfg["applications"] if a["name"] == "adray"]  # the feed graph needs 5 models
-    port = _free_port()
+    port = free_port()
     cfg["http_options"] = {"host": "127.0.0.1", "port": port}
     cfg["applications"][0]["args"]["registry"] = str(trained["home"] / "registry")
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(cfg))

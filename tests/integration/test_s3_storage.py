@@ -10,50 +10,17 @@ directory (only the scratch model directory of the run and the cache of fetched 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import assert_same_answer
+from tests.helpers import assert_same_answer, free_port
 
 pytestmark = pytest.mark.ray
 
 BUCKET = "adray-test"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():  # noqa: ANN201
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.is_file():
-        pytest.fail(f"{exe} missing: moto[server] is a dev dependency (pip install -e '.[dev]')")
-    port = _free_port()
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("moto server did not start")
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    proc.kill()
-    proc.wait()
 
 
 def test_train_publish_load_serve_on_s3(ray_cluster, s3_server: str, tmp_path: Path,
@@ -115,7 +82,7 @@ def test_train_publish_load_serve_on_s3(ray_cluster, s3_server: str, tmp_path: P
     want = decide_offline(out.model_ref, requests)
     app = "s3-pwiser"
     replica_env = CREDS | {"ADRAY_HOME": str(tmp_path / "replica-home")}
-    url = serve_up(AppArgs(model="pwiser@latest", registry=registry_uri(), env=replica_env), port=_free_port(),
+    url = serve_up(AppArgs(model="pwiser@latest", registry=registry_uri(), env=replica_env), port=free_port(),
                    name=app, route_prefix=f"/{app}")
     try:
         for req, expected in zip(requests, want):

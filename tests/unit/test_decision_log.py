@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -367,40 +366,13 @@ def test_settings_are_checked_by_name(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- S3 (moto)
-@pytest.fixture(scope="module")
-def s3_endpoint():  # noqa: ANN201
-    import httpx
-
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.is_file():
-        pytest.skip("moto_server not installed (pip install 'moto[server]')")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("moto server did not start")
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    proc.kill()
-    proc.wait()
-
-
-def test_round_trip_on_s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_round_trip_on_s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.fs as pafs
 
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
-    query = f"endpoint_override={s3_endpoint}&scheme=http"
+    query = f"endpoint_override={s3_server}&scheme=http"
     pafs.FileSystem.from_uri(f"s3://declog?{query}&allow_bucket_creation=true")[0].create_dir("declog")
     st = Storage(f"s3://declog/team?{query}")
     with pytest.raises(StorageError, match="s3://declog/team/dec"):

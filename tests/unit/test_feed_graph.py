@@ -8,9 +8,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from adray.pacing import PacingSettings
 from serve_apps.feed_graph import FeedGraph, GraphSettings
-from serve_apps.feed_log import LOG_SCHEMA
+from serve_apps.feed_log import log_schema
 from workloads.drlput import columns as C
+from workloads.drlput.policy import UtilityPolicy
+
+LOG_SCHEMA_ = log_schema(UtilityPolicy)
 
 K, D = 4, 2
 
@@ -92,7 +96,8 @@ def graph(**stages: Any) -> FeedGraph:
     ledger = stages.pop("ledger", FakeLedger(budget=10.0))
     settings = stages.pop("settings", GraphSettings(window=K, stage_timeout_s=0.5, manual_weights=(0, 0, 0, 0.05),
                                                     fixed_ad_slots=(1,)))
-    return FeedGraph({**base, **stages}, ledger, settings, steps_per_day=8)
+    clock = stages.pop("clock", lambda: 1000.0)
+    return FeedGraph({**base, **stages}, ledger, settings, PacingSettings(steps_per_day=8, day_seconds=800.0), clock)
 
 
 def decide(g: FeedGraph, req: dict[str, Any]) -> Any:
@@ -162,9 +167,34 @@ def test_budget_spent_ads_give_their_slot_to_organic_and_never_overspend() -> No
     # x: alpha 2 x pctcvr 0.2 = ecpm 0.4 > y's 0.02: first, priced at y's ecpm 0.02. One charge fits the
     # budget of 0.025; the second is refused (0.04 > 0.025): its slot shows organic, y keeps slot 1.
     assert shown[0] == ["x", "y", "o0", "o1"]
-    assert shown[1] == shown[2] == ["o0", "y", "o1", "o2"]
+    assert shown[1] == ["o0", "y", "o1", "o2"]
+    assert shown[2] == ["y", "o0", "o1", "o2"]  # x sits out the rest of the step: y is the top ad
     assert ledger.spent["adv-x"] == pytest.approx(0.02)
     assert all(e["price"] <= e["bid"] for e in ledger.events)
+
+
+def test_alpha_is_decided_once_per_decision_step() -> None:
+    now = [1000.0]  # day 1, step 2 of 8 (100 s a step)
+    bid = FakeStage("vamo@v0001", bidding)
+    g = graph(bidding=bid, clock=lambda: now[0])
+    for _ in range(3):
+        out = decide(g, request([("x", "auto", None, 0.4), ("y", "fixed", 1.0, 0.02)]))
+        assert out.answer["bids"] == {"adv-x": 2.0}
+    assert bid.calls == 1 and "pacing" not in out.answer["latency_ms"]  # later requests: no ledger view
+    now[0] += 100.0  # the next step: the ledger is asked and the model decides again
+    decide(g, request([("x", "auto", None, 0.4)]))
+    assert bid.calls == 2
+
+
+def test_concurrent_requests_at_a_step_start_share_one_decision() -> None:
+    bid = FakeStage("vamo@v0001", bidding, delay_s=0.05)
+    g = graph(bidding=bid)
+
+    async def many() -> list[Any]:
+        return await asyncio.gather(*(g.decide(request([("x", "auto", None, 0.4)])) for _ in range(5)))
+
+    outs = asyncio.run(many())
+    assert bid.calls == 1 and all(o.answer["bids"] == {"adv-x": 2.0} for o in outs)
 
 
 def test_no_ledger_means_no_auto_bidding_ads() -> None:
@@ -188,7 +218,7 @@ def test_channel_gate_removes_ads_when_another_channel_is_chosen() -> None:
 
 def test_log_row_has_drlput_columns_and_fits_the_schema() -> None:
     out = decide(graph(), request([("a", "fixed", 1.0, 0.2), ("b", "auto", None, 0.3)]))
-    table = pa.Table.from_pylist([out.row], schema=LOG_SCHEMA)
+    table = pa.Table.from_pylist([out.row], schema=LOG_SCHEMA_)
     row = table.to_pylist()[0]
     assert row[C.ACTION] == 3 and row[C.PROPENSITY] == pytest.approx(0.9)
     assert row[C.POLICY_ID] == "drlput@v0001" and row[C.REVENUE] is None

@@ -6,6 +6,7 @@ from adray.workload import Headline, Workload
 from workloads.drlput.config import DRLPUTConfig
 from workloads.drlput.data import import_decision_log, make_data
 from workloads.drlput.evaluate import evaluate
+from workloads.drlput.gate import gate_data
 from workloads.drlput.policy import UtilityPolicy
 from workloads.drlput.train import DRLPUTTrainer, load_model
 
@@ -22,4 +23,5 @@ WORKLOAD = Workload(
     make_data=make_data,
     generator_fields=("sim", "action", "behaviour"),
     importers={"drlput-log": import_decision_log},
+    gate_data=gate_data,
 )

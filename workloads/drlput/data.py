@@ -91,7 +91,7 @@ def read_logs(path: Path | str, num_actions: int, columns: tuple[str, ...] = C.L
         raise DataError(f"{path}: cannot read Parquet ({exc})") from None
     require_columns(df, columns, str(path))
     df = df[list(columns)]
-    numeric = [c for c in columns if c not in (C.POLICY_ID, C.MODEL_VERSIONS)]
+    numeric = [c for c in columns if c not in (C.REQUEST_ID, C.POLICY_ID, C.MODEL_VERSIONS)]  # ids: int or str
     require_finite(df, numeric, str(path))
     if C.ACTION in columns:
         a = df[C.ACTION].to_numpy()

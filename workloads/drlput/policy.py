@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pydantic
 
 from adray.workload import Policy
@@ -83,6 +84,39 @@ class UtilityPolicy(Policy):
             out.append({"request_id": r.get("request_id", ""), "action": a, "propensity": prop, "model": self.ref,
                         **{p: float(vals[i]) for i, p in enumerate(PARAMS)}})
         return out
+
+    # ------------------------------------------------------------------ the graph's decision log
+    @classmethod
+    def log_fields(cls) -> list[pa.Field]:
+        """Arrow fields of the utility stage's columns in a decision log (``columns.LOG_COLUMNS``)."""
+        out = [pa.field(c, pa.int32()) for c in C.CAT_FEATURES] + [pa.field(c, pa.float64()) for c in C.NUM_FEATURES]
+        out += [pa.field(C.REQUEST_ID, pa.string(), nullable=False), pa.field(C.ACTION, pa.int32()),
+                pa.field(C.PROPENSITY, pa.float64()), pa.field(C.POLICY_ID, pa.string()),
+                pa.field(C.MODEL_VERSIONS, pa.string())]
+        out += [pa.field(c, pa.float64()) for c in C.PARAM_COLUMNS]
+        out += [pa.field(C.CAMPAIGN, pa.int32()), pa.field(C.BID, pa.float64())]
+        out += [pa.field(c, pa.float64()) for c in (C.REVENUE, C.CLICK, C.LONG_CLICK, C.CONV)]
+        out += [pa.field(c, pa.float64()) for c in (C.PRED_CLICK, C.PRED_LONG, C.PRED_CONV)]
+        return out
+
+    @classmethod
+    def log_values(cls, request_id: str, state: dict[str, Any], decision: dict[str, Any] | None,
+                   values: dict[str, float], policy_id: str, model_versions: str,
+                   shown: dict[str, Any] | None) -> dict[str, Any]:
+        """One decision-log row's utility columns. ``decision``: action and propensity (None: the
+        stage fell back); ``shown``: the top shown ad's ``campaign`` code (0 click, 1 conversion),
+        ``bid`` and predictions ``pred_click``, ``pred_long``, ``pred_conv`` (None: organic, -1).
+        The outcome columns stay null: they are joined later from the events."""
+        row: dict[str, Any] = {c: state.get(c) for c in C.STATE}
+        row.update({C.REQUEST_ID: request_id, C.ACTION: decision["action"] if decision else None,
+                    C.PROPENSITY: decision["propensity"] if decision else None, C.POLICY_ID: policy_id,
+                    C.MODEL_VERSIONS: model_versions, **{p: values[p] for p in C.PARAM_COLUMNS}})
+        if shown is None:
+            row.update({C.CAMPAIGN: -1, C.BID: 0.0, C.PRED_CLICK: 0.0, C.PRED_LONG: 0.0, C.PRED_CONV: 0.0})
+        else:
+            row.update({C.CAMPAIGN: int(shown["campaign"]), C.BID: float(shown["bid"]),
+                        **{c: float(shown[c]) for c in (C.PRED_CLICK, C.PRED_LONG, C.PRED_CONV)}})
+        return row
 
     @classmethod
     def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -127,6 +127,9 @@ class BidPolicy(Policy):
     route = "bid"
     summary = "bid coefficient of one advertiser at one decision step"
 
+    pacing_request = staticmethod(bid_request)
+    """The serving graph's hook: a request of this policy from an advertiser's pacing aggregates."""
+
     @classmethod
     def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[pydantic.BaseModel]:
         state = pydantic.conlist(pydantic.confloat(allow_inf_nan=False), min_length=STATE_DIM,
@@ -164,17 +167,25 @@ class BidPolicy(Policy):
         return BidResponse
 
     def decide(self, requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for r in requests:
-            task, cpa = int(r["task"]), float(r["cpa_constraint"])
+        """One forward pass per network over the requests it serves (Serve passes one at a time;
+        the feed graph passes all advertisers of a feed request)."""
+        windows, cpas = [], np.zeros(len(requests))
+        for i, r in enumerate(requests):
+            task, cpas[i] = int(r["task"]), float(r["cpa_constraint"])
             rtg0 = rtg_start(self.model, task)
             if r.get("return_to_go") is not None:  # the caller's target for now: back to step 0
                 rtg0 = float(r["return_to_go"]) + float(np.sum(r["conversions"]))
-            b = window(np.asarray(r["states"], np.float32), np.asarray(r["alphas"]), np.asarray(r["conversions"]),
-                       cpa, task, rtg0, self.model)
-            alpha = float(alphas(self.model, b, np.array([cpa]))[0])
-            out.append({"request_id": r.get("request_id"), "model": self.ref, "alpha": alpha, "ratio": alpha / cpa})
-        return out
+            windows.append(window(np.asarray(r["states"], np.float32), np.asarray(r["alphas"]),
+                                  np.asarray(r["conversions"]), cpas[i], task, rtg0, self.model))
+        out_alpha = np.zeros(len(requests))
+        tasks = np.array([int(r["task"]) for r in requests])
+        groups = tasks if len(self.model.nets) > 1 else np.zeros(len(requests), int)
+        for g in np.unique(groups):  # one forward per network
+            sel = np.flatnonzero(groups == g)
+            b = {k: torch.cat([windows[i][k] for i in sel]) for k in windows[0]}
+            out_alpha[sel] = alphas(self.model, b, cpas[sel])
+        return [{"request_id": r.get("request_id"), "model": self.ref, "alpha": float(a), "ratio": float(a / c)}
+                for r, a, c in zip(requests, out_alpha, cpas, strict=True)]
 
     @classmethod
     def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
