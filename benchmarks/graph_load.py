@@ -8,7 +8,8 @@ registry ($ADRAY_HOME/registry unless --registry); those missing are trained fir
 ``smoke`` config with generated data (``--train-missing``, default on). Requests: 50 candidate ads
 (20 advertisers, every other one auto-bidding) and 20 organic items, assembled from each model's
 dataset (``serve_apps.feed_requests``). If no app named ``--name`` is running, the graph is
-deployed (``--mode``) on the local Ray (``adray serve`` starts one if needed).
+deployed (``--mode``, ``--replicas``, ``--batch-wait-ms``; a running one is rolled to these options
+unless ``--reuse``) on the local Ray (``adray serve`` starts one if needed).
 
 Load is open loop: request i is sent at t0 + i / rps whatever the answers before it did, so a
 slow server shows as latency, not as a lower sending rate. Per rate, one JSON line: ``rps`` (the
@@ -108,12 +109,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--mode", choices=("fused", "split"), default="fused")
     ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--batch-wait-ms", type=float, default=0.0, help="fused: cross-request batching window")
     ap.add_argument("--name", default="feed")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--registry", default=None)
     ap.add_argument("--train-missing", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--requests", type=int, default=64, help="distinct requests cycled through")
     ap.add_argument("--no-direct", action="store_true")
+    ap.add_argument("--reuse", action="store_true", help="use a running app as it is (default: deploy these options)")
     ap.add_argument("--json", action="store_true", help="only the JSON lines on stdout")
     args = ap.parse_args()
 
@@ -131,15 +134,16 @@ def main() -> None:
     requests = sample_feed_requests(model_sources(refs, registry), args.requests, n_ads=50, n_organic=20,
                                     n_advertisers=20, budget=1e9, seed=0)
     status = serve.status().applications.get(args.name)
-    if status is None or not str(status.status).endswith("RUNNING"):
-        url = serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas),
-                          port=args.port, name=args.name)
+    if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
+        url = serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
+                                   batch_wait_s=args.batch_wait_ms / 1e3), port=args.port, name=args.name)
     else:
         url = http_url()
     steps = None
     for rps in (float(r) for r in args.rps.split(",")):
         out = asyncio.run(open_loop(url, requests, rps, args.seconds))
-        print(json.dumps({"mode": args.mode, "replicas": args.replicas, **out}), flush=True)
+        print(json.dumps({"mode": args.mode, "replicas": args.replicas, "batch_wait_ms": args.batch_wait_ms, **out}),
+              flush=True)
     if not args.no_direct:
         from adray.serving import policy_meta, resolve_model
 

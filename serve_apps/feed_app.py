@@ -21,6 +21,7 @@ from typing import Any, Literal
 import pydantic
 from ray.serve import Application
 
+from adray.registry import Registry
 from adray.serving import MAX_BODY_BYTES, MAX_ITEMS, ServeError, default_registry, policy_meta, resolve_model
 from serve_apps.feed_schema import ROLES, ROUTES, stage_workloads
 
@@ -36,8 +37,8 @@ class FeedArgs(pydantic.BaseModel):
     allocation: str | None = None
     channel: str | None = None
     """Each stage's model (name@version), ``none`` to serve the stage's safe default, or unset: the
-    latest model of the workload whose policy answers the stage's route (rank, bid, utility,
-    allocate, channel)."""
+    ``@serving`` version (``adray models promote``), else the latest, of the workload whose policy
+    answers the stage's route (rank, bid, utility, allocate, channel)."""
     registry: str | None = None
     mode: Literal["fused", "split"] = "fused"
     num_replicas: int = pydantic.Field(1, ge=1)
@@ -47,6 +48,9 @@ class FeedArgs(pydantic.BaseModel):
     """Replicas of each stage deployment (split mode)."""
     stage_cpus: float = pydantic.Field(0.25, gt=0)
     stage_timeout_s: float = pydantic.Field(1.0, gt=0)
+    batch_wait_s: float = pydantic.Field(0.0, ge=0)
+    """Fused mode: gather concurrent requests' calls to a stage for up to this long and decide them
+    in one forward pass (0: each request on its own; see benchmarks/graph_load.py)."""
     manual_weights: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     fixed_ad_slots: tuple[int, ...] = (1, 3)
     fallback_alpha_ratio: float = pydantic.Field(1.0, ge=0)
@@ -76,8 +80,10 @@ def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None]
     refs: dict[str, str | None] = {}
     metas: dict[str, dict[str, Any]] = {}
     defaults = stage_workloads()
+    reg = Registry(registry)
     for role in ROLES:
-        ref = getattr(args, role) or f"{defaults[role][0]}@latest"
+        name = defaults[role][0]
+        ref = getattr(args, role) or (f"{name}@serving" if "serving" in _aliases(reg, name) else f"{name}@latest")
         if ref.lower() == "none":
             refs[role] = None
             continue
@@ -91,6 +97,13 @@ def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None]
                              f"{role} stage needs a policy answering /v1/{ROUTES[role]} (or 'none')")
         refs[role], metas[role] = mv.ref, meta
     return refs, metas
+
+
+def _aliases(reg: Any, name: str) -> dict[str, str]:
+    try:
+        return reg.aliases(name)
+    except LookupError:
+        return {}
 
 
 def build_feed_app(args: FeedArgs) -> Application:

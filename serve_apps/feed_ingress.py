@@ -21,16 +21,58 @@ from serve_apps.feed_schema import FeedResponse, feed_request_schema, stage_work
 
 
 class LocalStage:
-    """A policy loaded in this replica, called in a worker thread (so a stage timeout can fire)."""
+    """A policy loaded in this replica, called in a worker thread (so a stage timeout can fire).
 
-    def __init__(self, ref: str, registry: str) -> None:
+    With ``batch_wait_s`` > 0 the calls of concurrent feed requests are gathered for up to that
+    long (or ``max_batch`` requests) and decided in one ``decide`` call: one forward pass for the
+    batch. A float32 answer then depends on its batch-mates in the last bits (BLAS picks kernels by
+    size), as with ``concat_batches`` of the single-model app; 0 decides each request on its own.
+    """
+
+    def __init__(self, ref: str, registry: str, batch_wait_s: float = 0.0, max_batch: int = 16) -> None:
         from adray.serving import PolicyHandle
 
         self.handle = PolicyHandle(ref, registry)
         self.ref = self.handle.ref
+        self.batch_wait_s, self.max_batch = batch_wait_s, max_batch
+        self._queue: list[tuple[list[dict[str, Any]], asyncio.Future[list[dict[str, Any]]]]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     async def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(lambda: [self.handle.decide([r])[0] for r in requests])
+        if self.batch_wait_s <= 0:
+            return await asyncio.to_thread(lambda: [self.handle.decide([r])[0] for r in requests])
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+        self._queue.append((requests, fut))
+        if sum(len(r) for r, _ in self._queue) >= self.max_batch:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.batch_wait_s, self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        flat = [r for reqs, _ in batch for r in reqs]
+        task = asyncio.ensure_future(asyncio.to_thread(self.handle.decide, flat))
+
+        def done(t: asyncio.Future[list[dict[str, Any]]]) -> None:
+            if t.exception() is not None:
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(t.exception())  # type: ignore[arg-type]
+                return
+            answers, start = t.result(), 0
+            for reqs, f in batch:
+                if not f.done():
+                    f.set_result(answers[start:start + len(reqs)])
+                start += len(reqs)
+
+        task.add_done_callback(done)
 
 
 class RemoteStage:
@@ -82,7 +124,7 @@ class FeedIngress:
             elif role in handles:
                 stages[role] = RemoteStage(handles[role], ref)
             else:
-                stages[role] = LocalStage(ref, registry)
+                stages[role] = LocalStage(ref, registry, batch_wait_s=args["batch_wait_s"])
         window = int(metas["allocation"]["obs_layout"]["window"]) if refs.get("allocation") else 5
         steps = args["steps_per_day"] or int(metas.get("bidding", {}).get("steps_per_day", 48))
         settings = GraphSettings(window=window, stage_timeout_s=args["stage_timeout_s"],

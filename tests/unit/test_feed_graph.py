@@ -231,3 +231,23 @@ def test_settings_are_checked() -> None:
         GraphSettings(window=3, fixed_ad_slots=(5,))
     with pytest.raises(ValueError, match="manual_weights"):
         GraphSettings(manual_weights=(1.0,))  # type: ignore[arg-type]
+
+
+def test_local_stage_decides_concurrent_calls_in_one_batch() -> None:
+    from serve_apps.feed_ingress import LocalStage
+
+    class Handle:
+        calls: list[int] = []
+
+        def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            self.calls.append(len(requests))
+            return [{"echo": r["i"]} for r in requests]
+
+    stage = object.__new__(LocalStage)  # no registry: the handle is replaced
+    stage.handle, stage.ref, stage.batch_wait_s, stage.max_batch, stage._queue, stage._timer = Handle(), "m", 0.02, 16, [], None
+
+    async def many() -> list[Any]:
+        return await asyncio.gather(*(stage.decide([{"i": i}, {"i": i + 100}]) for i in range(3)))
+
+    assert asyncio.run(many()) == [[{"echo": i}, {"echo": i + 100}] for i in range(3)]
+    assert Handle.calls == [6]  # three feed requests, one decide call
