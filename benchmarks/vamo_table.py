@@ -162,11 +162,11 @@ def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
 
 
 def show(title: str, table: dict[str, dict[str, float]], rows: list[str]) -> None:
-    print(f"\n{title}\n{'method':18s}" + "".join(f"{c:>18s}" for c in COLUMNS) + "  seeds")
+    print(f"\n{title}\n{'method':18s}" + "".join(f"{c:>20s}" for c in COLUMNS) + "  seeds")
     for r in rows:
         if r in table:
-            cells = [f"{table[r].get(c, float('nan')):8.2f} +- {table[r].get(c + '_std', 0):5.2f}" for c in COLUMNS]
-            print(f"{r:18s}" + "".join(f"{c:>18s}" for c in cells) + f"  {int(table[r]['seeds'])}")
+            cells = [f"{table[r].get(c, float('nan')):.1f} +- {table[r].get(c + '_std', 0):.1f}" for c in COLUMNS]
+            print(f"{r:18s}" + "".join(f"{c:>20s}" for c in cells) + f"  {int(table[r]['seeds'])}")
 
 
 def report(args: argparse.Namespace) -> None:

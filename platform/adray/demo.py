@@ -7,7 +7,8 @@
 3. a short Optuna + ASHA sweep (pwiser's tune space: λ, m1, m2);
 4. the composed feed graph on Ray Serve (``adray serve graph``: ranking, auto-bidding, utility,
    allocation, channel) and sample feed requests sent over HTTP: answers, fallbacks and latency;
-5. a summary table. The graph stays up; ``adray serve down --name feed`` removes it.
+5. a summary table. Everything ran on the embedded Ray, which stops with the demo (``adray serve
+   graph`` deploys the same graph on a Ray that stays up).
 """
 
 from __future__ import annotations
@@ -66,8 +67,7 @@ def run_demo(workers: int = 2, trials: int = 4, address: str | None = None, requ
     console.print(f"sweep: best {sweep.best_params} -> {sweep.best_metrics}; published {sweep.model_ref}")
     console.print(f"graph: {graph['url']}/v1/feed  {graph['ok']}/{graph['sent']} answered, p50 {graph['p50_ms']:.1f} ms, "
                   f"p99 {graph['p99_ms']:.1f} ms, ads shown {graph['ads']}, fallbacks {graph['fallbacks'] or 'none'}")
-    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s (the graph stays up: "
-                  f"`adray serve down --name feed`)")
+    console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
 def _headline(wl: Any, cfg: Any, ref: str) -> dict[str, float]:
