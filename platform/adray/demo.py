@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ GRAPH_ROLES = {"ranking": "pwiser", "bidding": "vamo", "utility": "drlput", "all
 
 def run_demo(workers: int = 2, trials: int = 4, address: str | None = None, requests: int = 30,
              port: int = 8000) -> None:
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)  # a log file gets the whole table
     t0 = time.perf_counter()
     ensure_ray(address)
     names = workload_names()
