@@ -14,8 +14,9 @@ Without a gate the alias moves (a rollback is a promotion of the older version).
    standard error from the sample; the candidate's value is SNIPS (``adray.ope.snips``, bootstrap
    standard error) and, when the workload gives q̂/v̂, DR (``adray.ope.dr``);
 4. **the rule**: promote when the candidate's SNIPS upper 95% bound (value + 1.96 s.e.) is at
-   least the serving version's point estimate; else hold back. Also held back: no overlap (the
-   candidate gives probability 0 to every logged action: SNIPS has nothing to weigh).
+   least the serving version's point estimate; else hold back. Also held back: too little
+   overlap (the candidate's importance weights have an effective sample size below ``LOW_ESS``,
+   30, or 0: the estimate would rest on a handful of rows, so the log cannot value it).
 
 Why so lenient: a few hundred logged decisions of an exploring policy cannot prove that a new
 policy is better (the importance weights make the estimate's interval wide), but they can catch a
@@ -87,6 +88,10 @@ def gate_rule(serving: ope.Estimate, candidate: ope.Estimate) -> tuple[bool, str
     if candidate.ess <= 0:
         return False, ("no overlap: the candidate gives probability 0 to every logged action (ESS 0), "
                        "so the log says nothing about it")
+    if candidate.ess < LOW_ESS:
+        return False, (f"too little overlap: the candidate's importance weights have an effective sample size "
+                       f"of {candidate.ess:.1f} (< {LOW_ESS:g}); the log cannot value it (log more, or with more "
+                       "exploration)")
     upper = bounds(candidate)[1]
     if upper >= serving.value - TOLERANCE * max(1.0, abs(serving.value)):
         return True, f"candidate SNIPS upper 95% bound {upper:.4f} >= serving value {serving.value:.4f}"

@@ -197,7 +197,8 @@ def test_snips_on_a_hand_computed_table(env: dict[str, Any]) -> None:
     write_log(env["log"], [{"state": s, "action": a, "propensity": mu, "policy_id": "toy@v0001", "reward": r}
                            for s, a, mu, r in rows])
     res = promote(env, "toy@v0004", "--min-rows", "4", "--json")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # ESS 2.6 < 30: too little overlap to value the candidate
+    assert "too little overlap" in json.loads(res.output)["message"]
     g = json.loads(res.output)["gate"]
     assert g["snips"]["value"] == pytest.approx(6 / 7, rel=1e-12)
     assert g["snips"]["ess"] == pytest.approx(49 / 19, rel=1e-12)
