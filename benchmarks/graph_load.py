@@ -70,7 +70,7 @@ async def open_loop(url: str, requests: list[dict[str, Any]], rps: float, second
             "fallback_share": round(fallbacks / max(len(lat), 1), 4), "seconds": round(wall, 1)}
 
 
-def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]], steps: int) -> dict[str, Any]:
+def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
     """The same graph in this process: no HTTP, no Serve, an in-memory ledger."""
     import torch
 
@@ -81,7 +81,8 @@ def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]], 
     torch.set_num_threads(1)
     stages = {role: LocalStage(ref, registry) for role, ref in refs.items()}
     window = int(stages["allocation"].handle.policy.meta["obs_layout"]["window"])
-    ledger = Ledger(None, "bench", PacingSettings(steps_per_day=steps))
+    pacing = PacingSettings(steps_per_day=int(stages["bidding"].handle.policy.meta.get("steps_per_day", 48)))
+    ledger = Ledger(None, "bench", pacing)
 
     class Local:
         async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -90,8 +91,7 @@ def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]], 
         async def settle(self, events: list[dict[str, Any]]) -> list[bool]:
             return ledger.settle(events)
 
-    graph = FeedGraph(stages, Local(), GraphSettings(window=window, stage_timeout_s=10.0),
-                      PacingSettings(steps_per_day=steps))
+    graph = FeedGraph(stages, Local(), GraphSettings(window=window, stage_timeout_s=10.0), pacing)
     lat = []
     for i, req in enumerate(requests * 3):
         s = time.perf_counter()
@@ -139,17 +139,12 @@ def main() -> None:
                                    batch_wait_s=args.batch_wait_ms / 1e3), port=args.port, name=args.name)
     else:
         url = http_url()
-    steps = None
     for rps in (float(r) for r in args.rps.split(",")):
         out = asyncio.run(open_loop(url, requests, rps, args.seconds))
         print(json.dumps({"mode": args.mode, "replicas": args.replicas, "batch_wait_ms": args.batch_wait_ms, **out}),
               flush=True)
     if not args.no_direct:
-        from adray.serving import policy_meta, resolve_model
-
-        _, _, meta = policy_meta(resolve_model(refs["bidding"], registry), registry)
-        steps = int(meta.get("steps_per_day", 48))
-        print(json.dumps(direct(refs, registry, requests, steps)), flush=True)
+        print(json.dumps(direct(refs, registry, requests)), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Routes: ``POST /v1/feed``, ``GET /v1/graph`` (models, settings, decision-log cou
 
 # No `from __future__ import annotations`: FastAPI must see the generated request class.
 import asyncio
+import dataclasses
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -127,18 +128,14 @@ class FeedIngress:
                 stages[role] = LocalStage(ref, registry, batch_wait_s=args["batch_wait_s"])
         window = int(metas["allocation"]["obs_layout"]["window"]) if refs.get("allocation") else 5
         steps = args["steps_per_day"] or int(metas.get("bidding", {}).get("steps_per_day", 48))
-        settings = GraphSettings(window=window, stage_timeout_s=args["stage_timeout_s"],
-                                 manual_weights=tuple(args["manual_weights"]),
-                                 fixed_ad_slots=tuple(s for s in args["fixed_ad_slots"] if s < window),
-                                 fallback_alpha_ratio=args["fallback_alpha_ratio"], fallback_pctr=args["fallback_pctr"],
-                                 fallback_pcvr=args["fallback_pcvr"], feed_channel=args["feed_channel"],
-                                 alloc_bid_scale=args["alloc_bid_scale"])
+        same = {f.name: args[f.name] for f in dataclasses.fields(GraphSettings) if f.name in args}  # FeedArgs names
+        settings = GraphSettings(**{**same, "window": window, "manual_weights": tuple(args["manual_weights"]),
+                                    "fixed_ad_slots": tuple(s for s in args["fixed_ad_slots"] if s < window)})
         pacing = PacingSettings(steps_per_day=steps, day_seconds=args["day_seconds"])
         actor = get_ledger(args["ledger_name"], state_uri, "pacing/" + args["ledger_name"], pacing)
         self.graph = FeedGraph(stages, ActorLedger(actor), settings, pacing)
-        replica = serve.get_replica_context().replica_tag if _in_serve() else "local"
         self.log = DecisionLog(Storage(state_uri), args["log_stream"], log_schema(stage_workloads()["utility"][1]),
-                               writer_id=_safe_id(f"feed-{replica}"), batch_rows=args["log_batch_rows"],
+                               writer_id=f"feed-{_replica_tag()}", batch_rows=args["log_batch_rows"],
                                flush_every_s=args["log_flush_s"])
         self.item_dim = (int(metas["allocation"]["obs_layout"]["item_dim"]) if refs.get("allocation") else None)
 
@@ -195,13 +192,9 @@ class FeedIngress:
             log.close(timeout=10.0)
 
 
-def _in_serve() -> bool:
+def _replica_tag() -> str:
+    """This Serve replica's id (letters and digits), or ``local`` outside Serve."""
     try:
-        serve.get_replica_context()
-        return True
+        return serve.get_replica_context().replica_tag
     except Exception:  # noqa: BLE001 - outside a replica
-        return False
-
-
-def _safe_id(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)[:100]
+        return "local"

@@ -83,8 +83,8 @@ def latest_models(registry: str, train_missing: bool) -> dict[str, str]:
 
     reg, refs = Registry(registry), {}
     for role, (name, _) in stage_workloads().items():
-        have = [m for m in reg.list() if m.name == name]
-        if not have:
+        latest = reg.latest(name)
+        if latest is None:
             if not train_missing:
                 raise LookupError(f"no published {name} model in {registry} (train one, or let it be trained: train_missing)")
             wl = get_workload(name)
@@ -92,7 +92,7 @@ def latest_models(registry: str, train_missing: bool) -> dict[str, str]:
             print(f"[feed] training {name} (smoke) ...", file=sys.stderr, flush=True)
             refs[role] = run_training(wl, cfg, num_workers=1).model_ref
         else:
-            refs[role] = max(have, key=lambda m: m.version).ref
+            refs[role] = f"{name}@{latest}"
     return refs
 
 
