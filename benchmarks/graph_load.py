@@ -33,30 +33,40 @@ from typing import Any
 import numpy as np
 
 
-async def open_loop(url: str, requests: list[dict[str, Any]], rps: float, seconds: float) -> dict[str, Any]:
-    import httpx
+async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float, seconds: float) -> dict[str, Any]:
+    """Request i goes to ``urls[i % len(urls)]`` at t0 + i / rps. Bodies are encoded once (the
+    request id is spliced into the bytes), so the client spends its CPU on HTTP, not on JSON."""
+    import aiohttp
 
     n = max(1, int(rps * seconds))
     lat, stages, errors, fallbacks = [], {}, 0, 0
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    marker = "\u0000rid\u0000"
+    templates = [json.dumps({**r, "request_id": marker}, separators=(",", ":")).encode().split(
+        json.dumps(marker).encode()) for r in requests]
+    conn = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout, json_serialize=json.dumps) as session:
         t0 = time.perf_counter()
 
         async def one(i: int) -> None:
             nonlocal errors, fallbacks
+            head, tail = templates[i % len(templates)]
+            body = head + f'"load-{rps:g}-{i}"'.encode() + tail
             await asyncio.sleep(max(0.0, t0 + i / rps - time.perf_counter()))
-            body = {**requests[i % len(requests)], "request_id": f"load-{rps:g}-{i}"}
             s = time.perf_counter()
             try:
-                r = await client.post("/v1/feed", json=body)
-            except httpx.HTTPError:
+                async with session.post(urls[i % len(urls)] + "/v1/feed", data=body,
+                                        headers={"content-type": "application/json"}) as r:
+                    raw = await r.read()
+                    status = r.status
+            except (TimeoutError, aiohttp.ClientError):
                 errors += 1
                 return
-            if r.status_code != 200:
+            if status != 200:
                 errors += 1
                 return
             lat.append((time.perf_counter() - s) * 1e3)
-            ans = r.json()
+            ans = json.loads(raw)
             fallbacks += bool(ans["fallbacks"])
             for k, v in ans["latency_ms"].items():
                 stages.setdefault(k, []).append(v)
@@ -117,12 +127,17 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64, help="distinct requests cycled through")
     ap.add_argument("--no-direct", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="use a running app as it is (default: deploy these options)")
+    ap.add_argument("--url", default=None, help="send to this base URL as it is (no deploy)")
+    ap.add_argument("--path", choices=("direct", "proxy"), default="direct",
+                    help="direct: to the graph replicas' own ports, spread over them (Serve's direct ingress, "
+                         "when the cluster runs it; else the proxy); proxy: through the Serve proxy")
     ap.add_argument("--json", action="store_true", help="only the JSON lines on stdout")
     args = ap.parse_args()
 
+    import ray
     from ray import serve
 
-    from adray.cli_serve import connect, http_url, serve_graph
+    from adray.cli_serve import connect, direct_urls, http_url, serve_graph
     from adray.serving import default_registry
     from serve_apps.feed_app import FeedArgs
     from serve_apps.feed_requests import latest_models, model_sources, sample_feed_requests
@@ -134,15 +149,19 @@ def main() -> None:
     requests = sample_feed_requests(model_sources(refs, registry), args.requests, n_ads=50, n_organic=20,
                                     n_advertisers=20, budget=1e9, seed=0)
     status = serve.status().applications.get(args.name)
-    if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
-        url = serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
-                                   batch_wait_s=args.batch_wait_ms / 1e3), port=args.port, name=args.name)
+    if args.url:
+        urls = [args.url.rstrip("/")]
     else:
-        url = http_url()
+        if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
+            serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
+                                 batch_wait_s=args.batch_wait_ms / 1e3), port=args.port, name=args.name)
+        urls = (direct_urls(args.name) if args.path == "direct" else []) or [http_url()]
+    path = "url" if args.url else ("direct" if urls[0] != http_url() else "proxy")
+    ray.shutdown()  # the load generator is no Ray driver: it would also receive every worker's log lines
     for rps in (float(r) for r in args.rps.split(",")):
-        out = asyncio.run(open_loop(url, requests, rps, args.seconds))
-        print(json.dumps({"mode": args.mode, "replicas": args.replicas, "batch_wait_ms": args.batch_wait_ms, **out}),
-              flush=True)
+        out = asyncio.run(open_loop(urls, requests, rps, args.seconds))
+        print(json.dumps({"mode": args.mode, "path": path, "replicas": args.replicas,
+                          "batch_wait_ms": args.batch_wait_ms, **out}), flush=True)
     if not args.no_direct:
         print(json.dumps(direct(refs, registry, requests)), flush=True)
 

@@ -52,7 +52,10 @@ def connect(address: str | None = None, start_local: bool = True) -> None:
             raise
     ray_bin = Path(sys.executable).with_name("ray")
     typer.echo("[adray] no local Ray running: starting one with `ray start --head` (stop: `ray stop`)")
-    subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats"], check=True, capture_output=True)
+    from adray.runtime import serve_fast_path_env
+
+    subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats"], check=True, capture_output=True,
+                   env={**os.environ, **serve_fast_path_env()})
     ensure_ray("auto")
 
 
@@ -93,6 +96,25 @@ def deploy(app: Any, *, address: str | None, host: str, port: int, name: str, ro
     serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
     _wait_running(name, wait_s)
     return http_url()
+
+
+def direct_urls(name: str) -> list[str]:
+    """Base URLs of ``name``'s ingress replicas on their own ports (Serve's direct ingress; see
+    ``adray.runtime.SERVE_FAST_PATH``), [] when the cluster runs without it. These skip the proxy's
+    hop; a client spreads its requests over them (the proxy balances, retries and routes by prefix)."""
+    from ray.serve.context import _get_global_client
+
+    bind = _get_global_client().http_config.host  # replicas bind the proxy's host
+    groups = _target_groups(name)  # the proxies' groups (app_name "") when direct ingress is off
+    return [f"http://{t.ip if bind in ('0.0.0.0', '::', '', None) else bind}:{t.port}"
+            for g in groups if g.app_name == name and str(g.protocol).endswith("HTTP") for t in g.targets]
+
+
+def _target_groups(name: str) -> list[Any]:
+    import ray
+    from ray.serve.context import _get_global_client
+
+    return ray.get(_get_global_client()._controller.get_target_groups.remote(name))
 
 
 def _wait_running(name: str, wait_s: float) -> None:
@@ -191,6 +213,10 @@ def graph(
         raise typer.Exit(2) from None
     prefix = route_prefix.rstrip("/")
     typer.echo(f"feed graph at {url}{prefix}/v1/feed (OpenAPI: {url}{prefix}/docs; models: {url}{prefix}/v1/graph)")
+    direct = direct_urls(name)
+    if direct:
+        typer.echo(f"  direct to its replicas (no proxy hop; spread requests over them): "
+                   f"{', '.join(u + prefix + '/v1/feed' for u in direct)}")
 
 
 @serve_app.command("down")
