@@ -173,6 +173,74 @@ def test_serve_deploy_config_on_the_cluster(head: dict, trained: dict, tmp_path:
 
 
 @pytest.mark.slow
+def test_serve_deploy_feed_app_on_the_cluster(head: dict, smoke_models, tmp_path: Path) -> None:  # noqa: ANN001
+    """`serve deploy` of serve_config.yaml's `feed` application with the five smoke models: the graph
+    names them, answers sampled feeds without fallbacks, names the missing field of a bad request
+    and writes its decisions to the log under state_uri."""
+    from adray.decision_log import read_log
+    from adray.serving import policy_meta, resolve_model
+    from adray.storage import Storage
+    from serve_apps.feed_app import FeedArgs
+    from serve_apps.feed_requests import model_sources, sample_feed_requests
+    from serve_apps.feed_schema import stage_workloads
+
+    models = {role: smoke_models(name).ref for role, (name, _) in stage_workloads().items()}
+    registry = str(smoke_models("pwiser").registry)
+    cfg = yaml.safe_load((REPO / "serve_apps" / "serve_config.yaml").read_text())
+    cfg["applications"] = [app := next(a for a in cfg["applications"] if a["name"] == "feed")]  # adray: test above
+    port = free_port()
+    cfg["http_options"] = {"host": "127.0.0.1", "port": port}  # a free port (8000 may be taken), loopback only
+    # The smoke models' registry (its @latest are the trained versions); a private state dir, so the
+    # pacing ledger and the decision log start empty. replica_cpus 0.5 fits the 2-CPU head as it is.
+    app["args"].update(registry=registry, state_uri=str(tmp_path / "state"))
+    args = FeedArgs(**app["args"])
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, RAY_AUTH_MODE="token", **head["env"])
+    serve_bin, url = str(VENV_BIN / "serve"), f"http://127.0.0.1:{port}{app['route_prefix']}"
+
+    def graph() -> dict:
+        r = httpx.get(f"{url}/v1/graph", timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    try:
+        out = subprocess.run([serve_bin, "deploy", "--address", head["url"], str(tmp_path / "serve.yaml")],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        info, deadline = None, time.monotonic() + 180
+        while info is None and time.monotonic() < deadline:
+            try:
+                info = graph()
+            except httpx.HTTPError:
+                time.sleep(1)
+        if info is None:
+            st = subprocess.run([serve_bin, "status", "--address", head["url"]], env=env, capture_output=True,
+                                text=True, timeout=60)
+            pytest.fail(f"serve deploy: the feed app never answered; serve status:\n{st.stdout}{st.stderr}")
+        assert info["models"] == models and info["mode"] == args.mode
+
+        requests = sample_feed_requests(model_sources(models, registry), 3, n_ads=30, n_organic=10, n_advertisers=6)
+        window = policy_meta(resolve_model(models["allocation"], registry), registry)[2]["obs_layout"]["window"]
+        for req in requests:
+            r = httpx.post(f"{url}/v1/feed", json=req, timeout=60)
+            assert r.status_code == 200, r.text
+            assert r.json()["fallbacks"] == {} and len(r.json()["feed"]) == window, r.json()
+        bad = {**requests[0], "user": {k: v for k, v in requests[0]["user"].items() if k != "user_id"}}
+        r = httpx.post(f"{url}/v1/feed", json=bad, timeout=60)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "user", "user_id"], r.text
+
+        deadline = time.monotonic() + 30
+        while (logged := graph()["decision_log"])["flushed"] < len(requests) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert logged["flushed"] == len(requests) and logged["dropped"] == 0, logged
+        table = read_log(Storage(args.state_uri), args.log_stream)
+        assert sorted(table.column("request_id").to_pylist()) == sorted(r["request_id"] for r in requests)
+    finally:
+        subprocess.run([serve_bin, "shutdown", "-y", "--address", head["url"]], env=env, capture_output=True,
+                       timeout=120)
+
+
+@pytest.mark.slow
 def test_failing_job_exit_status_logs_list_and_stop(client_env: str) -> None:
     from adray.cli import app
 
