@@ -246,7 +246,8 @@ class FeedGraph:
         decisions: dict[str, dict[str, Any]] = {
             "utility": {"action": int(util[0]["action"]), "propensity": float(util[0]["propensity"])} if util
             else {"action": -1, "propensity": 1.0},
-            "allocation": {"action": int(alloc[0]["action"]) if alloc else -1, "propensity": 1.0,
+            "allocation": {"action": int(alloc[0]["action"]) if alloc else -1,
+                           "propensity": float(alloc[0].get("propensity", 1.0)) if alloc else 1.0,
                            "ad_slots": [bool(b) for b in slots]},
         }
         if chan:

@@ -6,8 +6,9 @@ state, action, propensity, policy id, model versions, the values the action set,
 fields ``campaign``, ``bid``, ``revenue``, ``click``, ``long_click``, ``conv`` and the predictions),
 so ``adray data import drlput-log`` reads the log once the events are joined. The outcome is that
 of the top shown ad (position order); ``revenue``/``click``/``long_click``/``conv`` stay null until
-joined. The allocation stage logs its observation and action (what an offline Cross DQN trainer
-reads), the channel stage its channel and propensity; the feed itself, fallbacks, model versions
+joined. The allocation stage logs its observation, action and propensity (what ``adray data import
+crossdqn-log`` reads; the propensity is 1.0 for a greedy allocation model and for the fallback), the
+channel stage its channel and propensity; the feed itself, fallbacks, model versions
 and latency complete the row.
 """
 
@@ -23,6 +24,7 @@ _GRAPH_FIELDS = [
     pa.field("user_id", pa.string()),
     pa.field("alloc_obs", pa.list_(pa.float32())),
     pa.field("alloc_action", pa.int32()),
+    pa.field("alloc_propensity", pa.float64()),
     pa.field("alloc_fallback", pa.bool_()),
     pa.field("channel", pa.int32()),
     pa.field("channel_propensity", pa.float64()),
@@ -69,6 +71,7 @@ def log_row(utility_policy: Any, req: dict[str, Any], answer: dict[str, Any], al
         obs = None
     row.update({
         "user_id": req["user"]["user_id"], "alloc_obs": obs, "alloc_action": alloc["action"],
+        "alloc_propensity": float(alloc["propensity"]),
         "alloc_fallback": "allocation" in answer["fallbacks"],
         "channel": chan["action"] if chan else None, "channel_propensity": chan["propensity"] if chan else None,
         "feed_ids": [s["id"] for s in answer["feed"]], "feed_kinds": [s["kind"] for s in answer["feed"]],

@@ -9,7 +9,7 @@ from pathlib import Path
 from adray.workload import Headline, Workload
 from workloads.crossdqn import evaluate as evaluation  # importing the function would shadow the module
 from workloads.crossdqn.config import CrossDQNConfig, FeedSimConfig
-from workloads.crossdqn.data import make_data
+from workloads.crossdqn.data import import_decision_log, make_data
 from workloads.crossdqn.serving import AllocationPolicy
 from workloads.crossdqn.train import CrossDQNTrainer, load_model
 
@@ -25,6 +25,7 @@ WORKLOAD = Workload(
     headline=Headline(metric="reward", baseline="random"),
     generator_fields=("sim", "n_requests", "log_pae", "log_spread"),
     make_data=make_data,
+    importers={"crossdqn-log": import_decision_log},
 )
 
 __all__ = ["WORKLOAD", "CrossDQNConfig", "FeedSimConfig"]

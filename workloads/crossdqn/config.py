@@ -180,6 +180,12 @@ class CrossDQNConfig(TrainConfig):
     eval_seeds: int = 3
     """Evaluation seeds (mean ± std over them)."""
 
+    # ---------------------------------------------------------------- serving (serving.py)
+    serve_epsilon: float = 0.0
+    """Serving: share of screens whose slot pattern is drawn uniformly from the 2^K actions
+    (exploration, so the next version can learn off-policy from the graph's decision log); the rest
+    get the greedy action. Answers carry the propensity: 1-ε+ε/2^K greedy, ε/2^K otherwise."""
+
     def __post_init__(self) -> None:
         for name in ("log_pae", "pae_target"):
             v = getattr(self, name)
@@ -197,6 +203,7 @@ class CrossDQNConfig(TrainConfig):
         check(self.iterations >= 1 and self.updates_per_iteration >= 1, "iterations, updates_per_iteration: >= 1")
         check(self.target_update_freq >= 1, f"target_update_freq={self.target_update_freq}: expected >= 1")
         check(self.eval_requests >= 10 and self.eval_seeds >= 1, "eval_requests >= 10, eval_seeds >= 1")
+        check(0.0 <= self.serve_epsilon <= 1.0, f"serve_epsilon={self.serve_epsilon}: expected in [0, 1]")
         check(self.use_sacu or not self.use_mcau, "use_mcau=true needs use_sacu=true (MCAU reads SACU's C)")
 
     @property

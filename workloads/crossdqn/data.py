@@ -10,17 +10,26 @@ components ``r_ad``, ``r_fee``, ``r_ex``, ``orders``, ``terminateds``, ``truncat
 ``action_prob`` (logging propensity), ``eps_id``, ``t`` (screen index), ``pae`` (of the shown screen).
 The manifest's meta holds the observation layout, the logging policy's knobs and the whole simulator
 config (``sim``: ``cfg.sim.to_dict()``).
+
+:func:`import_decision_log` (``adray data import crossdqn-log``) writes the same columns and meta
+from the serving graph's decision log, so that the trainer reads either unchanged.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from adray.data import DataError, read_dataset, write_dataset
 from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.outcomes import fill_outcomes, present_counts
 from workloads.crossdqn.sim import FeedSim, action_bits, make_requests, obs_layout
 
 SPLIT = "train"
@@ -92,3 +101,163 @@ def check_dataset(cfg: CrossDQNConfig, data_dir: Path) -> Path:
             "regenerate the data with `adray data make crossdqn` and the same config"
         )
     return path
+
+
+# ----------------------------------------------------------------------------- the graph's decision log
+LOG_REQUIRED = ("alloc_obs", "alloc_action", "alloc_fallback")
+"""Decision-log columns the import needs (``serve_apps/feed_log.py``)."""
+LOG_PROPENSITY = "alloc_propensity"
+"""The allocation's logged propensity. Absent or null (rows written before the column existed; ``read_log``
+fills old segments with nulls), it is 1.0: the allocation policy was greedy then."""
+JOINED = ("r_ad", "r_fee", "r_ex", "orders")
+"""Outcome columns a log may carry once events are joined; a row with all four keeps them."""
+
+
+def _log_rows(path: Path, cfg: CrossDQNConfig, dropped: dict[str, int]) -> dict[str, np.ndarray] | None:
+    """The usable rows of one decision-log file as arrays (None if none), checked; ``dropped``
+    counts the rows left out by reason."""
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        missing = [c for c in LOG_REQUIRED if c not in names]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; expected the serving graph's decision log "
+                            f"(serve_apps/feed_log.py: {list(LOG_REQUIRED)})")
+        wanted = [*LOG_REQUIRED, *(c for c in (LOG_PROPENSITY, "model_versions", *JOINED) if c in names)]
+        table = pf.read(columns=wanted)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: cannot read Parquet ({exc})") from None
+    fallback = table["alloc_fallback"].fill_null(True).to_numpy(zero_copy_only=False).astype(bool)
+    obs_col = table["alloc_obs"].combine_chunks()
+    if not (pa.types.is_list(obs_col.type) or pa.types.is_large_list(obs_col.type)):
+        raise DataError(f"{path}: field 'alloc_obs': type {obs_col.type}, expected a list of floats")
+    no_obs = obs_col.is_null().to_numpy(zero_copy_only=False)
+    dropped["allocation fell back"] += int(fallback.sum())
+    dropped["no observation"] += int((no_obs & ~fallback).sum())
+    rows = np.flatnonzero(~fallback & ~no_obs)  # row numbers in the file, for the messages
+    if not len(rows):
+        return None
+    obs_dim = obs_layout(cfg.sim)["obs_dim"]
+    lengths = obs_col.value_lengths().to_numpy(zero_copy_only=False)[rows]
+    bad = np.flatnonzero(lengths != obs_dim)
+    if len(bad):
+        raise DataError(f"{path}: field 'alloc_obs' row {rows[bad[0]]}: {lengths[bad[0]]} floats, but the config's "
+                        f"observation has {obs_dim} (obs_layout(cfg.sim): slots={cfg.sim.slots}, item_dim="
+                        f"{cfg.sim.item_dim}, hist_len={cfg.sim.hist_len}); import with the config of the serving "
+                        f"model ({len(bad)} bad row(s))")
+    flat = obs_col.take(pa.array(rows)).flatten().to_numpy(zero_copy_only=False)
+    obs = np.asarray(flat, np.float32).reshape(len(rows), obs_dim)
+    bad = np.flatnonzero(~np.isfinite(obs).all(1))
+    if len(bad):
+        raise DataError(f"{path}: field 'alloc_obs' row {rows[bad[0]]}: non-finite value(s) ({len(bad)} bad row(s))")
+    out = {"obs": obs, "actions": _column(table, "alloc_action", rows, path)}
+    a = out["actions"]
+    bad = np.flatnonzero(~np.isfinite(a) | (a < 0) | (a >= cfg.num_actions) | (a != np.floor(a)))
+    if len(bad):
+        raise DataError(f"{path}: field 'alloc_action' row {rows[bad[0]]}: value {a[bad[0]].item()!r} is not an action "
+                        f"(expected an integer in [0, {cfg.num_actions}); {len(bad)} bad row(s))")
+    out["actions"] = a.astype(np.int64)
+    p = np.ones(len(rows))  # no column, or null: a row logged before the column existed (greedy)
+    if LOG_PROPENSITY in table.column_names:
+        p = np.nan_to_num(_column(table, LOG_PROPENSITY, rows, path, allow_null=True), nan=1.0)
+    bad = np.flatnonzero(~((p > 0) & (p <= 1)))
+    if len(bad):
+        raise DataError(f"{path}: field {LOG_PROPENSITY!r} row {rows[bad[0]]}: value {p[bad[0]].item()!r} is not a "
+                        f"propensity (expected 0 < p <= 1; {len(bad)} bad row(s))")
+    out["action_prob"] = p
+    has_joined = all(c in table.column_names for c in JOINED)
+    for c in JOINED:
+        out[c] = _column(table, c, rows, path, allow_null=True) if has_joined else np.full(len(rows), np.nan)
+    out["joined"] = np.isfinite(np.stack([out[c] for c in JOINED], 1)).all(1)
+    out["decided_by"] = _allocation_refs(table, rows)
+    return out
+
+
+def _allocation_refs(table: pa.Table, rows: np.ndarray) -> np.ndarray:
+    """The allocation versions that decided ``rows`` (``model_versions``: JSON {role: name@version})."""
+    refs: set[str | None] = set()
+    if "model_versions" in table.column_names:
+        for text in set(table["model_versions"].take(pa.array(rows)).to_pylist()) - {None}:
+            try:
+                refs.add(json.loads(text).get("allocation"))
+            except (ValueError, AttributeError):
+                continue
+    return np.array(sorted(refs - {None}), dtype=object)
+
+
+def _column(table: pa.Table, name: str, rows: np.ndarray, path: Path, allow_null: bool = False) -> np.ndarray:
+    col = table[name].combine_chunks().take(pa.array(rows))
+    try:
+        values = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowException:
+        raise DataError(f"{path}: field {name!r}: type {col.type}, expected numbers") from None
+    if not allow_null and col.null_count:
+        i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{path}: field {name!r} row {rows[i]}: null in a row the allocation model decided")
+    return values
+
+
+def import_decision_log(files: Sequence[Path], out_dir: Path, cfg: CrossDQNConfig) -> None:
+    """``adray data import crossdqn-log FILE...``: the serving graph's decision logs -> a dataset of
+    ``make_data``'s columns and meta, which ``CrossDQNTrainer`` trains on unchanged.
+
+    Rows where the allocation stage fell back (``alloc_fallback``) or that hold no observation
+    (``alloc_obs`` null) are left out, counted and reported. Each remaining row is one logged screen
+    and one *terminal* transition (``terminateds`` true, ``new_obs = obs``, its own ``eps_id``,
+    ``t`` 0): the log does not link a user's successive screens, so Q is fitted to the screen's own
+    reward (a contextual bandit, whatever ``gamma`` is). ``action_prob`` is the logged propensity
+    (``alloc_propensity``; 1.0 for rows written before it existed, whose allocation was greedy).
+    Rewards: a row with ``r_ad``, ``r_fee``, ``r_ex``, ``orders`` joined keeps them; the others are
+    simulated from the observation (:func:`workloads.crossdqn.outcomes.fill_outcomes`, seeded with
+    ``cfg.seed``; rows whose window has fewer than K items cannot be simulated and are left out too).
+    ``pae``: ads shown / K (simulated rows) or the slots the action asked for (joined rows).
+
+    Raises:
+        DataError: no file, an unreadable file, a missing column, an observation of another
+            length than ``obs_layout(cfg.sim)`` gives, an action outside [0, 2^K), a propensity
+            outside (0, 1], a non-finite value, or no usable row (each message names file and field).
+    """
+    if not files:
+        raise DataError("crossdqn-log import: expected at least one Parquet decision-log file")
+    dropped = {"allocation fell back": 0, "no observation": 0, "fewer than K items (no outcome)": 0}
+    parts = [p for f in files if (p := _log_rows(Path(f), cfg, dropped)) is not None]
+    n_in = sum(len(p["obs"]) for p in parts) + dropped["allocation fell back"] + dropped["no observation"]
+    cols: dict[str, np.ndarray] = {}
+    if parts:
+        cols = {key: np.concatenate([p[key] for p in parts]) for key in parts[0] if key != "decided_by"}
+        fill = ~cols["joined"]
+        ads, orgs = present_counts(cols["obs"], cfg.sim)
+        short = fill & (ads + orgs < cfg.sim.slots)
+        dropped["fewer than K items (no outcome)"] = int(short.sum())
+        cols = {k: v[~short] for k, v in cols.items()}
+    n = len(cols.get("obs", ()))
+    reasons = ", ".join(f"{v} ({k})" for k, v in dropped.items() if v) or "none"
+    if not n:
+        raise DataError(f"crossdqn-log import: no usable row in {[str(f) for f in files]} ({n_in} row(s); "
+                        f"left out: {reasons})")
+    print(f"crossdqn-log import: {n} of {n_in} row(s) kept; left out: {reasons}", file=sys.stderr)
+    k = cfg.sim.slots
+    fill = ~cols["joined"]
+    pae = action_bits(k)[cols["actions"]].mean(1)
+    out = {c: cols[c].copy() for c in JOINED}  # NaN where the outcome is simulated below
+    if fill.any():
+        sim = fill_outcomes(cols["obs"][fill], cols["actions"][fill], cfg.sim, seed=cfg.seed)
+        for c in JOINED:
+            out[c][fill] = sim[c]
+        pae[fill] = sim["ads"] / k
+    rewards = out["r_ad"] + out["r_fee"] + cfg.sim.eta * out["r_ex"]
+    df = pd.DataFrame({
+        "eps_id": np.arange(n, dtype=np.int64), "t": np.zeros(n, np.int64), "obs": list(cols["obs"]),
+        "actions": cols["actions"], "rewards": rewards, "r_ad": out["r_ad"], "r_fee": out["r_fee"],
+        "r_ex": out["r_ex"], "orders": out["orders"].astype(np.int64), "pae": pae, "new_obs": list(cols["obs"]),
+        "terminateds": np.ones(n, bool), "truncateds": np.zeros(n, bool), "action_prob": cols["action_prob"],
+    })
+    for c in ("rewards", "r_ad", "r_fee", "r_ex", "pae", "action_prob"):
+        df[c] = df[c].astype(np.float32)
+    decided_by = sorted({r for p in parts for r in p["decided_by"]})
+    write_dataset(
+        out_dir, {SPLIT: df}, source=f"crossdqn decision logs: {[Path(f).name for f in files]}", seed=cfg.seed,
+        meta={"obs_layout": obs_layout(cfg.sim), "num_actions": cfg.num_actions, "log_pae": float(pae.mean()),
+              "log_spread": None, "sim": cfg.sim.to_dict(), "decided_by": decided_by, "left_out": dropped,
+              "outcomes": {"joined": int((~fill).sum()), "simulated": int(fill.sum())}},
+    )

@@ -5,11 +5,19 @@ each named and of fixed length: ``profile`` (P), ``history`` (T x D), ``ads`` an
 (K x F each, F = [content (D), value / 5, bid, present]), ``context`` (C). :meth:`decide` stacks
 requests into observations exactly as ``FeedSim.observe`` lays them out and answers with the
 greedy action of the served scores Q(s,a) - β·PAE(a) (the RLModule's ``forward_inference``, what
-``rollout.q_policy`` evaluates), the ad slots it means and the 2^K scores.
+``rollout.q_policy`` evaluates), the ad slots it means, the 2^K scores and the action's propensity.
+
+With ``serve_epsilon`` = ε (config) the rule is ε-greedy, as DRL-PUT's utility stage serves: a
+share ε of screens gets an action drawn uniformly from the 2^K, decided by a stable hash of
+``request_id`` (salted, so that the graph's utility and allocation stages do not explore on the
+same requests) and thus reproducible; requests without an id draw from the policy's own seeded
+generator. The propensity is (1-ε)·1[a = greedy] + ε/2^K: 1.0 at ε = 0 (the greedy default),
+what the decision log needs for the next version's off-policy learning.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,7 +75,9 @@ def response_schema(meta: dict[str, Any]) -> type[pydantic.BaseModel]:
         model=(str, pydantic.Field(description="name@version that decided")),
         action=(int, pydantic.Field(ge=0, lt=2**k, description=f"slot pattern: bit k = slot k shows an ad (K={k})")),
         ad_slots=(_bool_vector(k), ...),
-        q=(_vector(2**k, "served score Q(s,a) - β·PAE(a) of every action a; action = argmax"), ...),
+        q=(_vector(2**k, "served score Q(s,a) - β·PAE(a) of every action a; the greedy action is the argmax"), ...),
+        propensity=(float, pydantic.Field(gt=0, le=1, description="probability of the answered action under "
+                                          "the serving rule: 1 greedy, (1-ε)·1[greedy] + ε/2^K ε-greedy")),
     )
 
 
@@ -97,10 +107,22 @@ def requests_from_obs(obs: np.ndarray, layout: dict[str, int], ids: Sequence[str
 
 
 class AllocationPolicy(Policy):
-    """Greedy ads allocation of a trained Cross DQN RLModule, one screen per request."""
+    """Greedy (or ε-greedy) ads allocation of a trained Cross DQN RLModule, one screen per request."""
 
     route = "allocate"
     summary = "Which slots of a feed screen show ads (Cross DQN)"
+
+    def __init__(self, model: Any, cfg: Any, meta: dict[str, Any], ref: str) -> None:
+        super().__init__(model, cfg, meta, ref)
+        self.epsilon = float(getattr(cfg, "serve_epsilon", 0.0))
+        self._rng = np.random.default_rng(int(getattr(cfg, "seed", 0)))  # requests without an id
+
+    def explore(self, request_id: str | None, size: int) -> int | None:
+        """The uniformly drawn action of an exploring request, None for a greedy one."""
+        if request_id:
+            u = zlib.crc32(f"crossdqn:{request_id}".encode()) / 2**32
+            return zlib.crc32(f"crossdqn-a:{request_id}".encode()) % size if u < self.epsilon else None
+        return int(self._rng.integers(size)) if self._rng.random() < self.epsilon else None
 
     @classmethod
     def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[Any]:
@@ -122,12 +144,17 @@ class AllocationPolicy(Policy):
         obs = torch.as_tensor(observations(requests, layout), device=device)
         with torch.no_grad():
             out = self.model.forward_inference({Columns.OBS: obs})
-        actions = out[Columns.ACTIONS].cpu().numpy()
+        greedy = out[Columns.ACTIONS].cpu().numpy()
         scores = out[QF_PREDS].cpu().numpy().astype(np.float64)
-        k = layout["window"]
-        return [{"request_id": r.get("request_id"), "model": self.ref, "action": int(a),
-                 "ad_slots": [bool((int(a) >> s) & 1) for s in range(k)], "q": scores[i].tolist()}
-                for i, (r, a) in enumerate(zip(requests, actions, strict=True))]
+        k, eps = layout["window"], self.epsilon
+        answers = []
+        for r, g, q in zip(requests, greedy, scores, strict=True):
+            drawn = self.explore(r.get("request_id"), 2**k) if eps > 0 else None
+            a = int(g) if drawn is None else drawn
+            answers.append({"request_id": r.get("request_id"), "model": self.ref, "action": a,
+                            "ad_slots": [bool((a >> s) & 1) for s in range(k)], "q": q.tolist(),
+                            "propensity": (1 - eps) * float(a == g) + eps / 2**k})
+        return answers
 
     @classmethod
     def sample_requests(cls, cfg: CrossDQNConfig, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
