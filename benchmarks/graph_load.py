@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import time
@@ -32,8 +33,14 @@ from typing import Any
 
 import numpy as np
 
+WARMUP = 50
+"""Requests sent one by one to each URL before the timed run: a fresh replica's first ~2 s of
+requests are slow (torch's first calls, allocator growth; measured p99 1.4 s in the first 2.5 s at
+100/s), and the figures are for the steady state."""
 
-async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float, seconds: float) -> dict[str, Any]:
+
+async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float, seconds: float,
+                    trace: list[tuple[float, float, dict[str, float]]] | None = None) -> dict[str, Any]:
     """Request i goes to ``urls[i % len(urls)]`` at t0 + i / rps. Bodies are encoded once (the
     request id is spliced into the bytes), so the client spends its CPU on HTTP, not on JSON."""
     import aiohttp
@@ -46,7 +53,16 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
     conn = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout, json_serialize=json.dumps) as session:
-        t0 = time.perf_counter()
+        for k in range(WARMUP * len(urls)):  # open connections, warm the replicas; not counted
+            head, tail = templates[k % len(templates)]
+            async with session.post(urls[k % len(urls)] + "/v1/feed", data=head + b'"warmup"' + tail,
+                                    headers={"content-type": "application/json"}) as r:
+                await r.read()
+        t0 = time.perf_counter() + 0.5  # every request's coroutine exists before the first is due
+        # The client's own cyclic GC would pause every request in flight (a full collection of this
+        # process, with Ray and torch imported, takes ~100-250 ms) and show as server latency.
+        gc.freeze()
+        gc.disable()
 
         async def one(i: int) -> None:
             nonlocal errors, fallbacks
@@ -67,11 +83,16 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
                 return
             lat.append((time.perf_counter() - s) * 1e3)
             ans = json.loads(raw)
+            if trace is not None:
+                trace.append((round(s - t0, 4), round(lat[-1], 2), ans["latency_ms"]))
             fallbacks += bool(ans["fallbacks"])
             for k, v in ans["latency_ms"].items():
                 stages.setdefault(k, []).append(v)
 
-        await asyncio.gather(*(one(i) for i in range(n)))
+        try:
+            await asyncio.gather(*(one(i) for i in range(n)))
+        finally:
+            gc.enable()
         wall = time.perf_counter() - t0
     q = np.percentile(lat, [50, 90, 99]) if lat else [float("nan")] * 3
     return {"rps": rps, "achieved_rps": round(len(lat) / wall, 2), "requests": n, "errors": errors,
@@ -102,6 +123,7 @@ def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) 
             return ledger.settle(events)
 
     graph = FeedGraph(stages, Local(), GraphSettings(window=window, stage_timeout_s=10.0), pacing)
+    gc.freeze()  # as FeedIngress does after loading its models
     lat = []
     for i, req in enumerate(requests * 3):
         s = time.perf_counter()
@@ -131,6 +153,8 @@ def main() -> None:
     ap.add_argument("--path", choices=("direct", "proxy"), default="direct",
                     help="direct: to the graph replicas' own ports, spread over them (Serve's direct ingress, "
                          "when the cluster runs it; else the proxy); proxy: through the Serve proxy")
+    ap.add_argument("--trace", default=None, help="write each answered request's send time (s), latency (ms) "
+                                                  "and the graph's own stage times to this JSON file (where the tail comes from)")
     ap.add_argument("--json", action="store_true", help="only the JSON lines on stdout")
     args = ap.parse_args()
 
@@ -158,10 +182,14 @@ def main() -> None:
         urls = (direct_urls(args.name) if args.path == "direct" else []) or [http_url()]
     path = "url" if args.url else ("direct" if urls[0] != http_url() else "proxy")
     ray.shutdown()  # the load generator is no Ray driver: it would also receive every worker's log lines
+    traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
     for rps in (float(r) for r in args.rps.split(",")):
-        out = asyncio.run(open_loop(urls, requests, rps, args.seconds))
+        out = asyncio.run(open_loop(urls, requests, rps, args.seconds, traces.setdefault(f"{rps:g}", [])))
         print(json.dumps({"mode": args.mode, "path": path, "replicas": args.replicas,
                           "batch_wait_ms": args.batch_wait_ms, **out}), flush=True)
+    if args.trace:
+        with open(args.trace, "w") as f:
+            json.dump(traces, f)
     if not args.no_direct:
         print(json.dumps(direct(refs, registry, requests)), flush=True)
 

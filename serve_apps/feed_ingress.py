@@ -8,6 +8,7 @@ Routes: ``POST /v1/feed``, ``GET /v1/graph`` (models, settings, decision-log cou
 # No `from __future__ import annotations`: FastAPI must see the generated request class.
 import asyncio
 import dataclasses
+import gc
 import json
 from typing import Any
 
@@ -140,6 +141,10 @@ class FeedIngress:
                                writer_id=f"feed-{_replica_tag()}", batch_rows=args["log_batch_rows"],
                                flush_every_s=args["log_flush_s"])
         self.item_dim = (int(metas["allocation"]["obs_layout"]["item_dim"]) if refs.get("allocation") else None)
+        # Everything loaded so far (torch, Ray, five models) lives as long as the replica: out of the
+        # cyclic GC's sight, a full collection scans only what requests made. Unfrozen, one full
+        # collection took 158 ms in-process (250 ms in the replica: a p99 stall at 100 req/s).
+        gc.freeze()
 
     def __serve_build_asgi_app__(self) -> Any:
         max_items = self.args["max_candidates"]

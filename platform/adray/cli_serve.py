@@ -186,7 +186,8 @@ def graph(
     allocation: str = typer.Option(None, "--allocation", help=f"Allocation model (/v1/allocate), or none. {_LATEST}"),
     channel: str = typer.Option(None, "--channel", help=f"Channel model (/v1/channel), or none. {_LATEST}"),
     mode: str = typer.Option("fused", "--mode", help="fused: one replica holds all stages; split: one deployment per stage."),
-    replicas: int = typer.Option(1, "--replicas", help="Graph (ingress) replicas."),
+    replicas: int = typer.Option(2, "--replicas", help="Graph (ingress) replicas: one Python process each (one "
+                                 "GIL); 2 on a 2-core node doubled the rate served within p99 30 ms (50 -> 100+/s)."),
     stage_replicas: int = typer.Option(1, "--stage-replicas", help="Replicas per stage (split mode)."),
     day_seconds: float = typer.Option(86400.0, "--day-seconds", help="Length of a pacing day in seconds."),
     state_uri: str = typer.Option(None, "--state-uri", help="Pacing ledger and decision log storage (path or s3://)."),

@@ -31,8 +31,8 @@ cluster starts with (a running cluster keeps its own). What the mode changes (Ra
 (direct ingress, ports 30000-31000; the proxy on the configured port keeps working), handles and
 the proxy use gRPC, user code runs on the replica's main loop, and the request-path log is
 buffered and not copied to stderr. Measured on the feed graph at 50 requests/s on 2 cores
-(``benchmarks/graph_load.py``): 22 ms of CPU per request through the proxy, of which the proxy
-actor's is 5 ms; direct to the replica's port 12 ms. A stopped ingress replica drains its direct
+(``benchmarks/graph_load.py``), CPU per request: through the proxy, replica 10.7 ms + proxy actor
+5.1 ms; to the replica's own port, replica 7.7 ms and no proxy. A stopped ingress replica drains its direct
 port for ``..._MIN_DRAINING_PERIOD_S`` (Ray's default, 30 s, is for external load balancers that
 deregister it; nothing here does, and a 30 s stop makes every redeploy slow)."""
 
