@@ -75,10 +75,15 @@ def client(address: str | None = None) -> Any:
     from ray.job_submission import JobSubmissionClient
 
     url = resolve_address(address)
+    # Ray lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override the address it is given; `--address`
+    # must win (resolve_address already fell back to RAY_ADDRESS when it was not given).
+    hidden = {k: os.environ.pop(k) for k in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if k in os.environ}
     try:
         return JobSubmissionClient(url, headers=auth_headers())
     except ConnectionError as exc:
         raise JobError(f"cannot reach the Ray job server at {url}: {exc}") from None
+    finally:
+        os.environ.update(hidden)
 
 
 def parse_env(items: Sequence[str] | None) -> dict[str, str]:

@@ -285,6 +285,16 @@ def test_parse_env_and_address_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         jobs.submit([], address="http://127.0.0.1:1")
 
 
+def test_address_wins_over_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray's JobSubmissionClient lets RAY_ADDRESS override the address it is given; ours must not.
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("RAY_ADDRESS", "http://localhost:1")
+    with pytest.raises(jobs.JobError) as err:
+        jobs.client(f"http://127.0.0.1:{port}")
+    assert f"127.0.0.1:{port}" in str(err.value) and "localhost:1" not in str(err.value), str(err.value)
+    assert os.environ["RAY_ADDRESS"] == "http://localhost:1"  # restored for whoever reads it next
+
+
 def test_auth_token_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     for k in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
