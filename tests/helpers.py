@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,3 +81,26 @@ def assert_same_answer(got: object, want: object, path: str = "answer", rel: flo
             assert_same_answer(g, w, f"{path}[{i}]", rel)
     else:
         assert got == want, f"{path}: {got!r} != {want!r}"
+
+
+def crossdqn_module(cfg: Any, beta: float | None = None) -> Any:
+    """An untrained, inference-only Cross DQN RLModule of ``cfg`` with seeded weights (type
+    embeddings drawn so that actions differ); ``beta`` sets the served PAE offset (Q - β·PAE)."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    from workloads.crossdqn.model import CrossDQNModule
+    from workloads.crossdqn.train import model_meta
+
+    meta = model_meta(cfg)
+    torch.manual_seed(0)
+    layout = meta["obs_layout"]
+    mod = CrossDQNModule(observation_space=gym.spaces.Box(-np.inf, np.inf, (layout["obs_dim"],), np.float32),
+                         action_space=gym.spaces.Discrete(cfg.num_actions), inference_only=True,
+                         model_config=meta["module_config"])
+    with torch.no_grad():
+        if beta is not None:
+            mod.net.pae_offset.fill_(beta)
+        mod.net.type_emb.normal_()
+    return mod.eval()

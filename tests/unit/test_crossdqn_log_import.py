@@ -9,17 +9,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from adray import rl
 from adray.data import DataError, read_dataset
 from serve_apps.feed_graph import FeedGraph, GraphSettings
 from serve_apps.feed_log import log_schema
+from tests.helpers import crossdqn_module
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig, FeedSimConfig
 from workloads.crossdqn.data import check_dataset, import_decision_log, make_data
@@ -230,14 +229,7 @@ META = model_meta(CFG)
 
 
 def _module() -> CrossDQNModule:
-    torch.manual_seed(0)
-    layout = META["obs_layout"]
-    mod = CrossDQNModule(observation_space=gym.spaces.Box(-np.inf, np.inf, (layout["obs_dim"],), np.float32),
-                         action_space=gym.spaces.Discrete(CFG.num_actions), inference_only=True,
-                         model_config=META["module_config"])
-    with torch.no_grad():
-        mod.net.type_emb.normal_()
-    return mod.eval()
+    return crossdqn_module(CFG)
 
 
 def test_epsilon_greedy_propensities_and_the_greedy_default() -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pydantic
 import pytest
 import torch
 
+from tests.helpers import crossdqn_module
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import make_data
 from workloads.crossdqn.model import CrossDQNModule
@@ -23,16 +23,7 @@ META = model_meta(CFG)
 
 
 def _module(beta: float = 0.3) -> CrossDQNModule:
-    torch.manual_seed(0)
-    layout = META["obs_layout"]
-    mod = CrossDQNModule(observation_space=gym.spaces.Box(-np.inf, np.inf, (layout["obs_dim"],), np.float32),
-                         action_space=gym.spaces.Discrete(CFG.num_actions), inference_only=True,
-                         model_config=META["module_config"])
-    with torch.no_grad():
-        mod.net.pae_offset.fill_(beta)  # served scores Q - β·PAE, as after calibration
-        mod.net.type_emb.normal_()
-    mod.eval()
-    return mod
+    return crossdqn_module(CFG, beta)  # served scores Q - β·PAE, as after calibration
 
 
 def _sim_obs(n: int = 64) -> np.ndarray:
