@@ -9,7 +9,10 @@ registry ($ADRAY_HOME/registry unless --registry); those missing are trained fir
 (20 advertisers, every other one auto-bidding) and 20 organic items, assembled from each model's
 dataset (``serve_apps.feed_requests``). If no app named ``--name`` is running, the graph is
 deployed (``--mode``, ``--replicas``, ``--batch-wait-ms``; a running one is rolled to these options
-unless ``--reuse``) on the local Ray (``adray serve`` starts one if needed).
+unless ``--reuse``) on the local Ray (``adray serve`` starts one if needed). Requests go to the
+graph replicas' own ports, round-robin, when the cluster runs Serve's direct ingress (clusters
+adray starts do: ``adray.runtime.SERVE_FAST_PATH``), else, or with ``--path proxy``, through the
+Serve proxy; the line's ``path`` says which. Each replica first gets ``WARMUP`` requests, not counted.
 
 Load is open loop: request i is sent at t0 + i / rps whatever the answers before it did, so a
 slow server shows as latency, not as a lower sending rate. Per rate, one JSON line: ``rps`` (the
@@ -140,7 +143,7 @@ def main() -> None:
     ap.add_argument("--rps", default="100", help="request rate(s), comma-separated")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--mode", choices=("fused", "split"), default="fused")
-    ap.add_argument("--replicas", type=int, default=1)
+    ap.add_argument("--replicas", type=int, default=2, help="graph replicas (as `adray serve graph`)")
     ap.add_argument("--batch-wait-ms", type=float, default=0.0, help="fused: cross-request batching window")
     ap.add_argument("--name", default="feed")
     ap.add_argument("--port", type=int, default=8000)
