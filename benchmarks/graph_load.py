@@ -53,31 +53,29 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
     marker = "\u0000rid\u0000"
     templates = [json.dumps({**r, "request_id": marker}, separators=(",", ":")).encode().split(
         json.dumps(marker).encode()) for r in requests]
-    conn = aiohttp.TCPConnector(limit=0, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=conn, timeout=timeout, json_serialize=json.dumps) as session:
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def post(i: int, rid: str) -> tuple[int, bytes]:
+            head, tail = templates[i % len(templates)]
+            async with session.post(urls[i % len(urls)] + "/v1/feed", data=head + rid.encode() + tail,
+                                    headers=headers) as r:
+                return r.status, await r.read()
+
         for k in range(WARMUP * len(urls)):  # open connections, warm the replicas; not counted
-            head, tail = templates[k % len(templates)]
-            async with session.post(urls[k % len(urls)] + "/v1/feed", data=head + b'"warmup"' + tail,
-                                    headers={"content-type": "application/json"}) as r:
-                await r.read()
+            await post(k, '"warmup"')
         t0 = time.perf_counter() + 0.5  # every request's coroutine exists before the first is due
         # The client's own cyclic GC would pause every request in flight (a full collection of this
         # process, with Ray and torch imported, takes ~100-250 ms) and show as server latency.
-        gc.freeze()
         gc.disable()
 
         async def one(i: int) -> None:
             nonlocal errors, fallbacks
-            head, tail = templates[i % len(templates)]
-            body = head + f'"load-{rps:g}-{i}"'.encode() + tail
             await asyncio.sleep(max(0.0, t0 + i / rps - time.perf_counter()))
             s = time.perf_counter()
             try:
-                async with session.post(urls[i % len(urls)] + "/v1/feed", data=body,
-                                        headers={"content-type": "application/json"}) as r:
-                    raw = await r.read()
-                    status = r.status
+                status, raw = await post(i, f'"load-{rps:g}-{i}"')
             except (TimeoutError, aiohttp.ClientError):
                 errors += 1
                 return
@@ -175,15 +173,16 @@ def main() -> None:
     refs = latest_models(registry, args.train_missing)
     requests = sample_feed_requests(model_sources(refs, registry), args.requests, n_ads=50, n_organic=20,
                                     n_advertisers=20, budget=1e9, seed=0)
-    status = serve.status().applications.get(args.name)
     if args.url:
-        urls = [args.url.rstrip("/")]
+        urls, path = [args.url.rstrip("/")], "url"
     else:
+        status = serve.status().applications.get(args.name)
         if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
             serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
                                  batch_wait_s=args.batch_wait_ms / 1e3), port=args.port, name=args.name)
-        urls = (direct_urls(args.name) if args.path == "direct" else []) or [http_url()]
-    path = "url" if args.url else ("direct" if urls[0] != http_url() else "proxy")
+        urls = direct_urls(args.name) if args.path == "direct" else []
+        path = "direct" if urls else "proxy"
+        urls = urls or [http_url()]
     ray.shutdown()  # the load generator is no Ray driver: it would also receive every worker's log lines
     traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
     for rps in (float(r) for r in args.rps.split(",")):

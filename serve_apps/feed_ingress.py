@@ -5,7 +5,7 @@ Routes: ``POST /v1/feed``, ``GET /v1/graph`` (models, settings, decision-log cou
 (the stages' own schemas are nested in the FeedRequest); a body over the limit is a 413.
 """
 
-# No `from __future__ import annotations`: FastAPI must see the generated request class.
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 import asyncio
 import dataclasses
 import gc
@@ -14,7 +14,6 @@ from typing import Any
 
 import pydantic
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
@@ -154,10 +153,6 @@ class FeedIngress:
                                   f"models {self.refs}; at most {max_items} ads and "
                                   f"organic items each; {self.args['max_body_bytes']} bytes per request.")
 
-        @api.exception_handler(RequestValidationError)
-        async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-            return _invalid(exc.errors())
-
         async def feed(request: Request) -> Response:
             # The body is parsed and validated in one pass by pydantic-core (FastAPI's own path
             # decodes JSON to Python objects first, then validates them: ~2x the work for a 48 KB
@@ -211,8 +206,7 @@ class FeedIngress:
 
 def _invalid(errors: Any) -> JSONResponse:
     """422 naming each field as FastAPI does (``loc`` starts with ``body``)."""
-    detail = [{"type": e["type"], "msg": e["msg"],
-               "loc": list(e["loc"]) if e["loc"][:1] == ("body",) else ["body", *e["loc"]]} for e in errors]
+    detail = [{"type": e["type"], "msg": e["msg"], "loc": ["body", *e["loc"]]} for e in errors]
     return JSONResponse(status_code=422, content={"detail": detail})
 
 

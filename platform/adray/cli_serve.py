@@ -102,19 +102,15 @@ def direct_urls(name: str) -> list[str]:
     """Base URLs of ``name``'s ingress replicas on their own ports (Serve's direct ingress; see
     ``adray.runtime.SERVE_FAST_PATH``), [] when the cluster runs without it. These skip the proxy's
     hop; a client spreads its requests over them (the proxy balances, retries and routes by prefix)."""
-    from ray.serve.context import _get_global_client
-
-    bind = _get_global_client().http_config.host  # replicas bind the proxy's host
-    groups = _target_groups(name)  # the proxies' groups (app_name "") when direct ingress is off
-    return [f"http://{t.ip if bind in ('0.0.0.0', '::', '', None) else bind}:{t.port}"
-            for g in groups if g.app_name == name and str(g.protocol).endswith("HTTP") for t in g.targets]
-
-
-def _target_groups(name: str) -> list[Any]:
     import ray
     from ray.serve.context import _get_global_client
 
-    return ray.get(_get_global_client()._controller.get_target_groups.remote(name))
+    client = _get_global_client()
+    bind = client.http_config.host  # replicas bind the proxy's host
+    # without direct ingress the controller answers with the proxies' groups (app_name "")
+    groups = ray.get(client._controller.get_target_groups.remote(name))
+    return [f"http://{t.ip if bind in ('0.0.0.0', '::', '', None) else bind}:{t.port}"
+            for g in groups if g.app_name == name and str(g.protocol).endswith("HTTP") for t in g.targets]
 
 
 def _wait_running(name: str, wait_s: float) -> None:

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -195,6 +196,27 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
         """``n`` valid requests drawn from the dataset (contract tests, docs, load benchmarks)."""
+
+
+def epsilon_greedy(greedy: int, request_id: str | None, size: int, epsilon: float, salt: str = "",
+                   rng: np.random.Generator | None = None) -> tuple[int, float]:
+    """The ε-greedy serving rule over ``size`` actions: (action, its propensity).
+
+    A share ε of requests gets an action drawn uniformly, the others ``greedy``; the propensity is
+    (1-ε)·1[a = greedy] + ε/size (1.0 at ε = 0), what the decision log needs for off-policy
+    learning. The draw is a stable hash of ``salt`` + ``request_id``, so an answer is reproducible and
+    two stages with different salts do not explore on the same requests; without a request id it
+    comes from ``rng`` when one is given.
+    """
+    a = greedy
+    if epsilon > 0:
+        if request_id or rng is None:
+            rid = request_id or ""
+            if zlib.crc32(f"{salt}{rid}".encode()) / 2**32 < epsilon:
+                a = zlib.crc32(f"{salt}a:{rid}".encode()) % size
+        elif rng.random() < epsilon:
+            a = int(rng.integers(size))
+    return a, (1 - epsilon) * float(a == greedy) + epsilon / size
 
 
 @dataclasses.dataclass(frozen=True)

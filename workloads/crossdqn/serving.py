@@ -17,7 +17,6 @@ what the decision log needs for the next version's off-policy learning.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 import pydantic
 
-from adray.workload import Policy
+from adray.workload import Policy, epsilon_greedy
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import check_dataset
 from workloads.crossdqn.sim import obs_layout
@@ -117,13 +116,6 @@ class AllocationPolicy(Policy):
         self.epsilon = float(getattr(cfg, "serve_epsilon", 0.0))
         self._rng = np.random.default_rng(int(getattr(cfg, "seed", 0)))  # requests without an id
 
-    def explore(self, request_id: str | None, size: int) -> int | None:
-        """The uniformly drawn action of an exploring request, None for a greedy one."""
-        if request_id:
-            u = zlib.crc32(f"crossdqn:{request_id}".encode()) / 2**32
-            return zlib.crc32(f"crossdqn-a:{request_id}".encode()) % size if u < self.epsilon else None
-        return int(self._rng.integers(size)) if self._rng.random() < self.epsilon else None
-
     @classmethod
     def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[Any]:
         return request_schema(meta, max_items)
@@ -149,11 +141,10 @@ class AllocationPolicy(Policy):
         k, eps = layout["window"], self.epsilon
         answers = []
         for r, g, q in zip(requests, greedy, scores, strict=True):
-            drawn = self.explore(r.get("request_id"), 2**k) if eps > 0 else None
-            a = int(g) if drawn is None else drawn
+            a, prop = epsilon_greedy(int(g), r.get("request_id"), 2**k, eps, salt="crossdqn:", rng=self._rng)
             answers.append({"request_id": r.get("request_id"), "model": self.ref, "action": a,
                             "ad_slots": [bool((a >> s) & 1) for s in range(k)], "q": q.tolist(),
-                            "propensity": (1 - eps) * float(a == g) + eps / 2**k})
+                            "propensity": prop})
         return answers
 
     @classmethod

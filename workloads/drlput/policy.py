@@ -11,7 +11,6 @@ decision log needs (columns.PROPENSITY) for the next version's off-policy traini
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pydantic
 
-from adray.workload import Policy
+from adray.workload import Policy, epsilon_greedy
 from workloads.drlput import columns as C
 from workloads.drlput.actions import ActionSpace
 from workloads.drlput.config import PARAMS, ActionConfig
@@ -74,12 +73,7 @@ class UtilityPolicy(Policy):
         size, eps = self.space.size, self.epsilon
         out = []
         for r, g in zip(requests, greedy):
-            a = int(g)
-            if eps > 0:
-                u = zlib.crc32(f"{r.get('request_id', '')}".encode()) / 2**32  # stable per request
-                if u < eps:
-                    a = int(zlib.crc32(f"a:{r.get('request_id', '')}".encode()) % size)
-            prop = (1 - eps) * float(a == g) + eps / size
+            a, prop = epsilon_greedy(int(g), r.get("request_id", ""), size, eps)
             vals = self.space.values[a]
             out.append({"request_id": r.get("request_id", ""), "action": a, "propensity": prop, "model": self.ref,
                         **{p: float(vals[i]) for i, p in enumerate(PARAMS)}})
