@@ -7,9 +7,12 @@ One logged dataset (the config's behaviour policy and seed); per training seed, 
 actor-critic are trained on it (``workloads/drlput/train.py``) and evaluated with
 ``workloads.drlput.evaluate``: the true simulated reward, CTR, long-CTR, CVR and revenue on fresh
 requests, and for the learned policies Diversity (6.1), Relative_Gain (6.2) and IPS/SNIPS/DR on
-the held-out logs, beside uniform, the best fixed action and the per-request oracle. Mean ± std
-over training seeds for the learned policies, over evaluation seeds for the baselines. OPE vs truth: each estimate's relative error against the policy's true
-simulated reward. The figure (Sec. 6.3): mean chosen w_click, w_long, w_conv and reserve per
+the ``test`` logs (``test_*``), beside uniform, the best fixed action and the per-request oracle.
+Each model is the iteration its trainer kept by SNIPS on the ``val`` logs (``selection``; no
+simulator truth; ``training`` in the JSON: the kept iteration, its ``val_snips`` and
+``test_snips``). Mean ± std over training seeds for the learned policies, over evaluation seeds
+for the baselines. OPE vs truth: each ``test`` estimate's relative error against the policy's
+true simulated reward. The figure (Sec. 6.3): mean chosen w_click, w_long, w_conv and reserve per
 quintile of the user's historical CTR, CVR and spend per impression, for the REINFORCE model of the
 first seed and for the state oracle (the best action for the user's latent propensities).
 """
@@ -30,7 +33,9 @@ from workloads.drlput.sim import make_requests, observe
 from workloads.drlput.study import config, ensure_data, mean_std, train, write_json
 from workloads.drlput.truth import state_oracle_actions
 
-SHOW = ("reward", "ctr", "long_ctr", "cvr", "revenue", "diversity", "relative_gain", "ips", "snips", "dr")
+SHOW = ("reward", "ctr", "long_ctr", "cvr", "revenue", "test_diversity", "test_relative_gain", "test_ips",
+        "test_snips", "test_dr")
+OPE = ("test_ips", "test_snips", "test_dr")
 LEARNED = ("reinforce", "actor_critic")
 BUCKETS = ("hist_ctr", "hist_cvr", "hist_spend")
 
@@ -86,7 +91,8 @@ def main() -> None:
         for algo in LEARNED:
             cfg = base.override({"seed": base.seed + s, "algorithm": algo})
             models[algo], metrics = train(cfg, data, work / f"{algo}-{s}")
-            train_stats[algo].append({k: metrics[k] for k in ("best_iteration", "samples_per_s", "val_reward")})
+            train_stats[algo].append({k: metrics[k] for k in ("best_iteration", "samples_per_s", "val_snips",
+                                                              "test_snips")})
         first = first or models["reinforce"]
         table = evaluate(base, data, models["reinforce"], {"actor_critic": models["actor_critic"]})
         table["reinforce"] = table.pop("drlput")
@@ -95,19 +101,20 @@ def main() -> None:
     # learned policies: mean ± std over training seeds; baselines (the same every seed): ± over eval seeds
     out = {m: mean_std([{k: v for k, v in x.items() if not k.endswith("_std")} for x in r]) if m in LEARNED
            else r[0] for m, r in rows.items()}
-    ope_err = {m: {e: mean_std([{"x": r[e] / r["reward"] - 1} for r in rows[m]])["x"] for e in ("ips", "snips", "dr")}
-               for m in LEARNED}
+    ope_err = {m: {e: mean_std([{"x": r[e] / r["reward"] - 1} for r in rows[m]])["x"] for e in OPE} for m in LEARNED}
     result = {"config": args.config, "set": args.set, "train_seeds": args.train_seeds, "methods": out,
-              "ope_relative_error": ope_err, "training": {m: mean_std(v) for m, v in train_stats.items()}}
+              "ope_relative_error": ope_err, "training": {m: mean_std(v) for m, v in train_stats.items()},
+              "chosen_iterations": {m: [int(x["best_iteration"]) for x in v] for m, v in train_stats.items()}}
     if args.png:
         result["personalisation"] = personalisation(base, first, args.png)
     result["elapsed_s"] = time.perf_counter() - t0
-    print(f"{'method':13s}" + "".join(f"{k:>17s}" for k in SHOW))
+    print(f"{'method':13s}" + "".join(f"{k.removeprefix('test_'):>17s}" for k in SHOW) + "   (OPE etc.: test logs)")
     for m in (*LEARNED, "uniform", "best_fixed", "oracle"):
         r = out[m]
         print(f"{m:13s}" + "".join(f"{r[k]:>9.4f} ±{r[k + '_std']:.4f}" if k in r else f"{'':>17s}" for k in SHOW))
     for m in LEARNED:
-        print(f"OPE vs truth ({m}): " + ", ".join(f"{e} {100 * v:+.1f}%" for e, v in ope_err[m].items()))
+        print(f"OPE vs truth ({m}): " + ", ".join(f"{e} {100 * v:+.1f}%" for e, v in ope_err[m].items())
+              + f"; iteration kept (selection: {base.selection}) per seed: {result['chosen_iterations'][m]}")
     print(f"({result['elapsed_s']:.0f}s; logs {data})")
     if args.json:
         write_json(args.json, result)

@@ -8,8 +8,9 @@ logs come from the ``gaussian`` behaviour policy around the production values or
 one, and the policy is trained by ``actor_critic`` or ``reinforce`` (importance weights: the
 config's, ``none`` by default = Eq. 4.1 as printed). For each, over training seeds on one logged
 dataset per (space, logging): Diversity (Eq. 6.1, fails below δ) and Relative_Gain (Eq. 6.2, fails
-at <= 0) on the held-out logs, pass/fail by the majority of seeds, and -- what the paper could not
-measure -- the policy's true simulated reward relative to the uniform policy.
+at <= 0) on the held-out ``test`` logs (each model is the iteration its trainer chose by SNIPS on
+the ``val`` logs), pass/fail by the majority of seeds, and -- what the paper could not measure --
+the policy's true simulated reward relative to the uniform policy (evaluation only).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
         groups = [[p] for p in PARAMS] if space_kind == "ungrouped" else [list(g) for g in base.action.groups]
         cfg = base.override({"action.groups": groups, "behaviour.policy": logging, "algorithm": algo})
         data = ensure_data(cfg, root)
-        logs = read_split(cfg, data, "val")
+        logs = read_split(cfg, data, "test")
         req = make_requests(cfg.sim, cfg.eval_requests, EVAL_SEED)
         uniform = uniform_metrics(cfg, req, ActionSpace(cfg.action))["reward"]
         per_seed = []

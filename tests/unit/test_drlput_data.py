@@ -26,10 +26,14 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_schema_and_uniform_propensities(logs: Path) -> None:
     ds = read_dataset(logs)
-    assert ds.splits == ["train", "val"] and ds.meta["num_actions"] == 125
+    assert ds.splits == ["train", "val", "test"] and ds.meta["num_actions"] == 125
     train = read_split(CFG, logs, "train")
     assert list(train.columns) == list(C.LOG_COLUMNS) and len(train) == 1600
-    assert len(read_split(CFG, logs, "val")) == 400
+    val, test = read_split(CFG, logs, "val"), read_split(CFG, logs, "test")
+    assert len(val) == len(test) == 200
+    ids = [set(x[C.REQUEST_ID]) for x in (train, val, test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])  # disjoint requests
+    assert not np.array_equal(val[list(C.STATE)].to_numpy(), test[list(C.STATE)].to_numpy())  # own streams
     np.testing.assert_allclose(train[C.PROPENSITY], 1 / 125)
     assert (train[C.POLICY_ID] == "uniform").all() and train[C.MODEL_VERSIONS].iloc[0].startswith("ctr=")
     space = ActionSpace(CFG.action)
@@ -87,3 +91,30 @@ def test_logs_of_another_action_space_are_refused(logs: Path) -> None:
     with pytest.raises(DataError, match=r"another action config \(fields \['n_values'\]"):
         read_split(CFG.override({"action.n_values": 4}), logs, "train")
 
+
+
+def test_two_split_datasets_are_refused_by_name(logs: Path, tmp_path: Path) -> None:
+    """A dataset written before the test split existed: refused with what to do, not half-used."""
+    from adray.data import write_dataset
+
+    ds = read_dataset(logs)
+    write_dataset(tmp_path / "old", {s: ds.read(s) for s in ("train", "val")}, source="old", meta=ds.meta)
+    with pytest.raises(DataError, match=r"missing \['test'\].*regenerate it with `adray data make drlput`"):
+        read_split(CFG, tmp_path / "old", "train")
+
+
+def test_decision_log_import_holds_out_the_latest_requests(logs: Path, tmp_path: Path) -> None:
+    from workloads.drlput.data import import_decision_log
+
+    df = pd.read_parquet(logs / "train.parquet").iloc[:100]
+    df[C.REQUEST_ID] = [f"feed-{i:06d}" for i in range(100)][::-1]  # ids unordered in the file
+    df.to_parquet(tmp_path / "log.parquet")
+    import_decision_log([tmp_path / "log.parquet"], tmp_path / "ds", CFG)
+    ds = read_dataset(tmp_path / "ds")
+    assert ds.splits == ["train", "val", "test"]
+    parts = [ds.read(s)[C.REQUEST_ID].tolist() for s in ("train", "val", "test")]
+    assert [len(p) for p in parts] == [80, 10, 10]
+    assert parts[0] + parts[1] + parts[2] == sorted(df[C.REQUEST_ID])  # train < val < test by request id
+    df.iloc[:2].to_parquet(tmp_path / "tiny.parquet")
+    with pytest.raises(DataError, match="2 row.*need at least 3"):
+        import_decision_log([tmp_path / "tiny.parquet"], tmp_path / "tiny", CFG)

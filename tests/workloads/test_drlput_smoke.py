@@ -46,19 +46,27 @@ def trained(ray_cluster, smoke):  # noqa: ANN001, ANN201
 def test_train_evaluate_serve(trained) -> None:
     cfg, root, result, reporter = trained
     assert len(reporter.rows) == cfg.iterations and all(np.isfinite(r["pg_loss"]) for r in reporter.rows)
-    assert {"val_reward", "val_relative_gain", "val_diversity", "samples_per_s"} <= set(result.metrics)
+    assert {"val_snips", "val_relative_gain", "val_diversity", "test_snips", "samples_per_s"} <= set(result.metrics)
+    assert not any(k in result.metrics for k in ("val_reward", "val_ctr", "val_revenue"))  # no simulator truth
+    kept = int(result.metrics["best_iteration"])
+    assert result.metrics["val_snips"] == reporter.rows[kept - 1]["val_snips"]
     model = WORKLOAD.load_model(result.model_dir, cfg, result.meta)
     assert not hasattr(model, "critic")
-    # the exported module is the selected iteration's: the same validation reward
-    from workloads.drlput.evaluate import VALIDATION_SEED, true_metrics
+    # the exported module is the kept iteration's: the same estimate on the val logs
+    from workloads.drlput.data import read_split
+    from workloads.drlput.evaluate import offline_metrics, reward_per_action
 
-    val = true_metrics(cfg, model, max(200, cfg.eval_requests // 2), VALIDATION_SEED)
-    assert val["reward"] == pytest.approx(result.metrics["val_reward"], rel=1e-9)
+    q_hat = reward_per_action(cfg, root / "data")
+    val = offline_metrics(cfg, model, read_split(cfg, root / "data", "val"), q_hat)
+    assert val["snips"] == pytest.approx(result.metrics["val_snips"], rel=1e-9)
 
     table = WORKLOAD.evaluate(cfg, root / "data", model, {})
     assert {"drlput", "uniform", "best_fixed", "oracle"} <= set(table)
-    for key in ("reward", "ctr", "cvr", "revenue", "diversity", "relative_gain", "ips", "snips", "dr"):
+    for key in ("reward", "ctr", "cvr", "revenue", "test_diversity", "test_relative_gain", "test_ips", "test_snips",
+                "test_dr"):
         assert np.isfinite(table["drlput"][key]), key
+    for key in ("test_snips", "test_ips", "test_dr", "test_diversity"):  # the trainer reported the same test figures
+        assert table["drlput"][key] == pytest.approx(result.metrics[key], abs=1e-9), key
     assert table["drlput"]["reward"] > table["uniform"]["reward"]  # the headline
     assert table["oracle"]["reward"] >= table["best_fixed"]["reward"] >= table["uniform"]["reward"]
 
@@ -115,7 +123,7 @@ def test_exploring_policy_logs_true_propensities(trained) -> None:
 def test_reward_variants_and_estimators_train(ray_cluster, smoke, tmp_path: Path, overrides: dict) -> None:
     cfg, root = smoke
     metrics = train_module(cfg.override({"iterations": 1, "updates_per_iteration": 3, **overrides}), root / "data", tmp_path)
-    assert np.isfinite(metrics["pg_loss"]) and np.isfinite(metrics["val_reward"])
+    assert np.isfinite(metrics["pg_loss"]) and np.isfinite(metrics["val_snips"]) and np.isfinite(metrics["test_snips"])
     if overrides.get("normalise", True):
         assert 0 <= metrics["reward_mean"] <= 1  # min-max normalised per batch
 
@@ -126,3 +134,5 @@ def test_online_training_in_the_simulator(ray_cluster, smoke, tmp_path: Path) ->
     cfg = cfg.override({"online": True, "iterations": 2, "updates_per_iteration": 2, "batch_size": 128})
     metrics = train_module(cfg, None, tmp_path)
     assert np.isfinite(metrics["pg_loss"]) and (tmp_path / "module").is_dir()
+    # no held-out logs: the last iteration is kept (the env's training batches do not choose)
+    assert metrics["best_iteration"] == cfg.iterations and not any(k.startswith("val_") for k in metrics)

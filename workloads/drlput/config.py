@@ -185,15 +185,21 @@ class BehaviourConfig(Config):
     """Gaussian: std of each group's value index as a fraction of the index range (n_values - 1)."""
     n_requests: int = 300_000
     """Logged requests (rows) written by make_data."""
-    val_fraction: float = 0.2
-    """Share of logged requests held out (split ``val``) for Relative_Gain, Diversity and OPE."""
+    val_fraction: float = 0.1
+    """Share of logged requests held out as split ``val``: the off-policy estimate on it chooses the
+    model (the best iteration, and the objective ``adray tune drlput`` maximises)."""
+    test_fraction: float = 0.1
+    """Share of logged requests held out as split ``test``: the off-policy estimates, Diversity and
+    Relative_Gain reported for the chosen model; never used to choose one."""
     model_versions: str = "ctr=sim-v1,long=sim-v1,cvr=sim-v1"
     """The ranking models' versions written in every log row (what the serving graph records)."""
 
     def __post_init__(self) -> None:
         check(self.sigma > 0, f"behaviour.sigma={self.sigma}: expected > 0")
         check(self.n_requests >= 100, f"behaviour.n_requests={self.n_requests}: expected >= 100")
-        check(0 < self.val_fraction < 0.9, f"behaviour.val_fraction={self.val_fraction}: expected in (0, 0.9)")
+        check(0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 0.9,
+              f"behaviour.val_fraction={self.val_fraction}, behaviour.test_fraction={self.test_fraction}: "
+              "expected each > 0 and together < 0.9 (the rest is the train split)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +250,10 @@ class DRLPUTConfig(TrainConfig):
     online: bool = False
     """Train online in the simulator (RLlib's EnvRunner samples pi(.|s) in AdRequestEnv) instead of
     from the logged Parquet."""
+    selection: Literal["paired", "argmax"] = "paired"
+    """Which iteration is kept, from the SNIPS of its serving rule on the ``val`` logs (never from
+    simulator truth; selection.py): ``paired``: the last, unless an earlier one is better with
+    confidence (paired bootstrap bound, 5% family-wise); ``argmax``: the best estimate."""
 
     # ---------------------------------------------------------------- evaluation (evaluate.py)
     eval_requests: int = 4000

@@ -4,8 +4,12 @@
 or the discretised Gaussian around the production values) pick each action, plays it in the
 simulator and writes one row per request: the state, the action with its propensity and the
 parameter values it set, the behaviour policy id and the ranking models' versions, and the shown
-item's reward components (events and predictions). Splits: ``train`` and ``val`` (held-out logs
-for Relative_Gain, Diversity and the off-policy estimates).
+item's reward components (events and predictions). Splits (``SPLITS``): ``train`` (what the
+policy learns from), ``val`` (held-out logs whose off-policy estimate chooses the model: the best
+iteration and the tuner's objective) and ``test`` (held-out logs on which the chosen model's
+estimates, Diversity and Relative_Gain are reported; never used to choose). A dataset written
+before the ``test`` split existed is refused by name (:func:`check_dataset`): regenerate or
+re-import it.
 
 :func:`read_logs` is the one reader of such logs (ours or a serving graph's decision log): a
 missing column, an action outside A, a propensity outside (0, 1], a categorical code out of range
@@ -25,8 +29,11 @@ from workloads.drlput.actions import ActionSpace, behaviour_probs
 from workloads.drlput.config import PARAMS, DRLPUTConfig
 from workloads.drlput.sim import make_requests, outcomes, shown_ads
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 CHUNK = 50_000  # requests simulated at once
+TEST_STREAM = 2**31
+"""Offset of the ``test`` split's seed: its requests come from a stream of their own (``train``
+and ``val`` keep the seeds 2·seed + 1 and 2·seed + 2 they had before the split existed)."""
 
 
 def log_requests(cfg: DRLPUTConfig, n: int, seed: int, probs: np.ndarray, policy_id: str,
@@ -56,14 +63,16 @@ def log_requests(cfg: DRLPUTConfig, n: int, seed: int, probs: np.ndarray, policy
 
 
 def make_data(cfg: DRLPUTConfig, out_dir: Path) -> None:
-    """``adray data make drlput``: logs of the configured behaviour policy, split train / val."""
+    """``adray data make drlput``: logs of the configured behaviour policy, split train / val / test."""
     b = cfg.behaviour
     space = ActionSpace(cfg.action)
     probs = behaviour_probs(space, b.policy, b.sigma)
-    n_val = max(10, int(round(b.n_requests * b.val_fraction)))
+    n_val, n_test = (max(10, int(round(b.n_requests * f))) for f in (b.val_fraction, b.test_fraction))
     splits = {
-        "train": log_requests(cfg, b.n_requests - n_val, cfg.seed * 2 + 1, probs, b.policy),
+        "train": log_requests(cfg, b.n_requests - n_val - n_test, cfg.seed * 2 + 1, probs, b.policy),
         "val": log_requests(cfg, n_val, cfg.seed * 2 + 2, probs, b.policy, first_id=b.n_requests),
+        "test": log_requests(cfg, n_test, cfg.seed * 2 + TEST_STREAM, probs, b.policy,
+                             first_id=b.n_requests + n_val),
     }
     write_dataset(out_dir, splits, source=f"drlput simulator, {b.policy} behaviour policy", seed=cfg.seed,
                   meta={"num_actions": space.size, "action": cfg.action.to_dict(), "behaviour": b.to_dict(),
@@ -71,9 +80,15 @@ def make_data(cfg: DRLPUTConfig, out_dir: Path) -> None:
 
 
 def check_dataset(cfg: DRLPUTConfig, data_dir: Path) -> None:
-    """The dataset's action space must be the config's (the action ids would mean other values),
-    and simulator logs must come from the config's simulator (the evaluation's truth)."""
+    """The dataset has the three splits of ``SPLITS``; its action space must be the config's (the
+    action ids would mean other values), and simulator logs must come from the config's simulator
+    (the evaluation's truth)."""
     ds = read_dataset(data_dir)
+    missing = [s for s in SPLITS if s not in ds.splits]
+    if missing:
+        raise DataError(f"{data_dir}: dataset has splits {ds.splits}, missing {missing}; DRL-PUT needs {list(SPLITS)} "
+                        "(val chooses the model, test is reported). It was written before the test split existed: "
+                        "regenerate it with `adray data make drlput` or re-import it with `adray data import drlput-log`")
     for section in ("action", "sim"):
         logged, ours = ds.meta.get(section), getattr(cfg, section).to_dict()
         if logged is not None and logged != ours:
@@ -122,16 +137,21 @@ def read_split(cfg: DRLPUTConfig, data_dir: Path, split: str, columns: tuple[str
 
 def import_decision_log(files: list[Path], out_dir: Path, cfg: DRLPUTConfig) -> None:
     """``adray data import drlput-log FILE...``: the serving graph's decision logs (same columns,
-    reward components joined) -> a dataset; the last ``val_fraction`` of requests (by request id)
-    is held out."""
+    reward components joined) -> a dataset. By request id: the last ``test_fraction`` of requests
+    is ``test``, the ``val_fraction`` before them ``val``, the rest ``train`` (the held-out splits
+    are the most recent traffic, as the next version will meet)."""
     if not files:
         raise DataError("drlput-log import: expected at least one Parquet decision-log file")
     df = pd.concat([read_logs(f, cfg.action.num_actions) for f in files], ignore_index=True)
     df = df.sort_values(C.REQUEST_ID, kind="stable").reset_index(drop=True)
-    n_val = max(1, int(round(len(df) * cfg.behaviour.val_fraction)))
-    if len(df) - n_val < 1:
-        raise DataError(f"drlput-log import: {len(df)} row(s) in {[str(f) for f in files]}; need at least 2")
-    write_dataset(out_dir, {"train": df.iloc[:-n_val], "val": df.iloc[-n_val:]},
+    b = cfg.behaviour
+    n_val, n_test = (max(1, int(round(len(df) * f))) for f in (b.val_fraction, b.test_fraction))
+    n_train = len(df) - n_val - n_test
+    if n_train < 1:
+        raise DataError(f"drlput-log import: {len(df)} row(s) in {[str(f) for f in files]}; need at least 3 "
+                        f"(train, val {n_val}, test {n_test})")
+    write_dataset(out_dir, {"train": df.iloc[:n_train], "val": df.iloc[n_train:n_train + n_val],
+                            "test": df.iloc[n_train + n_val:]},
                   source=f"drlput decision logs: {[Path(f).name for f in files]}", seed=None,
                   meta={"num_actions": cfg.action.num_actions, "action": cfg.action.to_dict(),
                         "columns": list(C.LOG_COLUMNS)})

@@ -1,21 +1,31 @@
 """Evaluation: the paper's offline metrics on held-out logs, off-policy estimates, and simulator truth.
 
-On the held-out logs (split ``val``) of the behaviour policy μ, for a learned policy served as the
-argmax of π(·|s) (Sec. 4.2):
+On held-out logs of the behaviour policy μ (:func:`offline_metrics`), for a learned policy served
+as the argmax of π(·|s) (Sec. 4.2), ε-greedy with ``serve_epsilon`` = ε:
 
     Diversity      = 1 - (count of the most frequently predicted action) / N              (6.1)
                      fails when below ``diversity_threshold`` (δ)
     Relative_Gain  = mean(r | a_logged = a_policy) / mean(r) - 1                          (6.2)
                      fails when <= 0. Under uniform logging it is the replay estimate of the
                      policy's value over the behaviour policy's (with μ non-uniform it is biased).
-    ips, snips, dr = ``adray.ope`` with π(a|s) = 1[a = a_policy(s)] and the logged μ(a|s); DR's
-                     reward model q̂(s, a) is the mean logged reward of action a (a direct method
-                     that ignores the state: DR is then IPS with a per-action control variate).
+    ips, snips, dr = ``adray.ope`` of the serving rule: π(a|s) = (1-ε)·1[a = a_policy(s)] + ε/|A|
+                     (what ``UtilityPolicy`` serves and the promotion gate values), the logged
+                     μ(a|s), and the config's reward of the logged events, unnormalised (reward.py).
+                     DR's reward model q̂(s, a) is the mean reward of action a on the ``train``
+                     split (:func:`reward_per_action`; a direct method that ignores the state: DR
+                     is then IPS with a per-action control variate).
 
-The truth, on fresh simulated requests (``eval_seeds`` x ``eval_requests``, mean ± std over
-seeds): the true expected ``reward`` per request and the shown items' ``ctr``, ``long_ctr``,
-``cvr`` (conversions per request) and ``revenue`` (truth.py), for the model, every model of
-``others``, and the baselines ``uniform``, ``best_fixed`` and ``oracle``.
+These need only logs, so training may use them: SNIPS on split ``val`` chooses the model (which
+iteration is kept, selection.py, and the tuner's objective ``val_snips``; train.py), and the same
+metrics on split ``test`` are reported with the prefix ``test_`` by the trainer and by
+:func:`evaluate`.
+
+The truth, for evaluation only (never for training or for choosing a model: the training path is
+run with these functions made to raise, tests/workloads/test_no_truth_drlput.py): on fresh
+simulated requests (``eval_seeds`` x ``eval_requests``, mean ± std over seeds), the true expected
+``reward`` per request and the shown items' ``ctr``, ``long_ctr``, ``cvr`` (conversions per
+request) and ``revenue`` (truth.py), for the model, every model of ``others``, and the baselines
+``uniform``, ``best_fixed`` and ``oracle``.
 """
 
 from __future__ import annotations
@@ -44,7 +54,8 @@ from workloads.drlput.truth import (
     uniform_metrics,
 )
 
-VALIDATION_SEED = 7_777_777
+OBJECTIVE = "snips"
+"""The off-policy estimate on split ``val`` that chooses the model (``val_snips``)."""
 
 
 def policy_net(model: Any) -> torch.nn.Module:
@@ -90,26 +101,61 @@ def logged_reward(cfg: DRLPUTConfig, df: pd.DataFrame) -> np.ndarray:
     return reward({k: df[k].to_numpy() for k in C.OUTCOME}, cfg.reward)
 
 
-def offline_metrics(cfg: DRLPUTConfig, model: Any, logs: pd.DataFrame, q_per_action: np.ndarray | None = None
+def served_prob(greedy: np.ndarray, logged: np.ndarray, size: int, epsilon: float) -> np.ndarray:
+    """π(a_logged|s) (N,) of the serving rule: (1-ε)·1[a = greedy] + ε/|A| (``adray.workload.epsilon_greedy``)."""
+    return (1 - epsilon) * (np.asarray(greedy) == np.asarray(logged)) + epsilon / size
+
+
+def q_per_action(cfg: DRLPUTConfig, logs: pd.DataFrame) -> np.ndarray:
+    """Mean reward of each action in ``logs`` (|A|,), 0 where unlogged: DR's state-free q̂."""
+    r, a, size = logged_reward(cfg, logs), logs[C.ACTION].to_numpy(), cfg.action.num_actions
+    return np.bincount(a, weights=r, minlength=size) / np.maximum(np.bincount(a, minlength=size), 1)
+
+
+def reward_per_action(cfg: DRLPUTConfig, data_dir: Path) -> np.ndarray:
+    """:func:`q_per_action` of the ``train`` split (fitted where the policy learns, not where it is valued)."""
+    return q_per_action(cfg, read_split(cfg, data_dir, "train", (C.ACTION, *C.OUTCOME)))
+
+
+def greedy_actions(model: Any, logs: pd.DataFrame) -> np.ndarray:
+    """The model's argmax action (N,) on each log row's state."""
+    return action_probs(model, state_obs(logs)).argmax(1)
+
+
+def logged_weights(cfg: DRLPUTConfig, chosen: np.ndarray, logs: pd.DataFrame) -> np.ndarray:
+    """Importance weights π(a|s)/μ(a|s) (N,) of the serving rule whose greedy actions are ``chosen``."""
+    pi = served_prob(chosen, logs[C.ACTION].to_numpy(), cfg.action.num_actions, cfg.serve_epsilon)
+    return pi / logs[C.PROPENSITY].to_numpy(np.float64)
+
+
+def offline_metrics(cfg: DRLPUTConfig, model: Any, logs: pd.DataFrame, q_hat: np.ndarray | None = None
                     ) -> dict[str, float]:
-    """Diversity, Relative_Gain (with pass/fail) and IPS/SNIPS/DR of the argmax policy on logs."""
-    chosen = action_probs(model, state_obs(logs)).argmax(1)
+    """Diversity, Relative_Gain (with pass/fail) of the argmax policy and IPS/SNIPS/DR of the serving
+    rule on logs (module docstring); ``q_hat`` (|A|,) defaults to :func:`q_per_action` of ``logs``."""
+    return logged_metrics(cfg, greedy_actions(model, logs), logs, q_hat)
+
+
+def logged_metrics(cfg: DRLPUTConfig, chosen: np.ndarray, logs: pd.DataFrame, q_hat: np.ndarray | None = None
+                   ) -> dict[str, float]:
+    """:func:`offline_metrics` of the greedy actions ``chosen`` (N,). SNIPS is NaN where the rule
+    puts no weight on any logged action (nothing to value it on)."""
     logged, mu = logs[C.ACTION].to_numpy(), logs[C.PROPENSITY].to_numpy(np.float64)
     r = logged_reward(cfg, logs)
-    pi = (chosen == logged).astype(np.float64)
-    if q_per_action is None:
-        q_per_action = np.bincount(logged, weights=r, minlength=cfg.action.num_actions) / np.maximum(
-            np.bincount(logged, minlength=cfg.action.num_actions), 1)
+    size = cfg.action.num_actions
+    pi = served_prob(chosen, logged, size, cfg.serve_epsilon)
+    q = q_per_action(cfg, logs) if q_hat is None else np.asarray(q_hat, np.float64)
+    v = (1 - cfg.serve_epsilon) * q[chosen] + cfg.serve_epsilon * q.mean()  # E_π q̂(s, ·)
     div, rg = diversity(chosen), relative_gain(chosen, logged, r)
+    snips = ope.snips(r, pi, mu).value if pi.sum() > 0 else float("nan")
     return {"diversity": div, "diversity_pass": float(div >= cfg.diversity_threshold),
             "relative_gain": rg, "relative_gain_pass": float(rg > 0),
-            "ips": ope.ips(r, pi, mu).value, "snips": ope.snips(r, pi, mu).value,
-            "dr": ope.dr(r, pi, mu, q_per_action[logged], q_per_action[chosen]).value,
-            "matched_rows": float(pi.sum())}
+            "ips": ope.ips(r, pi, mu).value, "snips": snips, "dr": ope.dr(r, pi, mu, q[logged], v).value,
+            "matched_rows": float((chosen == logged).sum())}
 
 
 def true_metrics(cfg: DRLPUTConfig, model: Any, n: int, seed: int) -> dict[str, float]:
-    """METRICS of the model's argmax policy on ``n`` fresh requests drawn with ``seed``."""
+    """METRICS of the model's argmax policy on ``n`` fresh requests drawn with ``seed`` (simulator
+    truth: evaluation only)."""
     req = make_requests(cfg.sim, n, seed)
     actions = action_probs(model, observe(req)).argmax(1)
     return policy_metrics(cfg, req, ActionSpace(cfg.action), actions)
@@ -124,20 +170,19 @@ def _seeds(cfg: DRLPUTConfig, fn: Any) -> dict[str, float]:
 
 def evaluate(cfg: DRLPUTConfig, data_dir: Path, model: Any, others: Mapping[str, Any] | None = None
              ) -> dict[str, dict[str, float]]:
-    """``{method: {metric: value}}``: ``drlput`` (the model) and each of ``others`` (true METRICS and
-    the offline metrics on the ``val`` logs), ``uniform``, ``best_fixed`` and ``oracle`` (true METRICS)."""
+    """``{method: {metric: value}}``: ``drlput`` (the model) and each of ``others`` (true METRICS of
+    the argmax policy, and ``test_`` + the offline metrics on the ``test`` logs, as the trainer
+    reports them), ``uniform``, ``best_fixed`` and ``oracle`` (true METRICS)."""
     space = ActionSpace(cfg.action)
-    logs = read_split(cfg, data_dir, "val")
-    train = read_split(cfg, data_dir, "train", (C.ACTION, *C.OUTCOME))
-    r_train, a_train = logged_reward(cfg, train), train[C.ACTION].to_numpy()
-    q_hat = np.bincount(a_train, weights=r_train, minlength=space.size) / np.maximum(
-        np.bincount(a_train, minlength=space.size), 1)
+    logs = read_split(cfg, data_dir, "test")
+    q_hat = reward_per_action(cfg, data_dir)
     out: dict[str, dict[str, float]] = {}
     for name, m in {"drlput": model, **dict(others or {})}.items():
         def learned(req: Any, m: Any = m) -> dict[str, float]:
             return policy_metrics(cfg, req, space, action_probs(m, observe(req)).argmax(1))
 
-        out[name] = {**_seeds(cfg, learned), **offline_metrics(cfg, m, logs, q_hat)}
+        test = {f"test_{k}": v for k, v in offline_metrics(cfg, m, logs, q_hat).items()}
+        out[name] = {**_seeds(cfg, learned), **test}
     fixed = best_fixed_action(cfg, space)
     out["uniform"] = _seeds(cfg, lambda req: uniform_metrics(cfg, req, space))
     out["best_fixed"] = _seeds(cfg, lambda req: policy_metrics(cfg, req, space, np.full(len(req), fixed)))
@@ -145,4 +190,4 @@ def evaluate(cfg: DRLPUTConfig, data_dir: Path, model: Any, others: Mapping[str,
     return out
 
 
-__all__ = ["METRICS", "evaluate", "offline_metrics", "true_metrics", "diversity", "relative_gain"]
+__all__ = ["METRICS", "OBJECTIVE", "evaluate", "offline_metrics", "true_metrics", "diversity", "relative_gain"]

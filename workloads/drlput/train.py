@@ -13,8 +13,20 @@ sampled; μ = π at sampling time, from the episodes' ``action_logp``).
 
 Differences from the paper (why): the reward's user value uses the realised events by default
 (``reward_signal``), not the ranking models' predictions (their biases are what the policy must
-correct); importance weights are available (losses.py) though the paper has none; the best
-iteration by validation reward (simulator truth on held-out requests) is the model kept.
+correct); importance weights are available (losses.py) though the paper has none; which
+iteration is kept is decided on held-out logs (below).
+
+Model selection uses no simulator truth (simulators generate data and evaluate; they never choose
+a model). After each iteration the serving rule (argmax of π(·|s), ε-greedy at ``serve_epsilon``)
+is valued by SNIPS on the ``val`` logs with their logged propensities and the config's reward,
+unnormalised (``evaluate.logged_metrics``, reported as ``val_snips``: what ``adray tune drlput``
+maximises). After the last iteration, ``selection`` keeps one (selection.py: by default the last,
+unless an earlier one is better with confidence on the same rows) and it is exported. The kept
+model's estimates on the ``test`` logs, which choose nothing, are returned as ``test_*``.
+Online (``online: true``) the policy trains in the simulator by definition, but its choice uses
+no more of it: with a logged dataset the same ``val`` rule applies; without one the last
+iteration is kept (the env's sampled rewards are each iteration's training batch, drawn by the
+stochastic π before the update: not a held-out estimate of the served argmax, so not a choice).
 """
 
 from __future__ import annotations
@@ -46,9 +58,18 @@ from adray.workload import TrainContext, TrainResult
 from workloads.drlput import columns as C
 from workloads.drlput import losses
 from workloads.drlput.config import DRLPUTConfig
-from workloads.drlput.evaluate import VALIDATION_SEED, offline_metrics, true_metrics
+from workloads.drlput.evaluate import (
+    OBJECTIVE,
+    greedy_actions,
+    logged_metrics,
+    logged_reward,
+    logged_weights,
+    offline_metrics,
+    reward_per_action,
+)
 from workloads.drlput.model import DRLPUTModule, module_config
 from workloads.drlput.reward import training_reward
+from workloads.drlput.selection import choose
 from workloads.drlput.sim import AdRequestEnv
 
 BEHAVIOUR_PROB = "behaviour_prob"
@@ -174,31 +195,36 @@ def algorithm_config(cfg: DRLPUTConfig, data_path: Path | None, use_gpu: bool = 
 
 def train_module(cfg: DRLPUTConfig, data_dir: Path | None, out_dir: Path, report: Any = lambda m: None,
                  progress: bool = False, use_gpu: bool = False) -> dict[str, float]:
-    """Train with RLlib; export the best iteration's inference module to ``out_dir/module``."""
-    data_path = None
-    val_logs = None
+    """Train with RLlib; export the kept iteration's inference module to ``out_dir/module``.
+
+    The kept iteration is chosen from each iteration's ``val_snips`` by ``cfg.selection``
+    (selection.py; online without logs: the last); the metrics returned are its ``val_*``, its
+    ``test_*`` and ``best_iteration`` (1-based), over the last iteration's losses.
+    """
+    data_path = val_logs = test_logs = q_hat = None
     if data_dir is not None and (Path(data_dir) / "manifest.json").is_file():
         from workloads.drlput.data import check_dataset, read_split
 
         check_dataset(cfg, data_dir)
         data_path = read_dataset(data_dir).split_path("train")
-        val_logs = read_split(cfg, data_dir, "val")
+        val_logs, test_logs = read_split(cfg, data_dir, "val"), read_split(cfg, data_dir, "test")
+        q_hat = reward_per_action(cfg, data_dir)  # DR's q̂ from the train split
     elif not cfg.online:
         raise DataError(f"{data_dir}: no logged dataset; create one with `adray data make drlput` or set online: true")
     algo = algorithm_config(cfg, data_path, use_gpu).build_algo()
     module = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
-    n_val = max(200, cfg.eval_requests // 2)
-    best: dict[str, Any] = {"reward": -np.inf, "state": None, "metrics": {}}
+    states: list[dict[str, Any]] = []  # per iteration: the module's weights (small: kept in memory)
+    weights: list[np.ndarray] = []  # per iteration: π/μ (N_val,) of its serving rule on the val logs
 
     def summarize(result: dict[str, Any]) -> dict[str, float]:
         stats = rl.learner_metrics(result)
         out = {k: stats[k] for k in LOSS_KEYS if k in stats}
-        val = {f"val_{k}": v for k, v in true_metrics(cfg, module, n_val, VALIDATION_SEED).items()}
-        if val_logs is not None:
-            val.update({f"val_{k}": v for k, v in offline_metrics(cfg, module, val_logs).items()})
-        if val["val_reward"] > best["reward"]:
-            best.update(reward=val["val_reward"], state=copy.deepcopy(module.state_dict()), metrics=val)
-        return {**out, **val}
+        if val_logs is None:
+            return out
+        chosen = greedy_actions(module, val_logs)
+        states.append(copy.deepcopy(module.state_dict()))
+        weights.append(logged_weights(cfg, chosen, val_logs))
+        return {**out, **{f"val_{k}": v for k, v in logged_metrics(cfg, chosen, val_logs, q_hat).items()}}
 
     threads = torch.get_num_threads()
     torch.set_num_threads(torch_threads())
@@ -207,13 +233,18 @@ def train_module(cfg: DRLPUTConfig, data_dir: Path | None, out_dir: Path, report
         with torch.enable_grad():
             history = rl.train_iterations(algo, cfg.iterations, summarize, report, progress)
         train_s = time.perf_counter() - start
-        module.load_state_dict(best["state"])
+        kept, test = len(history) - 1, {}
+        if val_logs is not None:
+            kept = choose(cfg.selection, np.stack(weights), logged_reward(cfg, val_logs), cfg.seed)
+            module.load_state_dict(states[kept])
+            test = {f"test_{k}": v for k, v in offline_metrics(cfg, module, test_logs, q_hat).items()}
         rl.export_module(algo, Path(out_dir) / MODULE_DIR)
     finally:
         algo.stop()
         torch.set_num_threads(threads)
     samples = cfg.iterations * cfg.updates_per_iteration * cfg.batch_size
-    return {**history[-1], **best["metrics"], "best_iteration": float(1 + np.argmax([h["val_reward"] for h in history])),
+    chosen_val = {k: v for k, v in history[kept].items() if k.startswith("val_")}
+    return {**history[-1], **chosen_val, **test, "best_iteration": float(kept + 1),
             "iter_time_s": float(np.mean([h["iter_time_s"] for h in history])), "train_time_s": train_s,
             "samples_per_s": samples / sum(h["iter_time_s"] for h in history)}
 
@@ -222,7 +253,7 @@ class DRLPUTTrainer:
     """The workload's training entry (``adray.workload.Trainer``): RLlib, ``iterations`` reports."""
 
     loop_field = "iterations"
-    objective = "reward"
+    objective = OBJECTIVE  # val_snips: SNIPS of the serving rule on the held-out val logs
     mode = "max"
 
     def train(self, cfg: DRLPUTConfig, ctx: TrainContext) -> TrainResult:
