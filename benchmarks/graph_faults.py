@@ -121,7 +121,8 @@ def main() -> None:
     requests = sample_feed_requests(model_sources(refs, registry), 64, seed=1, budget=1e9)
     app = "feed-faults"
     url = serve_graph(FeedArgs(**refs, registry=registry, mode="split", stage_replicas=args.stage_replicas,
-                               stage_cpus=0.1, replica_cpus=0.25, ledger_name="pacing-faults"),
+                               stage_cpus=0.1, replica_cpus=0.25, ledger_name="pacing-faults",
+                               serve_unpromoted=True),  # the latest versions, unpromoted
                       port=args.port, name=app, route_prefix=f"/{app}")
     try:
         out = asyncio.run(run(f"{url}/{app}", requests, args.rps, args.seconds, args.kill_at, app,

@@ -106,7 +106,7 @@ def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) 
     """The same graph in this process: no HTTP, no Serve, an in-memory ledger."""
     import torch
 
-    from adray.pacing import Ledger, PacingSettings
+    from adray.pacing import Ledger, LocalLedgerClient, PacingSettings
     from serve_apps.feed_graph import FeedGraph, GraphSettings
     from serve_apps.feed_ingress import LocalStage
 
@@ -114,16 +114,8 @@ def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) 
     stages = {role: LocalStage(ref, registry) for role, ref in refs.items()}
     window = int(stages["allocation"].handle.policy.meta["obs_layout"]["window"])
     pacing = PacingSettings(steps_per_day=int(stages["bidding"].handle.policy.meta.get("steps_per_day", 48)))
-    ledger = Ledger(None, "bench", pacing)
-
-    class Local:
-        async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-            return ledger.views(specs)
-
-        async def settle(self, events: list[dict[str, Any]]) -> list[bool]:
-            return ledger.settle(events)
-
-    graph = FeedGraph(stages, Local(), GraphSettings(window=window, stage_timeout_s=10.0), pacing)
+    ledger = LocalLedgerClient(Ledger(None, "bench", pacing))
+    graph = FeedGraph(stages, ledger, GraphSettings(window=window, stage_timeout_s=10.0), pacing)
     gc.freeze()  # as FeedIngress does after loading its models
     lat = []
     for i, req in enumerate(requests * 3):
@@ -179,7 +171,8 @@ def main() -> None:
         status = serve.status().applications.get(args.name)
         if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
             serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
-                                 batch_wait_s=args.batch_wait_ms / 1e3), port=args.port, name=args.name)
+                                 batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True),  # latest versions
+                        port=args.port, name=args.name)
         urls = direct_urls(args.name) if args.path == "direct" else []
         path = "direct" if urls else "proxy"
         urls = urls or [http_url()]

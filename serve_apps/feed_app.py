@@ -9,9 +9,10 @@ Two layouts of the same :class:`serve_apps.feed_graph.FeedGraph`, chosen by ``Fe
 
 Either way the pacing ledger is one Ray actor (``adray.pacing``; its state persisted under
 ``state_uri``) and every replica appends its decisions to the decision log under ``state_uri``
-(``adray.decision_log``, written off the request path). Models are given as ``name@version``
-(``@latest`` pinned when the app is built, so all replicas load one version); a stage given as
-``none`` is not deployed and always serves its safe default.
+(``adray.decision_log``, written off the request path). Models are given as ``name@alias``,
+pinned to the version the alias names when the app is built, so all replicas load one version;
+only promoted aliases serve (``@serving`` by default; ``serve_unpromoted`` opts in to any version
+for demos). A stage given as ``none`` is not deployed and always serves its safe default.
 """
 
 # No `from __future__ import annotations`: Serve and FastAPI inspect annotations at runtime.
@@ -21,7 +22,7 @@ from typing import Any, Literal
 import pydantic
 from ray.serve import Application
 
-from adray.registry import Registry
+from adray.registry import Registry, is_alias
 from adray.serving import MAX_BODY_BYTES, MAX_ITEMS, ServeError, default_registry, policy_meta, resolve_model
 from serve_apps.feed_schema import ROLES, ROUTES, stage_workloads
 
@@ -36,9 +37,14 @@ class FeedArgs(pydantic.BaseModel):
     utility: str | None = None
     allocation: str | None = None
     channel: str | None = None
-    """Each stage's model (name@version), ``none`` to serve the stage's safe default, or unset: the
-    ``@serving`` version (``adray models promote``), else the latest, of the workload whose policy
-    answers the stage's route (rank, bid, utility, allocate, channel)."""
+    """Each stage's model as ``name@alias`` (an alias moved by ``adray models promote``), ``none`` to
+    serve the stage's safe default, or unset: ``@serving`` of the workload whose policy answers the
+    stage's route (rank, bid, utility, allocate, channel). A version or ``@latest`` is refused
+    unless ``serve_unpromoted``."""
+    serve_unpromoted: bool = False
+    """Opt-in for demos and benchmarks: stages may name any version (``@latest``, ``@v0003``), and an
+    unset stage whose model has no ``@serving`` serves its latest. Off: the graph serves only
+    promoted versions, so a freshly trained version never goes live by itself."""
     registry: str | None = None
     mode: Literal["fused", "split"] = "fused"
     num_replicas: int = pydantic.Field(1, ge=1)
@@ -83,10 +89,11 @@ def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None]
     reg = Registry(registry)
     for role in ROLES:
         name = defaults[role][0]
-        ref = getattr(args, role) or (f"{name}@serving" if "serving" in _aliases(reg, name) else f"{name}@latest")
+        ref = getattr(args, role) or f"{name}@serving"
         if ref.lower() == "none":
             refs[role] = None
             continue
+        ref = _promoted(role, ref, reg, args.serve_unpromoted)
         try:
             mv = resolve_model(ref, registry)
         except ServeError as exc:
@@ -97,6 +104,24 @@ def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None]
                              f"{role} stage needs a policy answering /v1/{ROUTES[role]} (or 'none')")
         refs[role], metas[role] = mv.ref, meta
     return refs, metas
+
+
+def _promoted(role: str, ref: str, reg: Registry, unpromoted: bool) -> str:
+    """``ref`` if it names an alias that exists (or ``unpromoted`` allows anything); an unset
+    stage's ``@serving`` falls back to ``@latest`` only when ``unpromoted``. Else a ServeError
+    saying how to promote a version."""
+    name, _, tag = ref.partition("@")
+    if unpromoted:
+        return f"{name}@latest" if ref == f"{name}@serving" and "serving" not in _aliases(reg, name) else ref
+    how = (f"promote one: `adray models promote {name}@vNNNN --force` for a first version (recorded), then "
+           f"`--gate ope` for the next ones; or deploy with --unpromoted (FeedArgs.serve_unpromoted) in a demo")
+    if not is_alias(tag):
+        raise ServeError(f"{role} stage: {ref!r} is not a promoted alias: the graph serves only versions moved "
+                         f"through `adray models promote` (e.g. {name}@serving); {how}")
+    if tag not in _aliases(reg, name):
+        raise ServeError(f"{role} stage: {name} has no @{tag} version, so the stage has nothing promoted to serve; "
+                         f"{how}")
+    return ref
 
 
 def _aliases(reg: Any, name: str) -> dict[str, str]:

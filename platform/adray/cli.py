@@ -10,30 +10,17 @@ from typing import Annotated, Any
 
 import typer
 
+from adray.cli_common import JsonOpt
+from adray.cli_common import user_errors as _user_errors
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Train, tune, evaluate and serve ad decision models on Ray.")
 data_app = typer.Typer(no_args_is_help=True, help="Make, import and inspect datasets.")
-models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 app.add_typer(data_app, name="data")
-app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="named config of the workload or a YAML file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config field: key=value (repeatable)")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="end with one JSON line of the results")]
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from adray.config import ConfigError
-    from adray.data import DataError
-    from adray.registry import RegistryError
-    from adray.runtime import ResourceError
-    from adray.storage import StorageError
-    from adray.tune import TuneSpaceError
-    from adray.workload import WorkloadError
-
-    return (ConfigError, DataError, RegistryError, WorkloadError, ResourceError, TuneSpaceError, StorageError,
-            FileNotFoundError)
 
 
 def main() -> None:
@@ -228,112 +215,6 @@ def evaluate(
     _emit(as_json, payload)
 
 
-# ----------------------------------------------------------------------------- models
-
-
-@models_app.command("list")
-def models_list(as_json: JsonOpt = False) -> None:
-    """All published models and versions, with the aliases (``latest``, ``@serving``, ...) naming them."""
-    from adray.registry import Registry
-
-    reg = Registry()
-    aliases = {n: reg.aliases(n) for n in reg.names()}
-    rows = [{"ref": mv.ref, "workload": mv.manifest.get("workload"), "created": mv.manifest.get("created"),
-             "latest": reg.latest(mv.name) == mv.version,
-             "aliases": [a for a, v in aliases.get(mv.name, {}).items() if v == mv.version],
-             "metrics": mv.manifest.get("metrics", {})}
-            for mv in reg.list()]
-    if as_json:
-        print(json.dumps(rows, default=str))
-        return
-    if not rows:
-        print(f"no models in {reg.root}")
-    for r in rows:
-        tags = (["latest"] if r["latest"] else []) + [f"@{a}" for a in r["aliases"]]
-        print(f"{r['ref']:<28} {r['workload']:<10} {r['created']}  {' '.join(tags)}".rstrip())
-
-
-@models_app.command("show")
-def models_show(ref: str) -> None:
-    """A model version's manifest (config, dataset hash, metrics, code version) and its aliases."""
-    from adray.registry import Registry
-
-    reg = Registry()
-    mv = reg.get(ref)
-    print(f"{mv.ref}  at {mv.location}")
-    aliases = reg.aliases(mv.name)
-    mine = [f"@{a}" for a, v in aliases.items() if v == mv.version]
-    if reg.latest(mv.name) == mv.version:
-        mine.insert(0, "latest")
-    print(f"aliases: {' '.join(mine) or 'none'}")
-    if aliases:
-        print(f"aliases of {mv.name}: " + ", ".join(f"@{a} -> {v}" for a, v in aliases.items()))
-    print(json.dumps(mv.manifest, indent=2, default=str))
-
-
-@models_app.command("promote")
-def models_promote(
-    ref: Annotated[str, typer.Argument(metavar="NAME@VERSION", help="the version to promote")],
-    gate: Annotated[str | None, typer.Option(
-        "--gate", help="ope: value the candidate off-policy on the decision log first; no gate: just move the alias")] = None,
-    log: Annotated[str | None, typer.Option(
-        "--log", help="storage URI of the decision log (default $ADRAY_STORAGE, else $ADRAY_HOME)")] = None,
-    stream: Annotated[str, typer.Option("--stream", help="the decision log's stream under --log")] = "decisions/feed",
-    min_rows: Annotated[int, typer.Option(
-        "--min-rows", help="fewest logged rows (decided by the serving version, outcomes joined) the gate accepts")] = 200,
-    alias: Annotated[str, typer.Option("--alias", help="the alias to move")] = "serving",
-    force: Annotated[bool, typer.Option(
-        "--force", help="with --gate: set the alias even though none exists yet (nothing to compare with)")] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Point NAME@ALIAS (default @serving) at a version; with --gate ope only if it is not clearly worse.
-
-    The gate's rule: promote when the candidate's SNIPS upper 95% bound on the logged decisions of
-    the serving version is at least the serving version's mean logged reward (adray/promote.py says
-    why). Exit status: 0 promoted, 1 held back, 2 bad input.
-    """
-    from adray.promote import PromoteError, promote
-
-    try:
-        res = promote(ref, gate=gate, alias=alias, log_uri=log, stream=stream, min_rows=min_rows, force=force)
-    except (PromoteError, *_user_errors()) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    if as_json:
-        print(json.dumps(res.to_dict(), default=str))
-    else:
-        _print_gate(res)
-    raise typer.Exit(0 if res.promoted else 1)
-
-
-def _print_gate(res: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from adray.promote import Z, bounds
-
-    g = res.gate
-    if g is not None:
-        print(f"gate ope: {g.candidate} (candidate) vs {g.serving} (@{res.alias}) on {g.log}")
-        print("rows: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g.rows.items()))
-        table = Table()
-        for col in ("estimate", "value", "std err", "95% interval", "ESS", "n"):
-            table.add_column(col, justify="left" if col == "estimate" else "right", no_wrap=True)
-        for label, e in (("serving: mean reward", g.serving_value), ("candidate: SNIPS", g.snips),
-                         ("candidate: DR", g.dr)):
-            if e is None:
-                table.add_row(label, "skipped", "(no q-hat)", "", "", "")
-                continue
-            lo, hi = bounds(e)
-            table.add_row(label, f"{e.value:.4f}", f"{e.std_err:.4f}", f"[{lo:.4f}, {hi:.4f}]", f"{e.ess:.1f}", str(e.n))
-        Console().print(table)
-        print(f"rule: promote when the candidate's SNIPS upper 95% bound (value + {Z} s.e.) >= the serving "
-              "version's mean logged reward")
-        for w in g.warnings:
-            typer.secho(f"warning: {w}", fg="yellow")
-    typer.secho(res.message, fg="green" if res.promoted else "yellow")
-
-
 # ----------------------------------------------------------------------------- demo
 
 
@@ -352,6 +233,12 @@ def demo(
     run_demo(workers=workers, trials=trials, address=address, requests=requests, port=port)
 
 
+def _register_models() -> None:
+    from adray.cli_models import models_app
+
+    app.add_typer(models_app, name="models")
+
+
 def _register_optional() -> None:
     try:
         from adray.cli_serve import jobs_app, serve_app, submit
@@ -362,6 +249,7 @@ def _register_optional() -> None:
     app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
 
 
+_register_models()
 _register_optional()
 
 if __name__ == "__main__":

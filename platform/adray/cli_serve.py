@@ -171,16 +171,17 @@ def up(
     typer.echo(f"serving {model} at {url}{prefix}/v1/{wl.policy.route} (OpenAPI: {url}{prefix}/docs)")
 
 
-_LATEST = "Default: the latest model of the workload whose policy answers that route."
+_LATEST = ("name@alias, or none. Default: @serving of the workload whose policy answers that route (a version or "
+           "@latest needs --unpromoted).")
 
 
 @serve_app.command("graph")
 def graph(
-    ranking: str = typer.Option(None, "--ranking", help=f"Ranking model (answering /v1/rank), or none. {_LATEST}"),
-    bidding: str = typer.Option(None, "--bidding", help=f"Auto-bidding model (/v1/bid), or none. {_LATEST}"),
-    utility: str = typer.Option(None, "--utility", help=f"Utility model (/v1/utility), or none. {_LATEST}"),
-    allocation: str = typer.Option(None, "--allocation", help=f"Allocation model (/v1/allocate), or none. {_LATEST}"),
-    channel: str = typer.Option(None, "--channel", help=f"Channel model (/v1/channel), or none. {_LATEST}"),
+    ranking: str = typer.Option(None, "--ranking", help=f"Ranking model (answering /v1/rank): {_LATEST}"),
+    bidding: str = typer.Option(None, "--bidding", help=f"Auto-bidding model (/v1/bid): {_LATEST}"),
+    utility: str = typer.Option(None, "--utility", help=f"Utility model (/v1/utility): {_LATEST}"),
+    allocation: str = typer.Option(None, "--allocation", help=f"Allocation model (/v1/allocate): {_LATEST}"),
+    channel: str = typer.Option(None, "--channel", help=f"Channel model (/v1/channel): {_LATEST}"),
     mode: str = typer.Option("fused", "--mode", help="fused: one replica holds all stages; split: one deployment per stage."),
     replicas: int = typer.Option(2, "--replicas", help="Graph (ingress) replicas: one Python process each (one "
                                  "GIL); 2 on a 2-core node doubled the rate served within p99 30 ms (50 -> 100+/s)."),
@@ -193,8 +194,10 @@ def graph(
     address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="HTTP bind host (first start of Serve only)."),
     port: int = typer.Option(8000, "--port", help="HTTP port (first start of Serve only)."),
+    unpromoted: bool = typer.Option(False, "--unpromoted", help="Demos: serve versions that were never promoted "
+                                    "(@latest, @vNNNN; an unset stage without @serving serves its latest)."),
 ) -> None:
-    """Deploy the composed feed graph (POST /v1/feed) from the latest published models or named versions."""
+    """Deploy the composed feed graph (POST /v1/feed) from promoted models (@serving unless named)."""
     import pydantic
 
     from adray.serving import ServeError
@@ -203,7 +206,7 @@ def graph(
     try:
         args = FeedArgs(ranking=ranking, bidding=bidding, utility=utility, allocation=allocation, channel=channel,
                         mode=mode, num_replicas=replicas, stage_replicas=stage_replicas, day_seconds=day_seconds,
-                        state_uri=state_uri, registry=registry)
+                        state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted)
         url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
     except (ServeError, ValueError, pydantic.ValidationError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -89,8 +89,11 @@ def _graph(trained: dict[str, dict[str, Any]], n: int, port: int, console: Conso
     from serve_apps.feed_requests import sample_feed_requests
 
     refs = {role: trained[name]["ref"] for role, name in GRAPH_ROLES.items()}
-    # its own ledger: a graph deployed with other pacing days (e.g. by benchmarks) keeps its state
-    url = serve_graph(FeedArgs(**refs, day_seconds=600.0, ledger_name="adray-demo-pacing"), port=port, name="feed")
+    # its own ledger: a graph deployed with other pacing days (e.g. by benchmarks) keeps its state.
+    # The demo serves the versions it just trained (serve_unpromoted: the demo opt-in); in production
+    # the graph serves only versions moved to @serving by `adray models promote`.
+    url = serve_graph(FeedArgs(**refs, day_seconds=600.0, ledger_name="adray-demo-pacing", serve_unpromoted=True),
+                      port=port, name="feed")
     sources = {role: (trained[name]["wl"].policy, trained[name]["cfg"],
                       data_dir_for(trained[name]["wl"], trained[name]["cfg"])) for role, name in GRAPH_ROLES.items()}
     reqs = sample_feed_requests(sources, n, seed=int(time.time()) % 1000)

@@ -74,8 +74,19 @@ def _kish(w: np.ndarray) -> float:
 
 
 def _bootstrap(stat, n: int, seed: int) -> float:
+    """Standard deviation of ``stat`` over BOOTSTRAP seeded resamples of the n rows.
+
+    A resample on which the statistic is undefined (``stat`` returns NaN: e.g. SNIPS of a resample
+    whose importance weights are all 0) is left out, not counted as 0: counting it as a value
+    would pull the spread towards 0 and make the interval look tighter than the data allow. When
+    more than half of the resamples are undefined the spread is unknown: ``inf``.
+    """
     rng = np.random.default_rng(seed)
-    return float(np.std([stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP)]))
+    values = np.array([stat(rng.integers(0, n, n)) for _ in range(BOOTSTRAP)])
+    defined = values[np.isfinite(values)]
+    if len(defined) * 2 < len(values) or len(defined) < 2:
+        return float("inf")
+    return float(np.std(defined))
 
 
 # ------------------------------------------------------------------------------------ one step
@@ -89,12 +100,17 @@ def ips(rewards: object, target_prob: object, logging_prob: object) -> Estimate:
 
 
 def snips(rewards: object, target_prob: object, logging_prob: object, seed: int = 0) -> Estimate:
-    """Self-normalised IPS; s.e. by a seeded bootstrap (a ratio estimator)."""
+    """Self-normalised IPS; s.e. by a seeded bootstrap (a ratio estimator).
+
+    SNIPS is undefined where every importance weight is 0 (the target never takes a logged
+    action): the value is then NaN, and bootstrap resamples with zero total weight are left out of
+    the standard error (see :func:`_bootstrap`), not scored 0."""
     r = _column(rewards, "rewards")
     w = importance_weights(target_prob, logging_prob, len(r))
 
     def stat(idx: np.ndarray) -> float:
-        return float((w[idx] * r[idx]).sum() / w[idx].sum()) if w[idx].sum() > 0 else 0.0
+        total = w[idx].sum()
+        return float((w[idx] * r[idx]).sum() / total) if total > 0 else float("nan")
 
     return Estimate(stat(np.arange(len(r))), _bootstrap(stat, len(r), seed), _kish(w), len(r))
 

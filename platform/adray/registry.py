@@ -20,7 +20,8 @@ create-if-absent), so publish from one place per name (the driver of a run or a 
 
 Aliases (``serving``, ``canary``, ...) are names a person or a gate moves on purpose
 (``adray models promote``), unlike ``latest``, which every publish moves: ``get("name@serving")``
-resolves one. An alias file is replaced in one write (``Storage.write_text``: one PUT, or temp +
+resolves one. Every move is recorded in ``ROOT/<name>/alias-history/`` (time, from, to, how: the
+gate and its report, or forced) and ``adray models history NAME`` prints it. An alias file is replaced in one write (``Storage.write_text``: one PUT, or temp +
 rename locally), so a reader sees the old or the new version, never a mix. An alias names an
 existing version; alias names are ``[a-z][a-z0-9_-]*`` except ``latest`` and ``v<digits>``.
 
@@ -53,6 +54,8 @@ LATEST = "latest"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 _VERSION = re.compile(r"^v(\d{4,})$")
 ALIASES = "aliases"
+HISTORY = "alias-history"
+"""One JSON file per alias move: ``<time_ns>-<alias>.json`` (time, alias, from, to, how, gate, by)."""
 _ALIAS = re.compile(r"^[a-z][a-z0-9_\-]*$")
 _RESERVED_ALIAS = re.compile(r"^(latest|v\d+)$")
 
@@ -200,13 +203,48 @@ class Registry:
             self.storage.write_text(version + "\n", name, LATEST)
         return self.get(f"{name}@{version}")
 
-    def set_alias(self, name: str, alias: str, version: str) -> ModelVersion:
+    def set_alias(self, name: str, alias: str, version: str, *, how: str = "api",
+                  gate: dict[str, Any] | None = None) -> ModelVersion:
         """Point ``name@alias`` at ``version`` (vNNNN, a number, ``latest`` or another alias: the
-        concrete version it names is what is written). One atomic write; returns that version."""
+        concrete version it names is what is written) and record the move.
+
+        Args:
+            how: why the alias moved, as the history shows it: ``gate`` (a gate's promote),
+                ``forced`` (``--force``: no gate), ``api`` (a program called this directly).
+            gate: the gate's report (``how="gate"``).
+
+        The history record is written first (one file per move, so object stores need no append):
+        a move is never unrecorded; if the alias write then fails, the record says so. One atomic
+        write of the alias file; returns the version it names now.
+        """
         check_alias(alias)
         mv = self.get(f"{name}@{version}")  # must exist; pins latest / aliases to a version
-        self.storage.write_text(mv.version + "\n", name, ALIASES, alias)
+        before = self.storage.read_text(name, ALIASES, alias)
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "alias": alias,
+                  "from": before.strip() if before and before.strip() else None, "to": mv.version, "how": how,
+                  "gate": gate, "by": _who()}
+        key = f"{time.time_ns():020d}-{alias}.json"
+        self.storage.write_text(json.dumps(record, default=str), name, HISTORY, key)
+        try:
+            self.storage.write_text(mv.version + "\n", name, ALIASES, alias)
+        except BaseException as exc:
+            record.update(failed=f"{type(exc).__name__}: {exc}"[:300])
+            self.storage.write_text(json.dumps(record, default=str), name, HISTORY, key)
+            raise
         return mv
+
+    def history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every recorded move of ``name``'s aliases (or of one alias), oldest first."""
+        _check_name(name)
+        out = []
+        for key in self.storage.list_files(name, HISTORY):
+            if not key.endswith(".json") or key.startswith("."):
+                continue
+            text = self.storage.read_text(name, HISTORY, key)
+            rec = json.loads(text) if text else None
+            if isinstance(rec, dict) and (alias is None or rec.get("alias") == alias):
+                out.append(rec)
+        return out
 
     def _publish_local(self, name: str, version: str, src: Path, manifest_text: str) -> None:
         base = self.storage.local_path(name)
@@ -239,6 +277,16 @@ class Registry:
         locks = home() / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         return locks / f"{hashlib.sha256(self.storage.display(name).encode()).hexdigest()[:16]}.lock"
+
+
+def _who() -> str:
+    try:
+        import getpass
+        import socket
+
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # noqa: BLE001 - the record is still worth writing
+        return "unknown"
 
 
 def code_version() -> str:

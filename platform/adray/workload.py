@@ -20,9 +20,11 @@ path). The platform (cli, train, tune, evaluate, serving, registry) reaches a wo
   decision and a batched ``decide``; the same class answers over HTTP and offline;
 * ``headline``: the metric and trivial baseline of the contract suite's learning check;
 * ``gate_data`` (optional): what ``adray models promote --gate ope`` needs to value a candidate
-  version on the decision log: ``(model, cfg, meta, rows) -> GateData`` (:class:`GateData`), given
-  the candidate's inference model, config and meta and the log rows (a ``pyarrow.Table``) decided
-  by the version now serving. A workload without it cannot be gated (the command says so).
+  version on the decision log: ``(candidate, serving, rows) -> GateData`` (:class:`GateData`),
+  given both versions (:class:`GateModel`: inference model, config, meta, ref) and the log rows (a
+  ``pyarrow.Table``) decided by the serving version. Rewards are the serving version's definition
+  (:func:`same_section` refuses a candidate with another); the candidate's mass off the logging
+  policy's support is counted. A workload without it cannot be gated (the command says so).
 """
 
 from __future__ import annotations
@@ -230,8 +232,37 @@ class Headline:
 
 
 @dataclasses.dataclass(frozen=True)
+class GateModel:
+    """One version as the promotion gate hands it to a workload: its inference model, config, meta
+    and reference (``name@vNNNN``)."""
+
+    model: Any
+    cfg: Any
+    meta: dict[str, Any]
+    ref: str
+
+
+class GateMismatch(ValueError):
+    """The candidate cannot be valued on the serving version's yardstick (e.g. another reward
+    definition or action space); the message names the differing fields."""
+
+
+def same_section(candidate: Any, serving: Any, section: str, cand_ref: str, serving_ref: str) -> None:
+    """Raise :class:`GateMismatch` naming every field of config section ``section`` (a Config
+    dataclass) that differs between the candidate's and the serving version's configs."""
+    a, b = getattr(candidate, section).to_dict(), getattr(serving, section).to_dict()
+    diff = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    if diff:
+        fields = "; ".join(f"{section}.{k}: candidate {x!r}, serving {y!r}" for k, (x, y) in diff.items())
+        raise GateMismatch(f"{cand_ref} and {serving_ref} define {section} differently ({fields}). The gate values "
+                           f"both on the yardstick that produced the log, {serving_ref}'s {section}; a candidate "
+                           f"trained for another {section} cannot be compared on it. Retrain the candidate with "
+                           f"the serving version's {section}, or promote it with --force (recorded as forced)")
+
+
+@dataclasses.dataclass(frozen=True)
 class GateData:
-    """The arrays off-policy estimation needs, one entry per logged decision used (n,).
+    """The arrays the promotion gate needs, one entry per logged decision used (n,).
 
     Rows of the log the workload could not use (no outcome joined yet, no logged action) are left
     out and counted in ``skipped``. ``q_logged``/``v_target`` are the doubly robust estimator's
@@ -239,11 +270,20 @@ class GateData:
     """
 
     rewards: np.ndarray
-    """r_i: the workload's reward of each logged decision (its config's reward), (n,)."""
+    """r_i: the reward of each logged decision under the SERVING version's reward definition (the
+    yardstick that produced the log; never the candidate's), (n,)."""
     target_prob: np.ndarray
     """π(a_i|s_i): the candidate's probability of the logged action under its serving rule, (n,)."""
     logging_prob: np.ndarray
     """μ(a_i|s_i): the logged propensity of the serving version that decided, (n,)."""
+    unsupported: np.ndarray | None = None
+    """u_i: the candidate's probability mass on actions the logging policy could not take at s_i
+    (μ(a|s_i) = 0), (n,); None: the logging policy gives every action a positive probability
+    (rows with a logged propensity of 1 are recognised as deterministic anyway)."""
+    reward_floor: float = 0.0
+    """The least reward the definition can give (the gate counts what the log cannot see at it)."""
+    advice: str = ""
+    """What to change when the log cannot value the candidate (e.g. serve with more exploration)."""
     q_logged: np.ndarray | None = None
     """q̂(s_i, a_i): the candidate's value estimate of the logged action, (n,), or None."""
     v_target: np.ndarray | None = None
@@ -253,7 +293,7 @@ class GateData:
 
     def __post_init__(self) -> None:
         n = len(self.rewards)
-        for name in ("rewards", "target_prob", "logging_prob", "q_logged", "v_target"):
+        for name in ("rewards", "target_prob", "logging_prob", "unsupported", "q_logged", "v_target"):
             arr = getattr(self, name)
             if arr is not None and np.shape(arr) != (n,):
                 raise ValueError(f"GateData.{name}: expected shape ({n},) like rewards, got {np.shape(arr)}")
@@ -261,8 +301,8 @@ class GateData:
             raise ValueError("GateData: q_logged and v_target go together (both arrays or both None)")
 
 
-GateDataFn = Callable[[Any, Any, dict[str, Any], "pa.Table"], GateData]
-"""``(model, cfg, meta, rows) -> GateData``: see :class:`GateData` and the module docstring."""
+GateDataFn = Callable[[GateModel, GateModel, "pa.Table"], GateData]
+"""``(candidate, serving, rows) -> GateData``: see :class:`GateData` and the module docstring."""
 
 
 EvaluateFn = Callable[[Any, Path, Any, Mapping[str, Any]], dict[str, dict[str, float]]]

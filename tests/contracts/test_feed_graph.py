@@ -38,9 +38,9 @@ def _requests(five: dict[str, Any], n: int, budget: float, seed: int = 0) -> lis
 def _args(five: dict[str, Any], state: Path, **kw: Any) -> Any:
     from serve_apps.feed_app import FeedArgs
 
-    refs = {role: t.ref for role, t in five.items()}
+    refs = {role: t.ref for role, t in five.items()}  # versions, not aliases: the demo opt-in
     return FeedArgs(**refs, registry=str(five["ranking"].registry), state_uri=str(state), log_flush_s=0.2,
-                    replica_cpus=0.25, stage_cpus=0.1, **kw)
+                    replica_cpus=0.25, stage_cpus=0.1, serve_unpromoted=True, **kw)
 
 
 @pytest.mark.ray

@@ -186,11 +186,15 @@ def test_serve_deploy_feed_app_on_the_cluster(head: dict, smoke_models, tmp_path
 
     models = {role: smoke_models(name).ref for role, (name, _) in stage_workloads().items()}
     registry = str(smoke_models("pwiser").registry)
+    reg = Registry(registry)
+    for ref in models.values():  # serve_config.yaml serves @serving: first versions, promoted by force (recorded)
+        name, _, version = ref.partition("@")
+        reg.set_alias(name, "serving", version, how="forced")
     cfg = yaml.safe_load((REPO / "serve_apps" / "serve_config.yaml").read_text())
     cfg["applications"] = [app := next(a for a in cfg["applications"] if a["name"] == "feed")]  # adray: test above
     port = free_port()
     cfg["http_options"] = {"host": "127.0.0.1", "port": port}  # a free port (8000 may be taken), loopback only
-    # The smoke models' registry (its @latest are the trained versions); a private state dir, so the
+    # The smoke models' registry (@serving = the trained versions); a private state dir, so the
     # pacing ledger and the decision log start empty. replica_cpus 0.5 fits the 2-CPU head as it is.
     app["args"].update(registry=registry, state_uri=str(tmp_path / "state"))
     args = FeedArgs(**app["args"])

@@ -91,19 +91,47 @@ def test_models_list_and_show_print_aliases(tmp_path: Path, monkeypatch: pytest.
     assert res.output.startswith("pwiser@v0001") and "aliases: @serving" in res.output
 
 
-def test_promote_without_gate_moves_the_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_promote_without_gate_needs_force_and_every_move_is_recorded(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from adray.cli import app
 
     monkeypatch.setenv("ADRAY_REGISTRY", str(tmp_path / "reg"))
     reg = Registry(tmp_path / "reg")
     _three_versions(reg, tmp_path)
     res = CliRunner().invoke(app, ["models", "promote", "pwiser@v0002"])
-    assert res.exit_code == 0 and "unset -> v0002 (no gate)" in res.output, res.output
-    res = CliRunner().invoke(app, ["models", "promote", "pwiser@1", "--alias", "serving", "--json"])
+    assert res.exit_code == 2 and "without a gate needs --force" in res.output, res.output
+    assert reg.aliases("pwiser") == {} and reg.history("pwiser") == []
+    res = CliRunner().invoke(app, ["models", "promote", "pwiser@v0002", "--force"])
+    assert res.exit_code == 0 and "unset -> v0002 (forced, no gate; recorded)" in res.output, res.output
+    res = CliRunner().invoke(app, ["models", "promote", "pwiser@1", "--alias", "serving", "--force", "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["previous"] == "pwiser@v0002"
     assert reg.aliases("pwiser") == {"serving": "v0001"}
-    res = CliRunner().invoke(app, ["models", "promote", "pwiser@1", "--alias", "latest"])
+    reg.set_alias("pwiser", "canary", "v0003")  # a program moving an alias is recorded too
+    moves = [(m["alias"], m["from"], m["to"], m["how"]) for m in reg.history("pwiser")]
+    assert moves == [("serving", None, "v0002", "forced"), ("serving", "v0002", "v0001", "forced"),
+                     ("canary", None, "v0003", "api")]
+    assert [m["to"] for m in reg.history("pwiser", "canary")] == ["v0003"]
+    assert all(m["time"] and m["by"] and m["gate"] is None for m in reg.history("pwiser"))
+    res = CliRunner().invoke(app, ["models", "promote", "pwiser@1", "--alias", "latest", "--force"])
     assert res.exit_code == 2 and "alias 'latest' is reserved" in res.output
+
+
+def test_a_failed_alias_write_is_recorded_as_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reg = Registry(tmp_path / "reg")
+    _three_versions(reg, tmp_path)
+    real = reg.storage.write_text
+
+    def flaky(text: str, *parts: str) -> None:
+        if parts[-2:] == ("aliases", "serving"):
+            raise OSError("disk full")
+        real(text, *parts)
+
+    monkeypatch.setattr(reg.storage, "write_text", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        reg.set_alias("pwiser", "serving", "v0001", how="forced")
+    assert reg.aliases("pwiser") == {}
+    (rec,) = reg.history("pwiser")
+    assert rec["to"] == "v0001" and "disk full" in rec["failed"]
 
 
 # ---------------------------------------------------------------------------------- S3 (moto)

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 from adray.cli import app
 from adray.config import load_config
 from adray.decision_log import DecisionLog, read_log
-from adray.promote import LOW_ESS, TOLERANCE
 from adray.registry import Registry
 from adray.serving import PolicyHandle
 from adray.storage import Storage
@@ -109,19 +108,30 @@ def test_graph_log_to_retrained_version_to_gate(ray_cluster, tmp_path: Path,  # 
 
     # ---- the gate values v0002 on v0001's logged decisions
     reg = Registry()
-    reg.set_alias("drlput", "serving", "v0001")
+    first = CliRunner().invoke(app, ["models", "promote", "drlput@v0001", "--force"])  # first version: forced
+    assert first.exit_code == 0, first.output
     res = CliRunner().invoke(app, ["models", "promote", "drlput@v0002", "--gate", "ope",
                                    "--stream", "decisions/feed-joined", "--json"])
-    assert res.exit_code in (0, 1), res.output
-    print(res.output)  # the gate's table (pytest -s shows it)
+    print(res.output)  # the gate's report (pytest -s shows it)
     out = json.loads(res.output.strip().splitlines()[-1])
     g = out["gate"]
     assert g["rows"] == {"in_log": N_REQUESTS, "decided_by_serving": N_REQUESTS, "used": N_REQUESTS}
-    for e in (g["serving_value"], g["snips"]):
-        assert all(math.isfinite(e[k]) for k in ("value", "std_err", "ci_low", "ci_high", "ess")), e
+    assert g["unsupported"] == 0  # v0001 explored (ε = 0.3): every action is in the log's support
+    for k in ("value", "std_err", "ess"):
+        assert math.isfinite(g["serving"][k]) and math.isfinite(g["candidate"][k]), g
     assert g["dr"] is None  # the served drlput module has no q-hat
-    rule = g["snips"]["ess"] >= LOW_ESS and \
-        g["snips"]["ci_high"] >= g["serving_value"]["value"] - TOLERANCE * max(1.0, abs(g["serving_value"]["value"]))
-    assert out["promoted"] == rule == (res.exit_code == 0)
-    assert reg.get("drlput@serving").version == ("v0002" if rule else "v0001")
-    assert reg.get("drlput@latest").version == "v0002"
+    # v0002 changes most greedy decisions over 125 actions; 1000 rows with ε = 0.3 show each changed
+    # decision about 0.3 x 1000 / 125 = 2.4 times: the paired bound is far too wide to show that
+    # v0002 is not worse, so the decision expected is "held back" (exit 1), and @serving stays v0001
+    assert g["agreement"] < 0.5, g
+    assert (out["decision"], res.exit_code, g["decision"]) == ("held back", 1, "hold"), out["message"]
+    assert g["lower_bound"] < g["threshold"]
+    assert reg.get("drlput@serving").version == "v0001" and reg.get("drlput@latest").version == "v0002"
+    # the alias history: one forced move; the held-back candidate moved nothing
+    hist = CliRunner().invoke(app, ["models", "history", "drlput"])
+    print(hist.output)
+    assert [(m["from"], m["to"], m["how"]) for m in reg.history("drlput")] == [(None, "v0001", "forced")]
+    # forcing v0002 past the gate is possible, and recorded as forced
+    forced = CliRunner().invoke(app, ["models", "promote", "drlput@v0002", "--force"])
+    assert forced.exit_code == 0 and reg.get("drlput@serving").version == "v0002"
+    assert [m["how"] for m in reg.history("drlput")] == ["forced", "forced"]
