@@ -13,6 +13,23 @@
     -> pacing: every shown auto-bidding ad is charged its price through the ledger, atomically; a
        refused charge (budget spent) gives the slot to the next organic item.
 
+What is billed (the ledger's side is in ``adray.pacing``): an answer shows an auto-bidding ad if
+and only if the ledger granted its charge, once, in the settle call of this answer. The screen is
+mixed once; the auto-bidding ads on it (and only those) are settled in one call with a key unique
+to the call (this graph's id, a sequence number, the request id). Then:
+
+* refused charges (budget spent): the ad's position goes to the next organic item not yet on the
+  screen (organic items keep their order), or, when none is left, is left out and the positions
+  after it move up. Never to another ad: every other ad was either on the screen already (and
+  settled) or never settled.
+* a settle that fails, times out or is cancelled: no auto-bidding ad of the answer is shown (their
+  positions are freed as above) and the graph sends ``void(key)`` in the background, retried until
+  it lands (it is idempotent): the ledger refunds the call's grants if it ran, or makes sure it
+  grants nothing if it runs later. Until the void lands the spend counts those grants: a budget
+  may be under-used for that moment, never passed. ``drain()`` awaits the voids in flight.
+* fixed-bid ads are not billed by the ledger (their price is CPC, on click); they keep their
+  positions. Without a ledger (or when its view failed) no auto-bidding ad enters the auction.
+
 Ranking, bidding, utility and channel run concurrently; allocation needs the ranked list. Each
 stage call has a timeout; a stage that is not deployed, raises or times out is replaced by its safe
 default (``GraphSettings``: constant pCTR/pCVR, alpha = ratio x CPA, manual weights, fixed ad slots,
@@ -29,7 +46,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
+import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -38,6 +58,11 @@ from serve_apps.feed_log import log_row
 from serve_apps.feed_schema import stage_workloads
 
 PARAMS = ("w_click", "w_long", "w_conv", "reserve")
+VOID_ATTEMPTS = 12
+"""Tries of one void before it is given up (logged): backoff from 0.05 s doubling up to 5 s, ~26 s
+of waiting in all (plus each try's timeout)."""
+
+log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
@@ -49,9 +74,13 @@ class Stage(Protocol):
 
 
 class LedgerClient(Protocol):
+    """The pacing ledger as the graph calls it (``adray.pacing``: its actor, or a local Ledger)."""
+
     async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]: ...
 
-    async def settle(self, events: list[dict[str, Any]]) -> list[bool]: ...
+    async def settle(self, events: list[dict[str, Any]], key: str | None = None) -> list[bool]: ...
+
+    async def void(self, key: str) -> dict[str, Any]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,11 +126,19 @@ class Outcome:
 
 
 class FeedGraph:
-    """Composes the stages (``None``: not deployed) and the pacing ledger into feed decisions."""
+    """Composes the stages (``None``: not deployed) and the pacing ledger into feed decisions.
+
+    ``graph_id`` names this graph (one per replica) in its settle keys; unique by default.
+    """
 
     def __init__(self, stages: dict[str, Stage | None], ledger: LedgerClient | None, settings: GraphSettings,
-                 pacing: PacingSettings | None = None, clock: Callable[[], float] = time.time) -> None:
+                 pacing: PacingSettings | None = None, clock: Callable[[], float] = time.time,
+                 graph_id: str | None = None) -> None:
         self.stages, self.ledger, self.settings = stages, ledger, settings
+        self.graph_id = graph_id or uuid.uuid4().hex[:12]
+        self._seq = itertools.count()
+        self._voiding: set[asyncio.Task[None]] = set()
+        self.counters = {"settles": 0, "settle_failures": 0, "refused": 0, "voids": 0, "void_failures": 0}
         policies = stage_workloads()  # the stages' policy classes, found by route
         self.bid_request = policies["bidding"][1].pacing_request  # pacing history -> a bid request
         self.log_row = functools.partial(log_row, policies["utility"][1])
@@ -157,11 +194,12 @@ class FeedGraph:
                                                      fallbacks))
             finally:
                 for adv, f in mine.items():
-                    f.set_result(out.get(adv))
+                    if not f.done():
+                        f.set_result(out.get(adv))
                     if self._deciding.get(adv, (None, f))[1] is f:
                         del self._deciding[adv]
-        for adv, f in waits.items():
-            if (a := await f) is not None:
+        for adv, f in waits.items():  # shielded: a waiter cancelled (client gone) must not cancel it for all
+            if (a := await asyncio.shield(f)) is not None:
                 out[adv] = a
         return {adv: a for adv, a in out.items() if self._refused.get(adv) != now}
 
@@ -238,10 +276,10 @@ class FeedGraph:
         else:
             slots = [k in s.fixed_ad_slots for k in range(s.window)]
         feed, shown = self._mix(slots, ranked, req["organic"])
-        refused = await self._charge(feed, shown, ranked, alphas, timings, fallbacks)
-        if refused:  # their slots show organic items; the other ads keep theirs
+        refused = await self._charge(rid, feed, shown, ranked, alphas, timings, fallbacks)
+        if refused:  # their positions go to organic items; no other ad: it was not charged
             slots = [want and not (pos < len(shown) and shown[pos] in refused) for pos, want in enumerate(slots)]
-            feed, _ = self._mix(slots, [x for i, x in enumerate(ranked) if i not in refused], req["organic"])
+            feed = _unshow(feed, shown, refused, req["organic"])
         models = {role: st.ref for role, st in self.stages.items() if st is not None and role not in fallbacks}
         decisions: dict[str, dict[str, Any]] = {
             "utility": {"action": int(util[0]["action"]), "propensity": float(util[0]["propensity"])} if util
@@ -292,9 +330,10 @@ class FeedGraph:
                 oi += 1
         return feed, shown
 
-    async def _charge(self, feed: list[dict[str, Any]], shown: list[int], ranked: list[dict[str, Any]],
+    async def _charge(self, rid: str, feed: list[dict[str, Any]], shown: list[int], ranked: list[dict[str, Any]],
                       alphas: dict[str, float], timings: dict[str, float], fallbacks: dict[str, str]) -> set[int]:
-        """Settle every auto-bidding ad of the auction with the ledger; the ranked indices refused."""
+        """Settle every auto-bidding ad of the auction with the ledger (the shown ones as won); the
+        ranked indices of the shown ones not to show: refused, or all of them if the settle failed."""
         if not alphas or self.ledger is None:
             return set()
         shown_at = {ai: pos for pos, ai in enumerate(shown) if ai >= 0}
@@ -311,19 +350,73 @@ class FeedGraph:
             which.append(i)
         if not events:
             return set()
+        key = f"{self.graph_id}:{next(self._seq)}:{rid}"
+        won = {i for i, ev in zip(which, events, strict=True) if ev["won"]}
+        self.counters["settles"] += 1
         t0 = time.perf_counter()
         try:
-            granted = await asyncio.wait_for(self.ledger.settle(events), self.settings.stage_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - unsettled charges: the ads are not shown
+            granted = await asyncio.wait_for(self.ledger.settle(events, key), self.settings.stage_timeout_s)
+            if not isinstance(granted, list | tuple) or len(granted) != len(events):
+                raise ValueError(f"the ledger answered {len(events)} events with {granted!r:.80}")
+        except BaseException as exc:  # timeout, error, cancellation: it may have run all the same
+            self.counters["settle_failures"] += 1
+            self._void_soon(key)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: nothing is shown; the void undoes what the settle may have done
             fallbacks["pacing"] = f"settle failed ({type(exc).__name__}: {exc}); auto-bidding ads removed"[:300]
-            granted = [False] * len(events)
+            return won
         finally:
             timings["settle"] = round((time.perf_counter() - t0) * 1e3, 3)
         refused = {i for i, ok, ev in zip(which, granted, events, strict=True) if ev["won"] and not ok}
+        self.counters["refused"] += len(refused)
         now = day_and_step(self.clock(), self.pacing)
-        for i in refused:
+        for i in refused:  # budget spent: the advertiser sits out the rest of the step
             self._refused[ranked[i]["ad"]["advertiser"]] = now
         return refused
+
+    def _void_soon(self, key: str) -> None:
+        """Void settle ``key`` in the background (see the module docstring)."""
+        task = asyncio.get_running_loop().create_task(self._void(key))
+        self._voiding.add(task)
+        task.add_done_callback(self._voiding.discard)
+
+    async def _void(self, key: str) -> None:
+        delay = 0.05
+        for attempt in range(VOID_ATTEMPTS):
+            try:
+                await asyncio.wait_for(self.ledger.void(key), max(1.0, 5 * self.settings.stage_timeout_s))  # type: ignore[union-attr]
+                self.counters["voids"] += 1
+                return
+            except Exception as exc:  # noqa: BLE001 - a void is idempotent: try again
+                if attempt == VOID_ATTEMPTS - 1:
+                    self.counters["void_failures"] += 1
+                    log.error("pacing: void of settle %s failed %d times (last: %s: %s); if that settle ran, "
+                              "its charges stay counted as spent (ads not shown, budget under-used)",
+                              key, VOID_ATTEMPTS, type(exc).__name__, exc)
+                    return
+            await asyncio.sleep(delay)
+            delay = min(5.0, 2 * delay)
+
+    async def drain(self) -> None:
+        """Wait for the voids in flight (tests, benchmarks and shutdown)."""
+        while self._voiding:
+            await asyncio.gather(*list(self._voiding), return_exceptions=True)
+
+
+def _unshow(feed: list[dict[str, Any]], shown: list[int], hidden: set[int], organic: list[dict[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """``feed`` without the ads of ranked indices ``hidden``: their positions and the organic ones
+    take the organic items in order; with none left a position is left out, the rest renumbered.
+    Only ads already on ``feed`` remain (an ad not on it was not settled as shown)."""
+    out: list[dict[str, Any]] = []
+    oi = 0
+    for item, ai in zip(feed, shown, strict=True):
+        if ai >= 0 and ai not in hidden:
+            out.append({**item, "position": len(out)})
+        elif oi < len(organic):
+            out.append({"position": len(out), "kind": "organic", "id": organic[oi]["item_id"]})
+            oi += 1
+    return out
 
 
 async def _none() -> None:

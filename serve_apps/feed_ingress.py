@@ -97,8 +97,11 @@ class ActorLedger:
     async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return await self.actor.views.remote(specs)
 
-    async def settle(self, events: list[dict[str, Any]]) -> list[bool]:
-        return await self.actor.settle.remote(events)
+    async def settle(self, events: list[dict[str, Any]], key: str | None = None) -> list[bool]:
+        return await self.actor.settle.remote(events, key)
+
+    async def void(self, key: str) -> dict[str, Any]:
+        return await self.actor.void.remote(key)
 
 
 def stage_schemas(metas: dict[str, dict[str, Any]], refs: dict[str, str | None], max_items: int) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from adray.pacing import PacingSettings
+from adray.pacing import Ledger, LocalLedgerClient, PacingSettings
 from serve_apps.feed_graph import FeedGraph, GraphSettings
 from serve_apps.feed_log import log_schema
+from tests.unit.ledger_sim import SimLedger
 from workloads.drlput import columns as C
 from workloads.drlput.policy import UtilityPolicy
 
@@ -34,7 +35,7 @@ class FakeLedger:
     """Budgets enforced as the real ledger does (tests/unit/test_pacing.py covers that one)."""
 
     def __init__(self, budget: float) -> None:
-        self.budget, self.spent, self.events = budget, {}, []
+        self.budget, self.spent, self.events, self.keys, self.voids = budget, {}, [], [], []
 
     async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         hist = {k: [0.0] for k in ("rows", "bid_sum", "pvalue_sum", "wins", "cost", "conversions", "lwc_sum", "alpha")}
@@ -44,7 +45,8 @@ class FakeLedger:
                                   "cpa_constraint": s["cpa_constraint"], "task": s["task"], "history": hist}
                 for s in specs}
 
-    async def settle(self, events: list[dict[str, Any]]) -> list[bool]:
+    async def settle(self, events: list[dict[str, Any]], key: str | None = None) -> list[bool]:
+        self.keys.append(key)
         out = []
         for e in events:
             self.events.append(e)
@@ -54,6 +56,10 @@ class FakeLedger:
                 self.spent[e["advertiser"]] = spent + e["price"]
             out.append(ok)
         return out
+
+    async def void(self, key: str) -> dict[str, Any]:
+        self.voids.append(key)
+        return {"key": key, "state": "tombstone", "refunded": 0.0}
 
 
 def ranking(req: dict[str, Any]) -> dict[str, Any]:
@@ -251,3 +257,92 @@ def test_local_stage_decides_concurrent_calls_in_one_batch() -> None:
 
     assert asyncio.run(many()) == [[{"echo": i}, {"echo": i + 100}] for i in range(3)]
     assert Handle.calls == [6]  # three feed requests, one decide call
+
+
+# ------------------------------------------------------------------ billing: what is shown is what is charged
+def audited_ledger() -> Ledger:
+    """The real ledger (in memory, audit journal on), on the graph's clock and pacing day."""
+    return Ledger(None, "test", PacingSettings(steps_per_day=8, day_seconds=800.0), clock=lambda: 1000.0, audit=True)
+
+
+def standing(ledger: Ledger) -> list[tuple[str, float]]:
+    """Every grant that stands (not voided), sorted."""
+    return sorted((a, round(p, 9)) for rec in ledger.journal().values() if not rec["void"] for a, p in rec["grants"])
+
+
+FIVE_AUTO = [("x", "auto", None, 0.9), ("y", "auto", None, 0.8), ("z", "auto", None, 0.7), ("w", "auto", None, 0.6),
+             ("v", "auto", None, 0.5)]  # ecpm = alpha 2 x pctcvr (ctr x 0.5) = ctr; GSP price = the next ecpm
+
+
+@pytest.mark.parametrize(("organic", "feed"), [
+    (0, ["y", "z", "w"]),  # the old re-mix filled x's position with v, never charged
+    (1, ["o0", "y", "z"]),  # x, o0, y, z -> o0 moves up into x's position
+    (2, ["o0", "o1", "y"]),  # x, o0, o1, y -> organic items move up into x's position, none left for o1's
+])
+def test_a_refused_ad_frees_its_position_for_organic_items_never_for_an_uncharged_ad(organic: int,
+                                                                                      feed: list[str]) -> None:
+    ledger = audited_ledger()
+    g = graph(ledger=LocalLedgerClient(ledger), allocation=FakeStage("crossdqn@v0001", allocation([True, False, False, False])))
+    req = request(FIVE_AUTO, organic=organic)
+    req["ads"][0]["auto"]["budget"] = 0.5  # x's price 0.8 (y's ecpm) passes it: refused
+    out = decide(g, req)
+    assert [s["id"] for s in out.answer["feed"]] == feed
+    assert [s["position"] for s in out.answer["feed"]] == list(range(len(feed)))
+    shown = sorted((s["advertiser"], round(s["price"], 9)) for s in out.answer["feed"] if s["kind"] == "ad")
+    assert shown == standing(ledger)  # exactly the charged ads, once each
+    assert out.answer["decisions"]["allocation"]["ad_slots"] == [False, False, False, False]
+
+
+@pytest.mark.parametrize(("fault", "ordered", "state"), [
+    ("slow", True, "refunded"),  # ran after the graph gave up; the void (sent after it) refunds it
+    ("late", False, "tombstone"),  # the void overtook it: it grants nothing when it comes
+    ("fail_after", True, "refunded"),  # ran, the reply was lost
+    ("fail_before", True, "tombstone"),  # never reached the ledger
+])
+def test_a_settle_without_an_answer_shows_no_ad_and_bills_none(fault: str, ordered: bool, state: str) -> None:
+    ledger = audited_ledger()
+    sim = SimLedger(ledger, faults={"settle": [fault]}, ordered=ordered, slow_s=0.2)
+    g = graph(ledger=sim.client("replica"), settings=GraphSettings(window=K, stage_timeout_s=0.05, fixed_ad_slots=(1,),
+                                                                   manual_weights=(0, 0, 0, 0.01)))
+
+    async def run() -> tuple[Any, Any]:
+        first = await g.decide(request([("x", "auto", None, 0.4), ("y", "fixed", 1.0, 0.02)], organic=1))
+        await g.drain()
+        await sim.idle()
+        second = await g.decide({**request([("x", "auto", None, 0.4)], organic=1), "request_id": "r2"})
+        await sim.idle()
+        sim.close()
+        return first.answer, second.answer
+
+    first, second = asyncio.run(run())
+    assert [s["id"] for s in first["feed"]] == ["o0", "y"]  # x's position: the organic item, then the fixed ad
+    assert "settle failed" in first["fallbacks"]["pacing"]
+    journal = ledger.journal()
+    assert [rec for key, rec in journal.items() if key.endswith(":r1")] == [
+        {"grants": [["adv-x", pytest.approx(0.02)]] if state == "refunded" else [], "void": True,
+         "ran": state == "refunded", "day": 1}]
+    assert ledger.stats()["voids" if state == "refunded" else "tombstones"] == 1
+    # a failed settle is no refusal: x is not benched for the step, its next request is shown and billed
+    assert [s["id"] for s in second["feed"] if s["kind"] == "ad"] == ["x"]
+    assert standing(ledger) == [("adv-x", 0.01)] and ledger.accounts["adv-x"]["spent"] == pytest.approx(0.01)
+
+
+def test_a_request_cancelled_during_its_settle_bills_nothing() -> None:
+    ledger = audited_ledger()
+    sim = SimLedger(ledger, faults={"settle": ["slow"]}, slow_s=0.1)
+    g = graph(ledger=sim.client("replica"))
+
+    async def run() -> None:
+        task = asyncio.get_running_loop().create_task(g.decide(request([("x", "auto", None, 0.4)])))
+        while not sim._running:  # the settle holds the ledger now
+            await asyncio.sleep(0.001)
+        task.cancel()  # the client went away: Serve cancels the request
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await g.drain()
+        await sim.idle()
+        sim.close()
+
+    asyncio.run(run())
+    assert standing(ledger) == [] and ledger.stats()["voids"] == 1
+    assert ledger.accounts["adv-x"]["spent"] == 0.0

@@ -1,5 +1,6 @@
 """The pacing ledger (no Ray, fake clock): days and steps from the clock, no overspend by interleaved
-replicas nor across crashes, history aggregates, and refusals of bad input and unreadable state."""
+replicas nor across crashes, settle keys charged once and voids that refund them or void them
+ahead, durable ceiling writes, history aggregates, and refusals of bad input and unreadable state."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def event(adv: str = "a", won: bool = True, price: float = 1.0, **kw: Any) -> di
             "lwc": price, "conversions": 0.1, **kw}
 
 
-def ledger(tmp_path: Path | None = None, clock: Clock | None = None, settings: PacingSettings = SETTINGS) -> Ledger:
-    return Ledger(Storage(tmp_path) if tmp_path else None, "pacing/test", settings, clock or Clock())
+def ledger(tmp_path: Path | None = None, clock: Clock | None = None, settings: PacingSettings = SETTINGS,
+           audit: bool = False) -> Ledger:
+    return Ledger(Storage(tmp_path) if tmp_path else None, "pacing/test", settings, clock or Clock(), audit=audit)
 
 
 def test_day_and_step_come_from_the_clock() -> None:
@@ -239,3 +241,80 @@ def test_bad_events_are_refused_and_none_recorded(bad: Any, message: str) -> Non
     v = led.views([spec()])["a"]
     assert v["spent"] == 0.0 and v["history"]["rows"] == [0.0]
     assert set(v["history"]) == set(HISTORY)
+
+
+# ------------------------------------------------------------------ settle keys and voids
+def test_a_key_is_charged_once_and_its_void_refunds_it() -> None:
+    led = ledger(audit=True)
+    led.views([spec(budget=10.0)])
+    assert led.settle([event(price=2.0, conversions=0.3), event(price=9.0)], key="g:0:r1") == [True, False]
+    assert led.settle([event(price=2.0), event(price=1.0)], key="g:0:r1") == [True, False]  # a repeat: the first answer
+    v = led.views([spec()])["a"]
+    assert v["spent"] == 2.0 and v["history"]["wins"] == [1.0] and v["history"]["rows"] == [2.0]
+    assert led.void("g:0:r1") == {"key": "g:0:r1", "state": "refunded", "refunded": 2.0}
+    v = led.views([spec()])["a"]
+    assert v["spent"] == 0.0 and v["history"]["wins"] == [0.0] and v["history"]["cost"] == [0.0]
+    assert v["history"]["conversions"] == [pytest.approx(0.0)] and v["history"]["rows"] == [2.0]  # it was entered
+    assert led.void("g:0:r1")["state"] == "void"  # idempotent: no second refund
+    assert led.settle([event(price=1.0)], key="g:0:r1") == [False]  # a voided key grants nothing
+    assert led.views([spec()])["a"]["spent"] == 0.0
+    assert led.journal() == {"g:0:r1": {"grants": [["a", 2.0]], "void": True, "ran": True, "day": 1000}}
+    s = led.stats()
+    assert (s["voids"], s["refunded"], s["repeats"], s["late_settles"], s["refused"]) == (1, 2.0, 1, 1, 1)
+
+
+def test_a_void_before_its_settle_makes_it_grant_nothing() -> None:
+    led = ledger()
+    led.views([spec(budget=10.0)])
+    assert led.void("g:1:r2") == {"key": "g:1:r2", "state": "tombstone", "refunded": 0.0}
+    assert led.settle([event(price=1.0), event(won=False, price=0.0)], key="g:1:r2") == [False, True]
+    v = led.views([spec()])["a"]
+    assert v["spent"] == 0.0 and v["history"]["rows"] == [0.0]  # nothing of the call recorded
+    assert led.stats()["tombstones"] == 1 and led.stats()["late_settles"] == 1
+
+
+def test_keys_are_kept_up_to_a_bound_and_the_journal_needs_audit() -> None:
+    led = Ledger(None, "pacing/test", SETTINGS, Clock(), keys_kept=2)
+    led.views([spec(budget=10.0)])
+    for i in range(3):
+        led.settle([event(price=1.0)], key=f"k{i}")
+    assert led.stats()["keys"] == 2
+    assert led.void("k0")["state"] == "tombstone"  # forgotten: nothing to refund (see the module docstring)
+    assert led.void("k2")["refunded"] == 1.0
+    assert led.views([spec()])["a"]["spent"] == 2.0
+    with pytest.raises(ValueError, match="audit=True"):
+        led.journal()
+    with pytest.raises(ValueError, match="keys_kept must be >= 1"):
+        Ledger(None, "p", SETTINGS, Clock(), keys_kept=0)
+
+
+def test_a_void_after_midnight_refunds_nothing_of_yesterday() -> None:
+    clock = Clock()
+    led = ledger(clock=clock)
+    led.views([spec(budget=10.0)])
+    led.settle([event(price=3.0)], key="k")
+    clock.t += DAY
+    led.views([spec(budget=10.0)])
+    assert led.void("k") == {"key": "k", "state": "refunded", "refunded": 0.0}
+    assert led.views([spec()])["a"]["spent"] == 0.0  # today's account is untouched
+
+
+def test_ceiling_writes_are_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, bool]] = []
+    write = Storage.write_text
+
+    def spy(self: Storage, text: str, *parts: str, durable: bool = False) -> None:
+        calls.append((parts[-1], durable))
+        write(self, text, *parts, durable=durable)
+
+    monkeypatch.setattr(Storage, "write_text", spy)
+    clock = Clock()
+    led = ledger(tmp_path, clock)
+    led.views([spec(budget=10.0)])
+    led.settle([event(price=1.0)])  # raises the ceiling: a durable write
+    clock.t += SETTINGS.snapshot_every_s
+    led.settle([event(won=False, price=0.0)])  # history only: the periodic snapshot
+    led.snapshot()
+    # the periodic snapshot carries no new ceiling: if a host crash loses its rename, the file it
+    # brings back has the same ceilings (and older history); an explicit snapshot is durable
+    assert calls == [(STATE_FILE, True), (STATE_FILE, False), (STATE_FILE, True)]
