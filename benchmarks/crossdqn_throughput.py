@@ -4,7 +4,7 @@
 
 Generates the logged dataset once, then for each mode builds the offline DQN (learner in the
 driver, see adray.rl) and times ``Algorithm.train()`` (``updates_per_iteration`` minibatches of
-``batch_size``), without the per-iteration validation rollout:
+``batch_size``), without the per-iteration held-out estimates (``validate=False``):
 
 * ``per_update_calls``: one ``learner_group.update`` call per minibatch (the previous trainer),
 * ``batched_calls``: many minibatches per call (``adray.rl.split_updates``, the trainer now),

@@ -60,7 +60,7 @@ def test_workload_declares_the_contract(tmp_path) -> None:
     wl = get_workload("crossdqn")
     assert wl is WORKLOAD and wl.config_cls is CrossDQNConfig
     t = wl.trainer
-    assert (t.loop_field, t.objective, t.mode) == ("iterations", "reward_matched", "max")
+    assert (t.loop_field, t.objective, t.mode) == ("iterations", "reward_wdr", "max")
     assert wl.loop_length(load_config(CrossDQNConfig, "smoke", wl.configs_dir)) == 4
     assert (wl.headline.metric, wl.headline.baseline, wl.headline.mode) == ("reward", "random", "max")
     assert wl.policy.route == "allocate" and wl.make_data is not None

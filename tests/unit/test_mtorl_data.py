@@ -178,26 +178,31 @@ def test_real_kuairand_zip_imports_every_row_and_user(samples, tmp_path):
     assert arr["action"].shape == (605, 20)
 
 
-def test_online_eval_reports_algorithm_1_reward_with_the_windows_normalisation(tmp_path):
+def test_online_reward_is_an_evaluation_never_a_validation_metric(tmp_path):
+    """Algorithm 1 against the simulator is reported by ``adray eval`` (``test_online_reward``) and
+    never by ``evaluate``, which the epoch loop (best epoch) and Tune read (issue 19)."""
     from adray.config import ConfigError
     from workloads.mtorl.data import reward_range
-    from workloads.mtorl.evaluate import evaluate, outputs
+    from workloads.mtorl.evaluate import evaluate, evaluate_methods, online_reward, outputs
 
     cfg = MTORLConfig(n=5, d_model=8, online_eval=True, sim=SimConfig(num_users=30, steps=6)).override(
         {"online.num_users": 40, "online.budget": 60.0, "online.rounds": 10, "online.top_n": 10})
     make_data(cfg, tmp_path)
-    val = load_split(tmp_path, "val", cfg)
+    train = load_split(tmp_path, "train", cfg)
     lo, hi = reward_range(tmp_path, cfg)
-    assert np.allclose(val["reward_minmax"], np.float32([lo, hi]))  # every window carries the MinMaxNorm bounds
+    assert np.allclose(train["reward_minmax"], np.float32([lo, hi]))  # every window carries the MinMaxNorm bounds
     torch.manual_seed(0)
-    net = MTORLNet(4, 4 + 1 + 1, d=8)  # left in train mode: online_eval must switch dropout off itself
-    got = evaluate(net, val, cfg)["online_reward"]
+    net = MTORLNet(4, 4 + 1 + 1, d=8)  # left in train mode: online_reward must switch dropout off itself
+    assert not [k for k in evaluate(net, load_split(tmp_path, "val", cfg), cfg) if "online" in k]
+    got = online_reward(net, train, cfg)
     assert net.training
-    _, r_hat = outputs(net, val)
-    _, _, p0 = channel_ratios(r_hat, val, cfg.online.tau, cfg.online.alpha, 4)
+    _, r_hat = outputs(net, train)
+    _, _, p0 = channel_ratios(r_hat, train, cfg.online.tau, cfg.online.alpha, 4)
     direct = run_procedure(cfg, net.eval(), p0, rank_users=True, channel="model",
                            reward_minmax=(float(np.float32(lo)), float(np.float32(hi))), static_dim=1)
     assert got == pytest.approx(direct["avg_reward"])
-    assert "online_reward" not in evaluate(net, val, cfg.override({"online_eval": False}))
+    table = evaluate_methods(cfg, tmp_path, net.train())
+    assert table["mtorl"]["test_online_reward"] == pytest.approx(got)  # P_initial from the train split's logs
+    assert "test_online_reward" not in evaluate_methods(cfg.override({"online_eval": False}), tmp_path, net)["mtorl"]
     with pytest.raises(ConfigError, match="online_eval=true needs source=simulator"):
         MTORLConfig(source="kuairand", online_eval=True)

@@ -17,10 +17,14 @@ def test_every_shipped_space_loads(path):
     assert space.params and space.metric.startswith("val_")
 
 
-def test_mtorl_space_moves_online_knobs_with_an_objective_that_sees_them():
+def test_mtorl_space_is_judged_offline_never_by_the_simulator():
+    """Issue 19: Algorithm 1 against the simulator is an evaluation (test_online_reward), never a
+    sweep's objective; the knobs only it can value (τ, η, α) are not swept."""
     space = load_space(REPO / "tune_spaces" / "mtorl.yaml", "mtorl")
-    assert {"n", "lam", "mu", "online.tau", "online.eta", "online.alpha"} <= set(space.params)
-    assert space.metric == "val_online_reward" and space.config == "online" and space.grace_period == 10
+    assert set(space.params) == {"n", "lam", "mu"}
+    assert space.metric == "val_reward_auc" and space.config == "online" and space.grace_period == 10
+    for path in (REPO / "tune_spaces").glob("mtorl*.yaml"):
+        assert "online" not in load_space(path, "mtorl").metric
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -155,7 +155,12 @@ def test_graph_log_to_imported_data_to_retrained_allocation(ray_cluster, tmp_pat
 
     # ---- (c) v0002 from the log: published with its lineage; valued against the logging policy
     t1 = time.perf_counter()
-    out2 = run_training(WORKLOAD, cfg.override({"data": str(tmp_path / "imported")}), num_workers=1)
+    # 600 updates (iterations 12): smoke's 200 are sized for the simulator's multi-screen logs and
+    # under-fit the 2,400 one-screen training rows of the graph log (gain of "v0002 greedy" over the
+    # logging policy, seeds 0-3: +0.011 +0.010 +0.025 +0.006 with 200 updates; +0.020 +0.052 +0.055
+    # -0.012 with 600, s.e. ~0.0044 each; seed 3's v0001 is the strongest of the four and v0002 loses
+    # to it: the retrain is noisy per seed)
+    out2 = run_training(WORKLOAD, cfg.override({"data": str(tmp_path / "imported"), "iterations": 12}), num_workers=1)
     t_v2 = time.perf_counter() - t1
     assert out2.model_ref == "crossdqn@v0002"
     mv = Registry().get("crossdqn@v0002")
@@ -188,13 +193,17 @@ def test_graph_log_to_imported_data_to_retrained_allocation(ray_cluster, tmp_pat
           f"{k_ads[per_action.mean(1).argmax()]} ads); best with {round(cfg.pae_target * cfg.sim.slots)} ads {best_at:.4f}")
     print(f"  {'per-screen oracle (hindsight)':<30} {per_action.max(0).mean():.4f}")
     print(f"v0002 greedy differs from v0001 greedy on {(g2 != g1).mean():.3f} of the screens")
-    print("simulator validation (multi-screen returns), val_reward / val_reward_matched: "
-          + ", ".join(f"{v} {o.metrics['val_reward']:.4f} / {o.metrics['val_reward_matched']:.4f}"
+    print("selection objective on each version's held-out logs (WDR reward per request at the PAE target, ± s.e.): "
+          + ", ".join(f"{v} {o.metrics['val_reward_wdr']:.4f} ± {o.metrics['val_reward_wdr_se']:.4f}"
                       for v, o in (("v0001", out1), ("v0002", out2))))
     print(f"times: v0001 (data + training) {t_v1:.1f} s, v0002 training {t_v2:.1f} s, "
           f"total {time.perf_counter() - t0:.1f} s")
     # v0002 learned the log's (one-screen) rewards: better than the policy that logged them, on
-    # screens it never saw (measured over seeds 0-3: +0.030..+0.050, >= 6.9 s.e.; asserted at 3 s.e.)
+    # screens it never saw (asserted at 3 s.e.). Measured gain of "v0002 greedy" over test seeds
+    # 0-7 before issue 19 (3,000 training rows, 200 updates, β calibrated in the simulator): +0.033
+    # +0.041 +0.043 +0.024 +0.016 +0.011 +0.022 +0.012; after it (20 % of the imported log held out
+    # for selection, 2,400 training rows, β calibrated on held-out logged screens), 200 updates:
+    # +0.011 +0.010 +0.025 +0.006 -0.006 +0.021 +0.068 +0.006; 600 updates: see above.
     for name in ("v0002 greedy", f"v0002 greedy @ PAE {cfg.pae_target}"):
         diff = value[name]["reward"] - base
         assert diff.mean() > 3 * diff.std() / np.sqrt(N_HELD_OUT), (name, diff.mean())

@@ -14,7 +14,8 @@ from adray.config import load_config
 from adray.workload import Reporter
 from workloads.crossdqn import WORKLOAD
 from workloads.crossdqn.config import CrossDQNConfig
-from workloads.crossdqn.rollout import VALIDATION_SEED, match_pae, q_policy, rollout
+from workloads.crossdqn.data import check_dataset
+from workloads.crossdqn.selection import HeldOut
 
 pytestmark = pytest.mark.ray
 
@@ -41,7 +42,10 @@ def test_train_publish_and_the_module_loads_alone(ray_cluster, adray_home: Path,
     assert len(reporter.rows) == 2 and all(np.isfinite(r["qf_loss"]) for r in reporter.rows)
     objective = f"val_{WORKLOAD.trainer.objective}"
     assert all(objective in r for r in reporter.rows) and out.history == reporter.rows
-    assert {"pae_batch", "val_reward", objective, "iter_time_s", "train_transitions_per_s"} <= set(metrics)
+    assert objective == "val_reward_wdr"  # an off-policy estimate on held-out logs, not a simulator rollout
+    assert {"pae_batch", objective, "val_reward_wdr_se", "val_pae_logged", "iter_time_s",
+            "train_transitions_per_s"} <= set(metrics)
+    assert not [k for k in metrics if k.startswith("val_") and "matched" in k]  # no simulator validation
     assert {"iter_time_s", "train_time_s", "train_transitions_per_s"} <= set(out.timings)
     assert out.model_dir.name == "model" and (out.model_dir / "module").is_dir()
     loaded = load_model(out.model_ref)  # from the registry: the inference RLModule alone
@@ -55,14 +59,13 @@ def test_train_publish_and_the_module_loads_alone(ray_cluster, adray_home: Path,
     obs = torch.randn(3, loaded.meta["obs_layout"]["obs_dim"])
     actions = module.forward_inference({"obs": obs})["actions"]
     assert actions.shape == (3,) and int(actions.max()) < cfg.num_actions
-    # the loaded module is the trained one: same greedy rollout as the validation reported in train
-    val = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=VALIDATION_SEED)
-    assert val["reward"] == pytest.approx(metrics["val_reward"], rel=1e-6)
-    # the tune objective: the same rollout at the mu that matches the PAE target on calibration requests
-    mu = match_pae(cfg, q_policy(module), cfg.pae_target, cfg.eval_requests // 4, steps=10)
-    matched = rollout(cfg, q_policy(module), cfg.eval_requests // 4, seed=VALIDATION_SEED, mu=mu)
-    assert matched["reward"] == pytest.approx(metrics["val_reward_matched"], rel=1e-6)
-    assert matched["pae"] == pytest.approx(metrics["val_pae_matched"], rel=1e-6)
+    # the loaded module is the calibrated one: as served, its ad share on the held-out logged
+    # screens is the PAE target (what the calibration set), and the one training reported
+    held = HeldOut.load(cfg, check_dataset(cfg, tmp_path / "data"))
+    val = held.metrics(module.net, cfg.pae_target)
+    assert val["pae_logged"] == pytest.approx(metrics["val_pae_logged"])
+    assert val["pae_logged"] == pytest.approx(cfg.pae_target, abs=0.02)
+    assert abs(val["mu_logged"]) < 1e-3  # already at the target: no further offset
     # the evaluation trains nothing: the model, the given others (here the same module again) and
     # the baselines; each Q-network at matched PAE, the random baseline raw
     table = WORKLOAD.evaluate(cfg, tmp_path / "data", module, {"again": module})
@@ -91,7 +94,8 @@ def test_online_training_in_the_simulator(ray_cluster, tmp_path: Path) -> None:
     from adray import rl
     from workloads.crossdqn.train import MODULE_DIR, train_module
 
-    cfg = load_config(CrossDQNConfig, "smoke", WORKLOAD.configs_dir, {"online": True, "iterations": 2})
+    cfg = load_config(CrossDQNConfig, "smoke", WORKLOAD.configs_dir,
+                      {"online": True, "iterations": 2, "calibrate_pae": False})  # no logs to calibrate β on
     metrics = train_module(cfg, tmp_path, tmp_path / "out")
     assert np.isfinite(metrics["qf_loss"]) and "pae_batch" in metrics
     assert rl.load_module(tmp_path / "out" / MODULE_DIR) is not None

@@ -146,9 +146,9 @@ class CrossDQNConfig(TrainConfig):
     scale, neighbour_similarity 0): q mode 2.867 vs -aux 2.848 reward at matched PAE, and its raw
     greedy PAE misses the 0.40 target by 0.034 on average vs 0.067 for -aux."""
     calibrate_pae: bool = True
-    """lam > 0 (either pae_mode; in "q" mode β starts at 0): after training, shift β by bisection on
-    simulated calibration requests so that the served greedy policy's realised PAE equals pae_target
-    (the loss holds PAE on the logged states, not on the states the policy itself visits)."""
+    """lam > 0 (either pae_mode; in "q" mode β starts at 0): after training, shift β by bisection so
+    that the served greedy policy's ad share on the held-out *logged* screens equals pae_target (the
+    loss holds PAE on the training batches; the simulator is never asked, see selection.py)."""
     pae_target: float = 0.4
     """Target PAE of the batch-level constraint (Eq. 21) and of the evaluation's PAE matching."""
     cql_alpha: float = 0.0
@@ -171,8 +171,14 @@ class CrossDQNConfig(TrainConfig):
     """Gradient steps (minibatches of ``batch_size`` logged transitions) per iteration."""
     target_update_freq: int = 4000
     """Trained transitions between target-network updates (a learner call covers at most this many)."""
+    val_fraction: float = 0.2
+    """Share of the logged episodes (requests) held out from training (a fixed draw: every trial on a
+    dataset gets the same split): they calibrate β and give the selection objective (selection.py)."""
     online: bool = False
-    """Train online in the simulator (DQN's own sampling + replay) instead of from the logged Parquet."""
+    """Train online in the simulator (DQN's own sampling + replay) instead of from the logged Parquet.
+    An explicit research option, off by default: it trains by interacting with the simulator, has no
+    held-out logs, so neither the β calibration nor the selection objective exists (needs
+    ``calibrate_pae: false``)."""
 
     # ---------------------------------------------------------------- evaluation (evaluate.py)
     eval_requests: int = 1000
@@ -204,6 +210,10 @@ class CrossDQNConfig(TrainConfig):
         check(self.target_update_freq >= 1, f"target_update_freq={self.target_update_freq}: expected >= 1")
         check(self.eval_requests >= 10 and self.eval_seeds >= 1, "eval_requests >= 10, eval_seeds >= 1")
         check(0.0 <= self.serve_epsilon <= 1.0, f"serve_epsilon={self.serve_epsilon}: expected in [0, 1]")
+        check(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction}: expected in (0, 1)")
+        check(not (self.online and self.calibrate_pae and self.lam > 0),
+              "online=true with calibrate_pae=true: β is calibrated on held-out logged screens and online "
+              "training has no logs; set calibrate_pae=false")
         check(self.use_sacu or not self.use_mcau, "use_mcau=true needs use_sacu=true (MCAU reads SACU's C)")
 
     @property

@@ -22,9 +22,9 @@ policy stopped personalising; at λ = τ = 0.01 (default) the two balance and Q 
 ``"offset"`` applies it to the served scores ``sg(Q(s,a)) - β·PAE(a)`` only, so it trains one
 scalar β (a learned Lagrange multiplier of the constraint) and TD alone shapes Q. Either way the
 loss holds PAE on the *logged* states; the policy's own states differ, so its realised PAE can
-miss the target. ``calibrate_pae`` then shifts β (0 in q mode) after training by bisection on
-simulated calibration requests (not the evaluation's) so the served greedy policy's realised PAE
-equals the target (train.py).
+miss the target. ``calibrate_pae`` then shifts β (0 in q mode) after training by bisection so the
+served greedy policy's ad share on the held-out logged screens equals the target (train.py,
+selection.py; the simulator is not asked).
 
 The TD part is RLlib's ``DQNTorchLearner`` loss (1-step, uniform weights: offline batches carry
 no replay priorities, so ``weights``/``n_step`` default to ones here). The algorithm is RLlib's
@@ -35,7 +35,7 @@ split), cut so that each call covers at most ``target_update_freq`` transitions 
 syncs the target network after a call, so syncs still happen by count;
 ``online=True`` keeps DQN's own sampling in the simulator (``FeedEnv``) with the same learner.
 Reward is rebuilt from the logged components with the config's η (``sim.eta``), so η can be tuned
-on one dataset. What the learner and the algorithm read of the config is one frozen
+on one dataset. The episodes that selection.py holds out (``val_fraction``) are never sampled. What the learner and the algorithm read of the config is one frozen
 :class:`LearnerSettings` in ``learner_config_dict`` (key :data:`SETTINGS_KEY`).
 """
 
@@ -63,6 +63,7 @@ from ray.rllib.utils.metrics import (
 from adray import rl
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.model import CrossDQNModule, module_config
+from workloads.crossdqn.selection import held_out_mask
 from workloads.crossdqn.sim import FeedEnv, obs_layout
 
 PAE_AUX_KEY = "pae_aux_loss"
@@ -86,6 +87,8 @@ class LearnerSettings:
     pae_estimator: Literal["soft", "straight_through"]
     pae_mode: Literal["q", "offset"]
     updates_per_iteration: int
+    val_fraction: float
+    """Share of logged episodes held out (selection.py); the learner never samples them."""
     online: bool
     data_path: str
     """The logged Parquet file ("" when ``online``)."""
@@ -94,7 +97,8 @@ class LearnerSettings:
     def of(cls, cfg: CrossDQNConfig, data_path: Path | None) -> LearnerSettings:
         return cls(lam=cfg.lam, tau=cfg.tau, pae_target=cfg.pae_target, eta=cfg.sim.eta, seed=cfg.seed,
                    cql_alpha=cfg.cql_alpha, pae_estimator=cfg.pae_estimator, pae_mode=cfg.pae_mode,
-                   updates_per_iteration=cfg.updates_per_iteration, online=cfg.online,
+                   updates_per_iteration=cfg.updates_per_iteration, val_fraction=cfg.val_fraction,
+                   online=cfg.online,
                    data_path=str(data_path) if data_path else "")
 
 
@@ -164,7 +168,9 @@ class OfflineCrossDQN(DQN):
         self._trained = 0
         if self._online:
             return
-        cols = rl.read_transitions(s.data_path, LOGGED)
+        cols = rl.read_transitions(s.data_path, (*LOGGED, "eps_id"))
+        train = ~held_out_mask(cols.pop("eps_id"), s.val_fraction)  # held-out episodes: selection only
+        cols = {k: v[train] for k, v in cols.items()}
         rewards = cols["r_ad"] + cols["r_fee"] + s.eta * cols["r_ex"]  # Eq. 2 with this η
         self._sampler = rl.TransitionSampler({
             Columns.OBS: cols["obs"].astype(np.float32), Columns.NEXT_OBS: cols["new_obs"].astype(np.float32),

@@ -1,8 +1,9 @@
-"""Rollouts of allocation policies in the simulator and PAE matching.
+"""Rollouts of allocation policies in the simulator and PAE matching: evaluation only.
 
-Shared by training (its per-iteration validation and the PAE calibration, train.py) and the
-evaluation (evaluate.py), which therefore do not import each other. Seeds of the request sets are
-fixed here: validation, calibration (where ``mu`` is bisected) and evaluation never share requests.
+Used by the evaluation (evaluate.py) and the benchmarks, never by training or model selection
+(issue 19: train.py calibrates β and reports its objective from held-out logs, selection.py).
+Seeds of the request sets are fixed here: calibration (where ``mu`` is bisected) and evaluation
+never share requests.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.policies import ActFn
 from workloads.crossdqn.sim import FeedSim, make_requests
 
-VALIDATION_SEED = 7_777_777
 CALIBRATION_SEED = 9_999_999
 EVAL_SEED = 10_000_000
 
@@ -67,20 +67,3 @@ def match_pae(cfg: CrossDQNConfig, policy: ActFn, target: float, n: int, steps: 
         else:
             hi = mid
     return (lo + hi) / 2
-
-
-def validation_requests(cfg: CrossDQNConfig) -> int:
-    """Requests of the per-iteration validation (and of its PAE matching)."""
-    return max(50, cfg.eval_requests // 4)
-
-
-def validate(cfg: CrossDQNConfig, model: Any) -> dict[str, float]:
-    """Greedy rollout of ``model`` on held-out requests as served (``val_*``), and at the PAE target
-    (``val_*_matched``: mu by a 10-step bisection on the calibration requests), so that trials with
-    different λ, τ are compared at equal PAE (the tune objective ``val_reward_matched``)."""
-    n, policy = validation_requests(cfg), q_policy(model)
-    val = rollout(cfg, policy, n, seed=VALIDATION_SEED)
-    mu = match_pae(cfg, policy, cfg.pae_target, n, steps=10)
-    matched = rollout(cfg, policy, n, seed=VALIDATION_SEED, mu=mu)
-    return {**{f"val_{k}": v for k, v in val.items()},
-            "val_reward_matched": matched["reward"], "val_pae_matched": matched["pae"]}

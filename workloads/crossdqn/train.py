@@ -1,10 +1,13 @@
 """Cross DQN training entry: :class:`CrossDQNTrainer` (the workload's ``Trainer``) and ``load_model``.
 
 :func:`train_module` drives the offline RLlib algorithm of learner.py for ``iterations`` iterations
-(each: ``updates_per_iteration`` gradient steps, then a greedy validation rollout, see
-``rollout.validate``), calibrates the PAE offset β, and exports the inference RLModule alone. RLlib
-and torch are imported when training starts, not with this module: the workload package stays light
-to import (the platform's registry imports it to read a config or a tune space).
+(each: ``updates_per_iteration`` gradient steps on the training episodes, then the ``val_*``
+estimates on the held-out logged episodes, see selection.py), calibrates the PAE offset β on the
+held-out logged screens, and exports the inference RLModule alone (the last iteration's: no
+iteration is chosen). Nothing here asks the simulator: it generated the logs and evaluates the
+models (evaluate.py), it never trains or chooses one. RLlib and torch are imported when training
+starts, not with this module: the workload package stays light to import (the platform's registry
+imports it to read a config or a tune space).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from adray.config import ConfigError
 from adray.workload import TrainContext, TrainResult
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import check_dataset
+from workloads.crossdqn.selection import OBJECTIVE, HeldOut, greedy_actions, match_offset, net_scores
 from workloads.crossdqn.sim import obs_layout
 
 MODULE_DIR = "module"
@@ -34,7 +38,8 @@ def train_module(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any
     """Train with RLlib, export the inference module to ``out_dir/module``; returns metrics.
 
     ``report(metrics)`` is called once per iteration (``iteration``, ``iter_time_s``, the learner's
-    losses and, with ``validate``, the ``val_*`` of :func:`rollout.validate`)."""
+    losses and, with ``validate``, the ``val_*`` of :meth:`selection.HeldOut.metrics`: estimates on
+    the held-out logs, never the simulator)."""
     return _train(cfg, data_dir, out_dir, report, progress, validate, use_gpu)[0]
 
 
@@ -47,19 +52,18 @@ def _train(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any, prog
     from adray import rl
     from adray.runtime import torch_threads
     from workloads.crossdqn.learner import CQL_KEY, PAE_AUX_KEY, PAE_BATCH_KEY, algorithm_config
-    from workloads.crossdqn.rollout import match_pae, q_policy
-    from workloads.crossdqn.rollout import validate as validation
 
     data_path = None if cfg.online else check_dataset(cfg, data_dir)
+    held = None if data_path is None else HeldOut.load(cfg, data_path)
     algo = algorithm_config(cfg, data_path, use_gpu).build_algo()
     learner_module = algo.learner_group._learner.module[DEFAULT_MODULE_ID] if algo.learner_group.is_local else None
 
     def summarize(result: dict[str, Any]) -> dict[str, float]:
         stats = rl.learner_metrics(result)
         out = {k: stats[k] for k in ("qf_loss", "qf_mean", PAE_AUX_KEY, PAE_BATCH_KEY, CQL_KEY) if k in stats}
-        if validate and learner_module is not None:
-            with torch.no_grad():
-                out.update(validation(cfg, learner_module.unwrapped().net))
+        if validate and held is not None and learner_module is not None:
+            net = learner_module.unwrapped().net
+            out.update({f"val_{k}": v for k, v in held.metrics(net, cfg.pae_target).items()})
         return out
 
     threads = torch.get_num_threads()
@@ -73,13 +77,13 @@ def _train(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any, prog
         if learner_module is not None and cfg.lam > 0:  # β: trained (offset mode) or 0 (q mode)
             net = learner_module.unwrapped().net
             offsets["pae_offset_trained"] = net.pae_offset.item()
-            if cfg.calibrate_pae:  # shift β so the served greedy policy's realised PAE = target
+            if cfg.calibrate_pae and held is not None:  # the served greedy policy's PAE on logged screens = target
+                action_pae = net.action_pae.cpu().numpy().astype(np.float64)
                 with torch.no_grad():
-                    net.pae_offset += match_pae(cfg, q_policy(net), cfg.pae_target, max(100, cfg.eval_requests // 2))
+                    net.pae_offset += match_offset(net_scores(net, held.obs), action_pae, cfg.pae_target)
+                served = net_scores(net, held.obs)
+                offsets["val_pae_logged"] = float(action_pae[greedy_actions(served, action_pae, 0.0)].mean())
             offsets["pae_offset"] = net.pae_offset.item()
-            if validate and cfg.calibrate_pae:
-                with torch.no_grad():
-                    offsets.update(validation(cfg, net))  # the exported (calibrated) module's validation
         rl.export_module(algo, out_dir / MODULE_DIR)
     finally:
         algo.stop()
@@ -106,14 +110,15 @@ class CrossDQNTrainer:
     """The Cross DQN ``Trainer``: offline (or online) RLlib DQN, one report per iteration.
 
     ``train`` writes the exported RLModule to ``ctx.run_dir/model/module`` and returns that model
-    directory; it reports ``val_reward_matched`` (validation reward at the PAE target) as the
-    objective. The learner runs in the calling process (one learner, ``num_learners=0``): on one GPU
-    with ``ctx.use_gpu``; fp32 only (see :meth:`check_context`). No per-iteration checkpoints are
-    kept, so an interrupted run leaves nothing to salvage.
+    directory; it reports ``val_reward_wdr`` as the objective: the served policy's reward per
+    request at the PAE target, estimated off-policy on the held-out logs (selection.OBJECTIVE). The
+    learner runs in the calling process (one learner, ``num_learners=0``): on one GPU with
+    ``ctx.use_gpu``; fp32 only (see :meth:`check_context`). No per-iteration checkpoints are kept,
+    so an interrupted run leaves nothing to salvage.
     """
 
     loop_field = "iterations"
-    objective = "reward_matched"
+    objective = OBJECTIVE
     mode: Literal["max", "min"] = "max"
 
     @staticmethod

@@ -139,8 +139,9 @@ class MTORLConfig(EpochConfig):
     policy: Literal["deterministic", "stochastic"] = "stochastic"
     """Online channel choice: argmax (Eq. 10) or sampling (Eq. 11)."""
     online_eval: bool = False
-    """Every evaluation also runs Algorithm 1 against the simulator (source: simulator only) and
-    reports ``online_reward`` (clicks per exposure at budget W), the objective that τ, η, α move."""
+    """``adray eval mtorl`` also runs Algorithm 1 against the simulator (source: simulator only) and
+    reports ``test_online_reward`` (clicks per exposure at budget W). Evaluation only: training, the
+    best epoch and Tune never see it (they read the offline ``val_*`` metrics)."""
     sim: SimConfig = SimConfig()
     """Journey simulator."""
     online: OnlineConfig = OnlineConfig()

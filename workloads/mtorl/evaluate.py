@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from adray.metrics import auc, macro_prf
-from workloads.mtorl.model import predict
+from workloads.mtorl.model import DecisionTransformer, predict
 
 
 @torch.no_grad()
@@ -34,7 +34,10 @@ def outputs(model: Any, arrays: dict[str, np.ndarray], chunk: int = 1024) -> tup
 
 def evaluate(model: Any, arrays: dict[str, np.ndarray], cfg: Any) -> dict[str, float]:
     """Macro F1 / precision / recall / accuracy of next-action prediction on valid steps, plus
-    reward-prediction accuracy (binary) or MSE (continuous) or class accuracy (multiclass)."""
+    reward-prediction accuracy (binary) or MSE (continuous) or class accuracy (multiclass).
+
+    Offline only (the logged windows of one split): this is what picks the best epoch and what
+    Tune reads (``val_*``); the simulator's Algorithm 1 is :func:`online_reward`, an evaluation."""
     probs, r_pred = outputs(model, arrays)
     valid = arrays["mask"] > 0
     y_true, y_pred = arrays["action"][valid], probs.argmax(-1)[valid]
@@ -51,16 +54,21 @@ def evaluate(model: Any, arrays: dict[str, np.ndarray], cfg: Any) -> dict[str, f
                 out["reward_auc"] = auc((rt > 0.5).astype(int), rv)
         else:
             out["reward_accuracy"] = float(np.mean((rv > 0.5) == (arrays["gain_cls"][valid] > 0)))
-    if cfg.online_eval and r_pred is not None:
-        out["online_reward"] = online_reward(model, arrays, r_pred, cfg)
     return out
 
 
-def online_reward(model: Any, arrays: dict[str, np.ndarray], r_pred: np.ndarray, cfg: Any) -> float:
+def online_reward(model: Any, arrays: dict[str, np.ndarray], cfg: Any) -> float:
     """Average reward of Algorithm 1 against the simulator (``cfg.online`` users, seed and budget),
-    with P_initial from these windows and their predicted rewards (Eq. 17)."""
+    with P_initial from these logged windows and the model's predicted rewards on them (Eq. 17).
+
+    An evaluation: the simulator's users answer, so this never chooses a model (not in
+    :func:`evaluate`, which the epoch loop and Tune read); ``evaluate_methods`` reports it as
+    ``test_online_reward`` when ``cfg.online_eval``."""
     from workloads.mtorl.online import channel_ratios, run_procedure
 
+    _, r_pred = outputs(model, arrays)
+    if r_pred is None:
+        raise ValueError("online_reward: the model has no reward head (variant dt); Algorithm 1 ranks users by it")
     m = cfg.sim.num_channels
     _, _, p0 = channel_ratios(r_pred, arrays, cfg.online.tau, cfg.online.alpha, m)
     lo, hi = (float(v) for v in arrays["reward_minmax"][0])
@@ -79,7 +87,11 @@ def evaluate_methods(cfg: Any, data_dir: Path, model: Any,
                      others: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """The given model on the test split, each model of ``others`` under its label (e.g. BC, DT or
     an ablation published under its own name), and two model-free references: the majority
-    channel of the train split and the previous step's channel (repeat-last)."""
+    channel of the train split and the previous step's channel (repeat-last).
+
+    With ``cfg.online_eval`` every model with a reward head also gets ``test_online_reward``:
+    Algorithm 1 against the simulator (:func:`online_reward`, P_initial from the train split's
+    windows as Algorithm 1 takes it from the logs), an evaluation that no training step reads."""
     from workloads.mtorl.data import load_split
 
     train, test = load_split(Path(data_dir), "train", cfg), load_split(Path(data_dir), "test", cfg)
@@ -93,9 +105,15 @@ def evaluate_methods(cfg: Any, data_dir: Path, model: Any,
 
     majority = np.bincount(train["action"][train["mask"] > 0]).argmax()
     prev = np.concatenate([np.full((len(test["action"]), 1), majority), test["action"][:, :-1]], 1)
-    table = {"mtorl": {f"test_{k}": v for k, v in evaluate(model, test, cfg).items()}}
+    def row(m: Any) -> dict[str, float]:
+        out = {f"test_{k}": v for k, v in evaluate(m, test, cfg).items()}
+        if cfg.online_eval and not isinstance(m, DecisionTransformer):  # Algorithm 1 needs a reward head
+            out["test_online_reward"] = online_reward(m, train, cfg)
+        return out
+
+    table = {"mtorl": row(model)}
     for label, other in (others or {}).items():
-        table[label] = {f"test_{k}": v for k, v in evaluate(other, test, cfg).items()}
+        table[label] = row(other)
     return table | {
         "majority": scores(np.full(len(y), majority)),
         "repeat_last": scores(prev[valid]),

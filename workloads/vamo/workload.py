@@ -37,6 +37,17 @@ class VamoTrainer:
 
     STL: one harness run per task (run ``<run_name>-<task>``, task-filtered splits), combined into
     one model directory; a rerun after an interruption keeps the tasks that had finished.
+
+    Selection reads logged data only (issue 19): the best epoch is the lowest ``val_loss``, the
+    action error on the validation day's *logged* trajectories (the dataset's ``val`` split, D_val
+    of Algorithm 1), and VAMO's validation gradient and task weights read windows of that same
+    split (step.py). Nothing in training or selection calls the auction simulator (sim.py,
+    world.py): it generates the trajectories (``adray data make vamo``) and bids the evaluation
+    days (evaluate.py), so a dataset imported from AuctionNet files trains and is selected alike.
+    Issue 22 allows a held-out *simulated* validation day bid online as the selection signal (the
+    paper validates on a held-out day); the platform's rule wins by default. Such a signal may only
+    come as an explicit config switch, off by default, bidding a validation day (never an
+    evaluation day) under a metric name that says so; none exists today.
     """
 
     loop_field: str = "epochs"
