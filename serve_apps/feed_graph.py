@@ -31,10 +31,25 @@ to the call (this graph's id, a sequence number, the request id). Then:
   positions. Without a ledger (or when its view failed) no auto-bidding ad enters the auction.
 
 Ranking, bidding, utility and channel run concurrently; allocation needs the ranked list. Each
-stage call has a timeout; a stage that is not deployed, raises or times out is replaced by its safe
-default (``GraphSettings``: constant pCTR/pCVR, alpha = ratio x CPA, manual weights, fixed ad slots,
-no channel decision) and the answer's ``fallbacks`` names it. Without a ledger, auto-bidding ads are
-not shown at all (a budget that cannot be checked is never spent).
+stage call has a timeout; a stage that is not deployed, raises, times out or answers a non-finite
+number is replaced by its safe default (``GraphSettings``: constant pCTR/pCVR, alpha = ratio x CPA,
+manual weights, fixed ad slots, no channel decision) and the answer's ``fallbacks`` names it.
+Without a ledger, auto-bidding ads are not shown at all (a budget that cannot be checked is never
+spent).
+
+One advertiser's state never breaks another's decision. The bidding stage decides all advertisers
+of a request in one call; if that call raises, each advertiser is decided alone, and only those
+that fail (or answer a non-finite alpha) fall back to ratio x CPA, named ``bidding:<advertiser>``
+in ``fallbacks``. An advertiser whose settings the ledger or the bidding model cannot use (a task
+outside ``GraphSettings.bidding_tasks``, a budget or CPA that is not a finite number > 0) is never
+sent to the ledger: its ads are not shown, named ``pacing:<advertiser>``; a task outside the range
+that the ledger holds already (registered under another model earlier that day) costs that
+advertiser the model, named ``bidding:<advertiser>``. The ingress refuses such requests with a 422
+before they get here; these are the graph's own guarantees for any other caller.
+
+``diagnostics`` of an answer counts what the stages mapped without refusing: ``out_of_vocab``
+{stage: {feature: ids outside the model's vocabulary, scored as unknown}}, as the decision log's
+``diagnostics`` column does (``feed_log``). ``counters`` totals them per replica.
 
 The scales of the five models' worlds differ (they were trained on different simulators and
 datasets); the graph combines their outputs as the formulas above say and does not rescale them,
@@ -47,14 +62,16 @@ import asyncio
 import dataclasses
 import functools
 import itertools
+import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from adray.pacing import PacingSettings, day_and_step
-from serve_apps.feed_log import log_row
+from serve_apps.feed_log import log_row, repair_nonfinite
 from serve_apps.feed_schema import stage_workloads
 
 PARAMS = ("w_click", "w_long", "w_conv", "reserve")
@@ -104,6 +121,9 @@ class GraphSettings:
     """Channel gate: when set and the channel stage picks another channel, no ads are shown."""
     alloc_bid_scale: float = 1.0
     """The allocation model's bid feature = ecpm x this."""
+    bidding_tasks: int | None = None
+    """Tasks the bidding model knows (0..n-1; the ingress sets it from the model's meta): an
+    advertiser with another task never reaches the ledger or the model. None: not checked here."""
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -138,7 +158,9 @@ class FeedGraph:
         self.graph_id = graph_id or uuid.uuid4().hex[:12]
         self._seq = itertools.count()
         self._voiding: set[asyncio.Task[None]] = set()
-        self.counters = {"settles": 0, "settle_failures": 0, "refused": 0, "voids": 0, "void_failures": 0}
+        self.counters = {"settles": 0, "settle_failures": 0, "refused": 0, "voids": 0, "void_failures": 0,
+                         "advertiser_fallbacks": 0, "out_of_vocab": 0, "nonfinite_repaired": 0}
+        self.out_of_vocab: dict[str, int] = {}  # "stage.feature" -> ids counted since the start
         policies = stage_workloads()  # the stages' policy classes, found by route
         self.bid_request = policies["bidding"][1].pacing_request  # pacing history -> a bid request
         self.log_row = functools.partial(log_row, policies["utility"][1])
@@ -157,7 +179,11 @@ class FeedGraph:
             return None
         t0 = time.perf_counter()
         try:
-            return await asyncio.wait_for(stage.decide(requests), self.settings.stage_timeout_s)
+            answers = await asyncio.wait_for(stage.decide(requests), self.settings.stage_timeout_s)
+            if (bad := _nonfinite(answers)) is not None:
+                fallbacks[role] = f"non-finite answer ({bad})"
+                return None
+            return answers
         except TimeoutError:
             fallbacks[role] = f"timed out after {self.settings.stage_timeout_s} s"
         except Exception as exc:  # noqa: BLE001 - any stage failure is served by the fallback
@@ -165,6 +191,51 @@ class FeedGraph:
         finally:
             timings[role] = round((time.perf_counter() - t0) * 1e3, 3)
         return None
+
+    async def _call_each(self, role: str, requests: list[dict[str, Any]], names: list[str],
+                         timings: dict[str, float], fallbacks: dict[str, str]) -> list[dict[str, Any] | None] | None:
+        """The stage's answer to each of ``requests`` (one per ``names``), a failure costing only its
+        own: if the batch raises, each request is decided alone; one that raises, times out or answers
+        a non-finite number is None, named ``role:name`` in ``fallbacks``. None: the whole stage fell
+        back, named ``role`` (not deployed, the batch timed out, or no request was answered)."""
+        stage = self.stages.get(role)
+        if stage is None:
+            fallbacks[role] = "not deployed"
+            return None
+        timeout = self.settings.stage_timeout_s
+        t0 = time.perf_counter()
+        try:
+            try:
+                got: list[Any] = list(await asyncio.wait_for(stage.decide(requests), timeout))
+                if len(got) != len(requests):
+                    raise ValueError(f"{len(got)} answers to {len(requests)} requests")
+            except TimeoutError:
+                fallbacks[role] = f"timed out after {timeout} s"
+                return None
+            except Exception as exc:  # noqa: BLE001 - decided again one by one: only the culprit falls back
+                left = max(timeout - (time.perf_counter() - t0), 0.05)
+                got = [exc] if len(requests) == 1 else list(await asyncio.gather(
+                    *(asyncio.wait_for(stage.decide([r]), left) for r in requests), return_exceptions=True))
+        finally:
+            timings[role] = round((time.perf_counter() - t0) * 1e3, 3)
+        out: list[dict[str, Any] | None] = []
+        failed: dict[str, str] = {}
+        for name, ans in zip(names, got, strict=True):
+            if isinstance(ans, list):  # decided alone: its one answer
+                ans = ans[0] if len(ans) == 1 else ValueError(f"{len(ans)} answers to 1 request")
+            if isinstance(ans, BaseException):
+                failed[name] = (f"timed out after {timeout} s" if isinstance(ans, TimeoutError)
+                                else f"{type(ans).__name__}: {ans}")
+            elif (bad := _nonfinite(ans)) is not None:
+                failed[name] = f"non-finite answer ({bad})"
+            out.append(None if name in failed else ans)
+        if len(failed) == len(names):  # nothing answered: the stage fell back, not one advertiser
+            fallbacks[role] = failed[names[0]][:300]
+            return None
+        for name, why in failed.items():
+            fallbacks[f"{role}:{name}"] = why[:300]
+            self.counters["advertiser_fallbacks"] += 1
+        return out
 
     async def _bids(self, req: dict[str, Any], timings: dict[str, float], fallbacks: dict[str, str]
                     ) -> dict[str, float]:
@@ -176,6 +247,11 @@ class FeedGraph:
         refused (budget spent) sits out the rest of the step. None is shown without a ledger.
         """
         specs = {a["advertiser"]: {"advertiser": a["advertiser"], **a["auto"]} for a in req["ads"] if a["campaign"] == "auto"}
+        for adv in list(specs):  # what the ledger or the model cannot use never reaches them
+            if (why := self._unusable(specs[adv])) is not None:
+                fallbacks[f"pacing:{adv}"] = f"{why}; its auto-bidding ads not shown"[:300]
+                self.counters["advertiser_fallbacks"] += 1
+                del specs[adv]
         if not specs:
             return {}
         if self.ledger is None:
@@ -217,15 +293,42 @@ class FeedGraph:
         live = {adv: v for adv, v in views.items() if v["remaining"] > 0}
         for adv in set(views) - set(live):
             self._refused[adv] = now
-        requests = [self.bid_request(v["history"], v["budget"], v["cpa_constraint"], v["task"], v["steps"],
-                                request_id=f"{rid}:{adv}") for adv, v in live.items()]
-        answers = await self._call("bidding", requests, timings, fallbacks) if requests else []
-        if answers is None:  # not kept: the next request asks the model again
-            return {adv: self.settings.fallback_alpha_ratio * v["cpa_constraint"] for adv, v in live.items()}
-        out = {adv: float(ans["alpha"]) for adv, ans in zip(live, answers, strict=True)}
-        for adv, alpha in out.items():
-            self._alpha[adv] = (*now, alpha)
+        # fallback alphas are not kept: the next request asks the model again
+        out = {adv: self.settings.fallback_alpha_ratio * v["cpa_constraint"] for adv, v in live.items()}
+        asked, requests = [], []
+        for adv, v in live.items():
+            try:
+                if (n := self.settings.bidding_tasks) is not None and not 0 <= v["task"] < n:
+                    raise ValueError(f"the ledger holds task {v['task']} for today; the bidding model knows 0..{n - 1}")
+                requests.append(self.bid_request(v["history"], v["budget"], v["cpa_constraint"], v["task"], v["steps"],
+                                                 request_id=f"{rid}:{adv}"))
+                asked.append(adv)
+            except Exception as exc:  # noqa: BLE001 - this advertiser's state: only it falls back
+                fallbacks[f"bidding:{adv}"] = f"{type(exc).__name__}: {exc}"[:300]
+                self.counters["advertiser_fallbacks"] += 1
+        answers = await self._call_each("bidding", requests, asked, timings, fallbacks) if requests else None
+        for adv, ans in zip(asked, answers or [None] * len(asked), strict=True):
+            if ans is None:
+                continue
+            alpha = ans.get("alpha") if isinstance(ans, dict) else None
+            if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not alpha >= 0:
+                fallbacks[f"bidding:{adv}"] = f"answered alpha {alpha!r}: expected a finite number >= 0"[:300]
+                self.counters["advertiser_fallbacks"] += 1
+                continue
+            out[adv] = float(alpha)
+            self._alpha[adv] = (*now, out[adv])
         return out
+
+    def _unusable(self, spec: dict[str, Any]) -> str | None:
+        """Why the ledger or the bidding model cannot take this advertiser's settings (None: they can)."""
+        for name in ("budget", "cpa_constraint"):
+            x = spec.get(name)
+            if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x <= 0:
+                return f"{name} {x!r} is not a finite number > 0"
+        task, n = spec.get("task"), self.settings.bidding_tasks
+        if isinstance(task, bool) or not isinstance(task, int) or task < 0 or (n is not None and task >= n):
+            return f"task {task!r} is outside the bidding model's tasks 0..{n - 1 if n is not None else 'n'}"
+        return None
 
     async def decide(self, req: dict[str, Any]) -> Outcome:
         """``req``: a validated FeedRequest as a plain dict."""
@@ -291,11 +394,30 @@ class FeedGraph:
         if chan:
             decisions["channel"] = {"action": int(chan[0]["channel"]), "propensity": float(chan[0]["propensity"]),
                                     "gated_ads": bool(gate)}
+        diagnostics: dict[str, Any] = {}
+        oov = {k: int(n) for k, n in (rank[0].get("out_of_vocab") or {}).items() if n} if rank else {}
+        if oov:
+            diagnostics["out_of_vocab"] = {"ranking": oov}
+            self.counters["out_of_vocab"] += sum(oov.values())
+            for k, n in oov.items():
+                self.out_of_vocab[f"ranking.{k}"] = self.out_of_vocab.get(f"ranking.{k}", 0) + n
         timings["total"] = round((time.perf_counter() - t_start) * 1e3, 3)
         answer = {"request_id": rid, "feed": feed, "utility": {p: float(u[p]) for p in PARAMS},
                   "decisions": decisions, "bids": {k: float(v) for k, v in alphas.items()}, "models": models,
-                  "fallbacks": fallbacks, "latency_ms": timings}
-        return Outcome(answer, self.log_row(req, answer, alloc_req, ranked, util is not None))
+                  "fallbacks": fallbacks, "diagnostics": diagnostics, "latency_ms": timings}
+        if repaired := repair_nonfinite(answer):  # not from the ingress: its inputs are bounded, stages checked
+            self._nonfinite(rid, "answer", repaired)
+            diagnostics["nonfinite_answer"] = repaired
+        row = self.log_row(req, answer, alloc_req, ranked, util is not None)
+        if repaired := json.loads(row["diagnostics"] or "{}").get("nonfinite"):
+            self._nonfinite(rid, "decision-log row", repaired)
+        return Outcome(answer, row)
+
+    def _nonfinite(self, rid: str, what: str, paths: list[str]) -> None:
+        self.counters["nonfinite_repaired"] += len(paths)
+        log.error("feed graph: request %s: non-finite value(s) in the %s at %s written as null (the ingress "
+                  "bounds every input and every stage answer is checked: a request that skipped the ingress, "
+                  "or a bug)", rid, what, ", ".join(paths[:10]))
 
     def _alloc_request(self, req: dict[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any]:
         """The allocation model's screen: top-K ranked ads and organic items as [content, value/5, bid, 1]."""
@@ -421,3 +543,19 @@ def _unshow(feed: list[dict[str, Any]], shown: list[int], hidden: set[int], orga
 
 async def _none() -> None:
     return None
+
+
+def _nonfinite(obj: dict[str, Any] | list[Any] | tuple[Any, ...], path: str = "") -> str | None:
+    """The path of the first non-finite float in a stage's answer (nested dicts and lists), or None."""
+    named = isinstance(obj, dict)
+    for k, v in obj.items() if named else enumerate(obj):
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return f"{_where(path, k, named)} = {v}"
+        elif isinstance(v, dict | list | tuple) and (bad := _nonfinite(v, _where(path, k, named))) is not None:
+            return bad
+    return None
+
+
+def _where(path: str, key: Any, named: bool) -> str:
+    return (f"{path}.{key}" if path else str(key)) if named else f"{path}[{key}]"

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pydantic
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
@@ -30,6 +30,8 @@ class LocalStage:
     long (or ``max_batch`` requests) and decided in one ``decide`` call: one forward pass for the
     batch. A float32 answer then depends on its batch-mates in the last bits (BLAS picks kernels by
     size), as with ``concat_batches`` of the single-model app; 0 decides each request on its own.
+    A batch that raises is decided again caller by caller, so one caller's bad request fails only
+    that caller.
     """
 
     def __init__(self, ref: str, registry: str, batch_wait_s: float = 0.0, max_batch: int = 16) -> None:
@@ -40,6 +42,7 @@ class LocalStage:
         self.batch_wait_s, self.max_batch = batch_wait_s, max_batch
         self._queue: list[tuple[list[dict[str, Any]], asyncio.Future[list[dict[str, Any]]]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._alone: set[asyncio.Future[None]] = set()
 
     async def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.batch_wait_s <= 0:
@@ -65,9 +68,15 @@ class LocalStage:
 
         def done(t: asyncio.Future[list[dict[str, Any]]]) -> None:
             if t.exception() is not None:
-                for _, f in batch:
-                    if not f.done():
+                for reqs, f in batch:
+                    if f.done():
+                        continue
+                    if len(batch) == 1:
                         f.set_exception(t.exception())  # type: ignore[arg-type]
+                    else:  # whose request failed it? each caller's decided alone
+                        alone = asyncio.ensure_future(self._decide_alone(reqs, f))
+                        self._alone.add(alone)
+                        alone.add_done_callback(self._alone.discard)
                 return
             answers, start = t.result(), 0
             for reqs, f in batch:
@@ -76,6 +85,16 @@ class LocalStage:
                 start += len(reqs)
 
         task.add_done_callback(done)
+
+    async def _decide_alone(self, requests: list[dict[str, Any]], fut: asyncio.Future[list[dict[str, Any]]]) -> None:
+        try:
+            answers = await asyncio.to_thread(self.handle.decide, requests)
+        except Exception as exc:  # noqa: BLE001 - handed to its one caller
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        if not fut.done():
+            fut.set_result(answers)
 
 
 class RemoteStage:
@@ -132,10 +151,12 @@ class FeedIngress:
             else:
                 stages[role] = LocalStage(ref, registry, batch_wait_s=args["batch_wait_s"])
         window = int(metas["allocation"]["obs_layout"]["window"]) if refs.get("allocation") else 5
+        tasks = len(stage_workloads()["bidding"][1].task_names(metas["bidding"])) if refs.get("bidding") else None
         steps = args["steps_per_day"] or int(metas.get("bidding", {}).get("steps_per_day", 48))
         same = {f.name: args[f.name] for f in dataclasses.fields(GraphSettings) if f.name in args}  # FeedArgs names
         settings = GraphSettings(**{**same, "window": window, "manual_weights": tuple(args["manual_weights"]),
-                                    "fixed_ad_slots": tuple(s for s in args["fixed_ad_slots"] if s < window)})
+                                    "fixed_ad_slots": tuple(s for s in args["fixed_ad_slots"] if s < window),
+                                    "bidding_tasks": tasks})
         pacing = PacingSettings(steps_per_day=steps, day_seconds=args["day_seconds"])
         actor = get_ledger(args["ledger_name"], state_uri, "pacing/" + args["ledger_name"], pacing)
         self.graph = FeedGraph(stages, ActorLedger(actor), settings, pacing)
@@ -161,15 +182,14 @@ class FeedIngress:
             # decodes JSON to Python objects first, then validates them: ~2x the work for a 48 KB
             # request); the answer is the graph's own dict, encoded once (the response model
             # documents it; re-validating what the graph built would only cost time).
-            try:
-                req = FeedRequest.model_validate_json(await request.body())
-            except pydantic.ValidationError as exc:
-                return _invalid(exc.errors(include_url=False, include_input=False))
-            body = req.model_dump()
-            self._check_lengths(body)
+            body, detail = parse_feed(FeedRequest, await request.body(), self.item_dim)
+            if body is None:
+                return JSONResponse(status_code=422, content={"detail": detail})
             out = await self.graph.decide(body)
             self.log.append([out.row])  # no I/O: the log's thread writes it
-            return Response(json.dumps(out.answer, separators=(",", ":")), media_type="application/json")
+            # allow_nan=False: never "NaN" in a JSON answer (the graph guarantees finite numbers)
+            return Response(json.dumps(out.answer, separators=(",", ":"), allow_nan=False),
+                            media_type="application/json")
 
         api.add_api_route("/v1/feed", feed, methods=["POST"], response_model=FeedResponse,
                           summary="the mixed feed of one request: ads ranked, bid, priced and placed",
@@ -182,7 +202,8 @@ class FeedIngress:
             stats = self.log.stats()
             return {"models": self.refs, "mode": self.args["mode"], "settings": self.args,
                     "decision_log": {"appended": stats.appended, "flushed": stats.flushed, "dropped": stats.dropped,
-                                     "rejected": stats.rejected, "last_error": stats.last_error}}
+                                     "rejected": stats.rejected, "last_error": stats.last_error},
+                    "counters": self.graph.counters, "out_of_vocab": self.graph.out_of_vocab}
 
         @api.get("/healthz")
         async def healthz() -> dict[str, str]:
@@ -190,27 +211,31 @@ class FeedIngress:
 
         return BodyLimit(api, self.args["max_body_bytes"])
 
-    def _check_lengths(self, body: dict[str, Any]) -> None:
-        """Item content vectors must have the allocation model's length (its schema cannot say it)."""
-        if self.item_dim is None:
-            return
-        for kind in ("ads", "organic"):
-            for i, item in enumerate(body[kind]):
-                if len(item["content"]) != self.item_dim:
-                    raise HTTPException(422, detail=[{"type": "length", "loc": ["body", kind, i, "content"],
-                                                      "msg": f"expected {self.item_dim} floats (the allocation "
-                                                             f"model's item_dim), got {len(item['content'])}"}])
-
     def __del__(self) -> None:
         log = getattr(self, "log", None)
         if log is not None:
             log.close(timeout=10.0)
 
 
-def _invalid(errors: Any) -> JSONResponse:
-    """422 naming each field as FastAPI does (``loc`` starts with ``body``)."""
-    detail = [{"type": e["type"], "msg": e["msg"], "loc": ["body", *e["loc"]]} for e in errors]
-    return JSONResponse(status_code=422, content={"detail": detail})
+def parse_feed(model: type[pydantic.BaseModel], raw: bytes | str, item_dim: int | None
+               ) -> tuple[dict[str, Any], None] | tuple[None, list[dict[str, Any]]]:
+    """``(request, None)``: the body validated against the FeedRequest ``model`` as a plain dict;
+    ``(None, detail)``: the 422's detail, each error naming its field as FastAPI does (``loc``
+    starts with ``body``). Item content vectors must also have the allocation model's length
+    ``item_dim`` (its schema cannot say it; None: not checked)."""
+    try:
+        body = model.model_validate_json(raw).model_dump()
+    except pydantic.ValidationError as exc:
+        return None, [{"type": e["type"], "msg": e["msg"], "loc": ["body", *e["loc"]]}
+                      for e in exc.errors(include_url=False, include_input=False)]
+    if item_dim is not None:
+        for kind in ("ads", "organic"):
+            for i, item in enumerate(body[kind]):
+                if len(item["content"]) != item_dim:
+                    return None, [{"type": "length", "loc": ["body", kind, i, "content"],
+                                   "msg": f"expected {item_dim} floats (the allocation model's item_dim), "
+                                          f"got {len(item['content'])}"}]
+    return body, None
 
 
 def _document_request(api: FastAPI, model: type[pydantic.BaseModel]) -> None:

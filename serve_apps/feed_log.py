@@ -8,13 +8,20 @@ so ``adray data import drlput-log`` reads the log once the events are joined. Th
 of the top shown ad (position order); ``revenue``/``click``/``long_click``/``conv`` stay null until
 joined. The allocation stage logs its observation, action and propensity (what ``adray data import
 crossdqn-log`` reads; the propensity is 1.0 for a greedy allocation model and for the fallback), the
-channel stage its channel and propensity; the feed itself, fallbacks, model versions
-and latency complete the row.
+channel stage its channel and propensity; the feed itself, fallbacks, model versions,
+diagnostics (out-of-vocabulary ids per stage and feature, as in the answer) and latency complete
+the row.
+
+The log never holds a non-finite number: the request's values are bounded at the door and the graph
+falls back from any stage answer that is not finite, so none should reach the row; should one
+still do, :func:`repair_nonfinite` writes it as null, and the row's ``diagnostics`` names the
+column under ``nonfinite`` (the graph counts and logs it: a bug to fix, never a silent ``inf``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -33,6 +40,7 @@ _GRAPH_FIELDS = [
     pa.field("feed_prices", pa.list_(pa.float64())),
     pa.field("bids", pa.string()),  # JSON {advertiser: alpha}
     pa.field("fallbacks", pa.string()),  # JSON {stage: reason}
+    pa.field("diagnostics", pa.string()),  # JSON {"out_of_vocab": {stage: {feature: count}}, "nonfinite": [column]}
     pa.field("latency_ms", pa.float64()),
     pa.field("logged_at", pa.int64()),
 ]
@@ -77,9 +85,29 @@ def log_row(utility_policy: Any, req: dict[str, Any], answer: dict[str, Any], al
         "feed_ids": [s["id"] for s in answer["feed"]], "feed_kinds": [s["kind"] for s in answer["feed"]],
         "feed_prices": [float(s["price"]) if s.get("price") is not None else 0.0 for s in answer["feed"]],
         "bids": json.dumps(answer["bids"], sort_keys=True), "fallbacks": json.dumps(answer["fallbacks"], sort_keys=True),
-        "latency_ms": float(answer["latency_ms"].get("total", np.nan)),
+        "latency_ms": float(total) if (total := answer["latency_ms"].get("total")) is not None else None,
     })
+    diagnostics = dict(answer.get("diagnostics") or {})
+    repaired = repair_nonfinite(row)
+    if repaired:
+        diagnostics["nonfinite"] = repaired
+    row["diagnostics"] = json.dumps(diagnostics, sort_keys=True) if diagnostics else None
     return row
+
+
+def repair_nonfinite(obj: dict[str, Any] | list[Any], path: str = "") -> list[str]:
+    """Replace every non-finite float in ``obj`` (nested dicts and lists, in place) by None; the
+    paths of those replaced (``feed_prices[2]``). The last guard of the answer and the log row."""
+    out: list[str] = []
+    named = isinstance(obj, dict)
+    for k, v in obj.items() if named else enumerate(obj):
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                obj[k] = None
+                out.append((f"{path}.{k}" if path else str(k)) if named else f"{path}[{k}]")
+        elif isinstance(v, dict | list):
+            out += repair_nonfinite(v, (f"{path}.{k}" if path else str(k)) if named else f"{path}[{k}]")
+    return out
 
 
 def obs_vector(alloc_req: dict[str, Any]) -> np.ndarray:

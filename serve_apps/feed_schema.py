@@ -12,16 +12,27 @@ typed form (copied from its policy's schema, so a wrong field is a 422 naming
 * ``user.utility_state``: the utility model's request state (DRL-PUT's columns.STATE);
 * ``user.journey``: the channel model's journey (MTORL: states, channels, gains, costs), optional;
 * ``ads[i].auto``: an auto-bidding ad's advertiser settings (daily budget, CPA constraint, task);
-  the bidding model's state is the advertiser's pacing state, which the graph keeps.
+  the bidding model's state is the advertiser's pacing state, which the graph keeps. ``task``
+  is the bidding model's own field (its range comes from the model's meta).
 
 A stage that is not deployed still shapes the request when its model's meta is known; without it
 the block is accepted as free-form (the stage falls back to its default anyway).
+
+What cannot be true is refused (422) before any stage runs (``adray.bounds`` states the numbers):
+money past its bound (``bid`` <= MAX_BID, ``budget`` <= MAX_BUDGET, ``cpa_constraint`` <= MAX_CPA;
+all finite and > 0), a model input past float32, a categorical id past int64, a task the bidding
+model does not know; and across the request: an ``ad_id`` (or organic ``item_id``) that repeats, a
+fixed ad carrying ``auto`` or an auto ad carrying ``bid``, an advertiser with two different budgets,
+CPA constraints or tasks. Each message names the field and where (``ads[3].ad_id 'a7' repeats
+ads[1]``).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the generated classes.
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
+
+from adray.bounds import MAX_BID, MAX_BUDGET, MAX_CPA, feature, money
 
 ROLES = ("ranking", "bidding", "utility", "allocation", "channel")
 """The graph's stages, in the order of DESIGN.md's serving graph."""
@@ -74,22 +85,30 @@ def feed_request_schema(schemas: dict[str, type[pydantic.BaseModel] | None], max
         user_alloc = _fields(alloc, keep=("profile", "history"))
         screen: Any = _fields(alloc, keep=("context",))["context"]
     else:
-        user_alloc = {"profile": (list[float], pydantic.Field(default_factory=list)),
-                      "history": (list[list[float]], pydantic.Field(default_factory=list))}
-        screen = (list[float], pydantic.Field(default_factory=list))
-    util, chan = schemas.get("utility"), schemas.get("channel")
+        user_alloc = {"profile": (list[_F32], pydantic.Field(default_factory=list)),  # type: ignore[valid-type]
+                      "history": (list[list[_F32]], pydantic.Field(default_factory=list))}  # type: ignore[valid-type]
+        screen = (list[_F32], pydantic.Field(default_factory=list))  # type: ignore[valid-type]
+    util, chan, bid = schemas.get("utility"), schemas.get("channel"), schemas.get("bidding")
     auto = pydantic.create_model(
         "AutoBidding", __config__=strict,
-        budget=(float, pydantic.Field(gt=0, description="the advertiser's daily budget")),
-        cpa_constraint=(float, pydantic.Field(gt=0, description="target cost per conversion")),
-        task=(int, pydantic.Field(ge=0, description="bidding task (0 store GMV, 1 direct GMV, 2 cart count)")),
+        budget=(money(MAX_BUDGET, "the advertiser's daily budget"), ...),
+        cpa_constraint=(money(MAX_CPA, "target cost per conversion"), ...),
+        task=_fields(bid, keep=("task",))["task"] if bid is not None and "task" in bid.model_fields
+        else (int, pydantic.Field(ge=0, lt=2**31, description="bidding task (no bidding model known: any int "
+                                                              "in [0, 2**31))")),
     )
 
     def one_bid(self: Any) -> Any:
         if self.campaign == "fixed" and self.bid is None:
             raise ValueError("a fixed-bid ad needs bid (its cost-per-click bid)")
+        if self.campaign == "fixed" and self.auto is not None:
+            raise ValueError("a fixed-bid ad carries auto: auto-bidding settings belong to campaign 'auto' "
+                             "(drop auto, or make the ad campaign 'auto' without bid)")
         if self.campaign == "auto" and self.auto is None:
             raise ValueError("an auto-bidding ad needs auto (budget, cpa_constraint, task)")
+        if self.campaign == "auto" and self.bid is not None:
+            raise ValueError("an auto-bidding ad carries bid: the bidding model sets its bid (drop bid, or make "
+                             "the ad campaign 'fixed' without auto)")
         return self
 
     ad = pydantic.create_model(
@@ -98,18 +117,19 @@ def feed_request_schema(schemas: dict[str, type[pydantic.BaseModel] | None], max
         ad_id=(str, pydantic.Field(min_length=1, max_length=128)),
         advertiser=(str, pydantic.Field(min_length=1, max_length=128)),
         campaign=(Literal["fixed", "auto"], pydantic.Field(description="fixed CPC bid, or auto-bidding")),
-        bid=(float | None, pydantic.Field(None, gt=0, description="cost-per-click bid of a fixed-bid ad")),
+        bid=(money(MAX_BID, "cost-per-click bid of a fixed-bid ad") | None, None),
         auto=(auto | None, None),
         features=features,
-        content=(list[float], pydantic.Field(description="the item's content vector (allocation model)")),
-        value=(float, pydantic.Field(ge=0, description="the item's value to the user (allocation model)")),
+        content=(list[_F32], pydantic.Field(  # type: ignore[valid-type]
+            description="the item's content vector (allocation model)")),
+        value=(_VALUE, ...),
         p_long=(float, pydantic.Field(0.0, ge=0, le=1, description="P(long click) from an external model")),
     )
     organic = pydantic.create_model(
         "FeedOrganic", __config__=strict,
         item_id=(str, pydantic.Field(min_length=1, max_length=128)),
-        content=(list[float], ...),
-        value=(float, pydantic.Field(ge=0)),
+        content=(list[_F32], ...),  # type: ignore[valid-type]
+        value=(_VALUE, ...),
     )
     user = pydantic.create_model(
         "FeedUser", __config__=strict,
@@ -121,12 +141,48 @@ def feed_request_schema(schemas: dict[str, type[pydantic.BaseModel] | None], max
     )
     return pydantic.create_model(
         "FeedRequest", __config__=strict,
+        __validators__={"distinct_ads": pydantic.field_validator("ads")(_distinct_ads),
+                        "distinct_organic": pydantic.field_validator("organic")(_distinct_organic)},
         request_id=(str, pydantic.Field(min_length=1, max_length=128)),
         user=(user, ...),
         screen=screen,
         ads=(list[ad], pydantic.Field(min_length=1, max_length=max_items)),  # type: ignore[valid-type]
         organic=(list[organic], pydantic.Field(default_factory=list, max_length=max_items)),  # type: ignore[valid-type]
     )
+
+
+_F32 = feature("model input (float32)")
+_VALUE = Annotated[feature("the item's value to the user (allocation model)"), pydantic.Field(ge=0)]
+AUTO_SETTINGS = ("budget", "cpa_constraint", "task")
+"""An auto-bidding advertiser's settings: one value each per request (the ledger keeps one per day)."""
+
+
+def _distinct_ads(ads: list[Any]) -> list[Any]:
+    """Each ``ad_id`` once; per advertiser one budget, CPA constraint and task (auto ads)."""
+    problems, first, settings = [], {}, {}
+    for i, ad in enumerate(ads):
+        if (j := first.setdefault(ad.ad_id, i)) != i:
+            problems.append(f"ads[{i}].ad_id {ad.ad_id!r} repeats ads[{j}]")
+        if ad.auto is None:
+            continue
+        j, seen = settings.setdefault(ad.advertiser, (i, ad.auto))
+        for name in AUTO_SETTINGS:
+            if getattr(ad.auto, name) != getattr(seen, name):
+                problems.append(f"ads[{i}].auto.{name} {getattr(ad.auto, name)!r} differs from ads[{j}].auto.{name} "
+                                f"{getattr(seen, name)!r} of the same advertiser {ad.advertiser!r} (one {name} per "
+                                f"advertiser)")
+    if problems:
+        raise ValueError("; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else ""))
+    return ads
+
+
+def _distinct_organic(items: list[Any]) -> list[Any]:
+    first: dict[str, int] = {}
+    problems = [f"organic[{i}].item_id {o.item_id!r} repeats organic[{first[o.item_id]}]"
+                for i, o in enumerate(items) if first.setdefault(o.item_id, i) != i]
+    if problems:
+        raise ValueError("; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else ""))
+    return items
 
 
 class FeedSlot(pydantic.BaseModel):
@@ -147,5 +203,10 @@ class FeedResponse(pydantic.BaseModel):
         description="per stage: its action and the propensity of stochastic decisions")
     bids: dict[str, float] = pydantic.Field(description="alpha of each auto-bidding advertiser")
     models: dict[str, str] = pydantic.Field(description="name@version of each stage that answered")
-    fallbacks: dict[str, str] = pydantic.Field(description="stage -> why it fell back to its safe default")
+    fallbacks: dict[str, str] = pydantic.Field(
+        description="stage -> why it fell back to its safe default; ``bidding:<advertiser>`` / "
+                    "``pacing:<advertiser>``: one advertiser's fallback (the others were decided by the model)")
+    diagnostics: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="counts of what the stages mapped or repaired: ``out_of_vocab`` "
+                                          "{stage.feature: ids outside the model's vocabulary, scored as unknown}")
     latency_ms: dict[str, float]

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import numpy as np
 import pydantic
 
+from adray.bounds import feature
 from adray.workload import Policy, epsilon_greedy
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import check_dataset
@@ -33,12 +34,15 @@ BLOCKS = ("profile", "history", "ads", "organic", "context")
 """Request fields, in the order of the observation vector (FeedSim.observe)."""
 
 
+_FLOAT32 = feature("observation feature (float32)")
+
+
 def _vector(n: int, description: str) -> Any:
-    return Annotated[list[float], pydantic.Field(min_length=n, max_length=n, description=description)]
+    return Annotated[list[_FLOAT32], pydantic.Field(min_length=n, max_length=n, description=description)]  # type: ignore[valid-type]
 
 
 def _matrix(rows: int, cols: int, description: str) -> Any:
-    row = Annotated[list[float], pydantic.Field(min_length=cols, max_length=cols)]
+    row = Annotated[list[_FLOAT32], pydantic.Field(min_length=cols, max_length=cols)]  # type: ignore[valid-type]
     return Annotated[list[row], pydantic.Field(min_length=rows, max_length=rows, description=description)]  # type: ignore[valid-type]
 
 
@@ -74,7 +78,8 @@ def response_schema(meta: dict[str, Any]) -> type[pydantic.BaseModel]:
         model=(str, pydantic.Field(description="name@version that decided")),
         action=(int, pydantic.Field(ge=0, lt=2**k, description=f"slot pattern: bit k = slot k shows an ad (K={k})")),
         ad_slots=(_bool_vector(k), ...),
-        q=(_vector(2**k, "served score Q(s,a) - β·PAE(a) of every action a; the greedy action is the argmax"), ...),
+        q=(Annotated[list[float], pydantic.Field(min_length=2**k, max_length=2**k, description=(
+            "served score Q(s,a) - β·PAE(a) of every action a; the greedy action is the argmax"))], ...),
         propensity=(float, pydantic.Field(gt=0, le=1, description="probability of the answered action under "
                                           "the serving rule: 1 greedy, (1-ε)·1[greedy] + ε/2^K ε-greedy")),
     )

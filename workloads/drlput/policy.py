@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pydantic
 
+from adray.bounds import MAX_MONEY, feature, money
 from adray.workload import Policy, epsilon_greedy
 from workloads.drlput import columns as C
 from workloads.drlput.actions import ActionSpace
@@ -30,8 +31,9 @@ def _request_model() -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {"request_id": (str, "")}
     for name, card in C.CAT_FEATURES.items():
         fields[name] = (int, pydantic.Field(ge=0, lt=card))
-    for name in C.NUM_FEATURES:
-        fields[name] = (float, pydantic.Field(allow_inf_nan=False))
+    for name in C.NUM_FEATURES:  # the model reads float32; a spend is money (adray.bounds)
+        fields[name] = ((money(MAX_MONEY, "advertiser spend per impression shown to the user", positive=False)
+                         if name == "hist_spend" else feature(f"{name} (float32)")), ...)
     return pydantic.create_model("UtilityRequest", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
 
 

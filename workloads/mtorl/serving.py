@@ -20,6 +20,7 @@ import numpy as np
 import pydantic
 import torch
 
+from adray.bounds import MAX_MONEY, feature, money
 from adray.workload import Policy
 from workloads.mtorl.data import load_split
 from workloads.mtorl.model import predict
@@ -41,7 +42,7 @@ class ChannelPolicy(Policy):
     @classmethod
     def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[pydantic.BaseModel]:
         dim, m, n = int(meta["state_dim"]), int(meta["num_channels"]), int(meta["window"])
-        state = pydantic.conlist(pydantic.confloat(allow_inf_nan=False), min_length=dim, max_length=dim)
+        state = pydantic.conlist(feature("journey state feature (float32)"), min_length=dim, max_length=dim)
 
         def consistent(self: Any) -> Any:
             past = len(self.states) - 1
@@ -61,10 +62,10 @@ class ChannelPolicy(Policy):
                 description=f"s_1..s_L: {dim} floats per step, the last is the step to decide (L <= {n})")),
             channels=(list[pydantic.conint(ge=0, lt=m)], pydantic.Field(  # type: ignore[valid-type]
                 description=f"channel (0..{m - 1}) of each past step")),
-            gains=(list[pydantic.confloat(allow_inf_nan=False)], pydantic.Field(  # type: ignore[valid-type]
+            gains=(list[feature("gain g_t of a past step")], pydantic.Field(  # type: ignore[valid-type]
                 description="gain g_t of each past step")),
-            costs=(list[pydantic.confloat(allow_inf_nan=False)], pydantic.Field(  # type: ignore[valid-type]
-                description="cost w_t of each past step")),
+            costs=(list[money(MAX_MONEY, "cost w_t of a past step", positive=False)],  # type: ignore[valid-type]
+                   pydantic.Field(description="cost w_t of each past step (money)")),
         )
 
     @classmethod

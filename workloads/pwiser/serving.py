@@ -4,6 +4,9 @@ One request is a list of candidates; its schema is generated from the model's Fe
 missing or mistyped feature is a 422 naming ``candidates.<i>.<feature>`` and the OpenAPI page lists
 the exact features. Scoring: candidates -> ``FeatureMap.arrays`` -> ``model(x_cat, x_num)`` ->
 probabilities; one forward pass per request, so a request's scores never depend on other requests.
+A categorical id outside the vocabulary (negative ones included) is scored as the unknown id 0, as
+in training, and counted per feature in the answer's ``out_of_vocab``; an id past int64 or a
+numeric feature past float32 is a 422 (``adray.bounds``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pandas as pd
 import pydantic
 import torch
 
+from adray.bounds import category_id, feature
 from adray.data import FeatureMap, read_dataset
 from adray.data.features import encode_records
 from adray.workload import Policy
@@ -35,15 +39,21 @@ class RankResponse(pydantic.BaseModel):
     request_id: str | None = None
     model: str = pydantic.Field(description="name@version that scored this request")
     scores: list[AdScore] = pydantic.Field(description="one per candidate, in request order")
+    out_of_vocab: dict[str, int] = pydantic.Field(
+        default_factory=dict, description="per categorical feature, the candidates whose id was outside the "
+                                          "vocabulary (negative included) and was scored as the unknown id 0; "
+                                          "features with none are left out ({}: none)")
 
 
 def candidate_schema(fm: FeatureMap) -> type[pydantic.BaseModel]:
     """A pydantic model with ``ad_id`` plus one required field per feature of ``fm``."""
     fields: dict[str, Any] = {"ad_id": (str, pydantic.Field(description="the candidate ad"))}
     for f in fm.categorical:
-        fields[f.name] = (int, pydantic.Field(description=f"categorical id in [0, {f.vocab_size}); others -> 0"))
+        fields[f.name] = (category_id(f"categorical id: [0, {f.vocab_size}) is the vocabulary; any other int64 "
+                                      "(negative included) is scored as the unknown id 0 and counted "
+                                      "(out_of_vocab)"), ...)
     for name in fm.numeric:
-        fields[name] = (float, pydantic.Field(allow_inf_nan=False, description="numeric feature"))
+        fields[name] = (feature("numeric feature (float32)"), ...)
     return pydantic.create_model("Candidate", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
 
 
@@ -87,7 +97,8 @@ class RankingPolicy(Policy):
         """One forward pass over the candidates of all ``requests`` (Serve passes one at a time)."""
         cands = [c for r in requests for c in r["candidates"]]
         if not cands:
-            return [{"request_id": r.get("request_id"), "model": self.ref, "scores": []} for r in requests]
+            return [{"request_id": r.get("request_id"), "model": self.ref, "scores": [], "out_of_vocab": {}}
+                    for r in requests]
         arrays = encode_records(self.feature_map, cands)  # the arrays FeatureMap.arrays would make
         scores = {t: (v.tolist() if v is not None else None)
                   for t, v in self.score_arrays(arrays["x_cat"], arrays["x_num"]).items()}
@@ -96,9 +107,19 @@ class RankingPolicy(Policy):
             rows = []
             for i, c in enumerate(r["candidates"], start):
                 rows.append({"ad_id": c["ad_id"], **{f"p{t}": (v[i] if v is not None else None) for t, v in scores.items()}})
-            out.append({"request_id": r.get("request_id"), "model": self.ref, "scores": rows})
+            out.append({"request_id": r.get("request_id"), "model": self.ref, "scores": rows,
+                        "out_of_vocab": self.out_of_vocab(r["candidates"])})
             start += len(r["candidates"])
         return out
+
+    def out_of_vocab(self, candidates: Sequence[dict[str, Any]]) -> dict[str, int]:
+        """Per categorical feature, the candidates whose id the model scores as unknown (0); only
+        features with any."""
+        names = self.feature_map.categorical_names
+        if not names or not candidates:
+            return {}
+        ids = np.array([[c[n] for n in names] for c in candidates], dtype=np.int64)  # (N, C)
+        return {k: n for k, n in self.feature_map.out_of_vocab(ids).items() if n}
 
     @classmethod
     def sample_requests(cls, cfg: Any, data_dir: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:

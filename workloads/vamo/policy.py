@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pydantic
 import torch
 
+from adray.bounds import MAX_CPA, feature, money
 from adray.workload import Policy
 from workloads.vamo.config import STATE_DIM, TASKS
 from workloads.vamo.data import load_split
@@ -58,6 +59,27 @@ def alphas(model: Any, batch: dict[str, torch.Tensor], cpa: np.ndarray) -> np.nd
     net = model.net_for(int(batch["task"][0]))
     out = net(batch["ext"], batch["ext_valid"], batch["prev_action"], batch["rtg"], batch["step"], batch["task"])
     return np.clip(out[:, -1].double().numpy(), 0.0, MAX_ALPHA_RATIO) * np.asarray(cpa, float)
+
+
+def model_tasks(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The tasks a model was trained for, index = task id (its meta holds one return target per task)."""
+    return TASKS[: len(meta.get("rtg_target", TASKS))]
+
+
+def task_field(meta: dict[str, Any]) -> tuple[Any, Any]:
+    """The ``task`` field of a request to this model: an int in ``[0, len(model_tasks(meta)))``, or a
+    422 naming the field and that range (a task past it has no head, return target nor history)."""
+    names = model_tasks(meta)
+    known = ", ".join(f"{i} = {t}" for i, t in enumerate(names))
+
+    def check(task: int) -> int:
+        if not 0 <= task < len(names):
+            raise ValueError(f"task {task} is outside the bidding model's tasks 0..{len(names) - 1} ({known})")
+        return task
+
+    return (Annotated[int, pydantic.AfterValidator(check)],
+            pydantic.Field(description=f"bidding task, one of the bidding model's: {known}",
+                           json_schema_extra={"minimum": 0, "maximum": len(names) - 1}))
 
 
 def rtg_start(model: Any, task: int) -> float:
@@ -129,10 +151,12 @@ class BidPolicy(Policy):
 
     pacing_request = staticmethod(bid_request)
     """The serving graph's hook: a request of this policy from an advertiser's pacing aggregates."""
+    task_names = staticmethod(model_tasks)
+    """The serving graph's hook: the tasks a model (its meta) knows; a request's ``task`` indexes them."""
 
     @classmethod
     def request_schema(cls, meta: dict[str, Any], max_items: int) -> type[pydantic.BaseModel]:
-        state = pydantic.conlist(pydantic.confloat(allow_inf_nan=False), min_length=STATE_DIM,
+        state = pydantic.conlist(feature("AuctionNet state feature (float32)"), min_length=STATE_DIM,
                                  max_length=STATE_DIM)
         steps = int(meta.get("max_steps", 96))
 
@@ -148,9 +172,8 @@ class BidPolicy(Policy):
             __config__=pydantic.ConfigDict(extra="forbid"),
             __validators__={"consistent": pydantic.model_validator(mode="after")(consistent)},
             request_id=(str | None, None),
-            task=(pydantic.conint(ge=0, lt=len(TASKS)), pydantic.Field(  # type: ignore[valid-type]
-                description=f"task index: {', '.join(f'{i} = {t}' for i, t in enumerate(TASKS))}")),
-            cpa_constraint=(pydantic.confloat(gt=0, allow_inf_nan=False), ...),  # type: ignore[valid-type]
+            task=task_field(meta),
+            cpa_constraint=(money(MAX_CPA, "target cost per conversion"), ...),
             states=(list[state], pydantic.Field(  # type: ignore[valid-type]
                 min_length=1, max_length=steps,
                 description=f"AuctionNet states ({STATE_DIM} floats) of the steps so far; the last is now")),
