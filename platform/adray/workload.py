@@ -330,10 +330,10 @@ class Workload:
     generator_fields: tuple[str, ...] = ()
     """Config fields ``make_data`` reads (besides ``seed``): they key a ``data: generate`` dataset, so
     trials of a sweep over other fields share one dataset (the contract suite checks the list)."""
-    importers: Mapping[str, Callable[[Sequence[Path], Path, Any], None]] = dataclasses.field(
-        default_factory=dict
-    )
-    """``{format: (files, out_dir, cfg) -> None}`` for ``adray data import``."""
+    importers: Mapping[str, Callable[..., None]] = dataclasses.field(default_factory=dict)
+    """``{format: (files, out_dir, cfg, *, option=default, ...) -> None}`` for ``adray data import``;
+    the keyword-only parameters are the format's options (``--option KEY=VALUE``,
+    :mod:`adray.data.options`), each defaulting to filling in nothing."""
     gate_data: GateDataFn | None = None
     """Inputs of the off-policy promotion gate (``adray models promote --gate ope``); None: the
     workload's versions can be promoted only without a gate."""

@@ -157,14 +157,18 @@ def _log(path: Path, n: int = 30, fallback: tuple[int, ...] = (), null_obs: tupl
 def test_import_writes_make_datas_columns_and_trains_unchanged(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     obs, actions, props = _log(tmp_path / "a.parquet", fallback=(3, 4), null_obs=(7,))
-    import_decision_log([tmp_path / "a.parquet"], tmp_path / "d", CFG)
-    assert "27 of 30 row(s) kept; left out: 2 (allocation fell back), 1 (no observation)" in capsys.readouterr().err
+    import_decision_log([tmp_path / "a.parquet"], tmp_path / "d", CFG, simulate_outcomes=True)
+    err = capsys.readouterr().err
+    assert "27 of 30 row(s) kept; left out: 2 (allocation fell back), 1 (no observation)" in err
+    assert "outcomes ['r_ad', 'r_fee', 'r_ex', 'orders'] SIMULATED for 27 of 27 row(s)" in err
     make_data(CFG, tmp_path / "sim")
     ds, sim = read_dataset(tmp_path / "d"), read_dataset(tmp_path / "sim")
     df, ref = ds.read("train"), sim.read("train")
     assert list(df.columns) == list(ref.columns) and dict(df.dtypes) == dict(ref.dtypes)
     assert set(sim.meta) <= set(ds.meta) and ds.meta["obs_layout"] == obs_layout(CFG.sim)
     assert ds.meta["sim"] == CFG.sim.to_dict() and ds.meta["decided_by"] == ["crossdqn@v0001"]
+    assert ds.meta["import_options"] == {"simulate_outcomes": True}
+    assert ds.meta["filled_in"]["outcomes"]["rows"] == 27 and ds.meta["outcomes"] == {"joined": 0, "simulated": 27}
     keep = np.setdiff1d(np.arange(30), [3, 4, 7])
     cols = rl.read_transitions(check_dataset(CFG, tmp_path / "d"), [*LOGGED, "action_prob"])  # the trainer's read
     np.testing.assert_array_equal(cols["obs"], obs[keep])
@@ -177,17 +181,21 @@ def test_import_writes_make_datas_columns_and_trains_unchanged(tmp_path: Path,
         np.testing.assert_allclose(cols[c], expected[c], rtol=1e-6)
     np.testing.assert_allclose(df.rewards, df.r_ad + df.r_fee + CFG.sim.eta * df.r_ex, rtol=1e-5)
     np.testing.assert_allclose(df.pae, expected["ads"] / K, rtol=1e-6)
-    # joined outcomes are kept; rows logged before alloc_propensity existed (greedy) read as 1.0
+    # joined outcomes are kept as they are; with the flag, only the rows without them are simulated
     t = pq.read_table(tmp_path / "a.parquet")
-    t = t.set_column(t.schema.get_field_index("alloc_propensity"), "alloc_propensity", pa.nulls(30, pa.float64()))
     for c, v in (("r_ad", 1.0), ("r_fee", 2.0), ("r_ex", 3.0), ("orders", 4)):
         t = t.append_column(c, pa.array([v] * 30, pa.float64()))
     pq.write_table(t, tmp_path / "b.parquet")
-    pq.write_table(pq.read_table(tmp_path / "a.parquet").drop_columns(["alloc_propensity"]), tmp_path / "c.parquet")
-    WORKLOAD.importers["crossdqn-log"]([tmp_path / "b.parquet", tmp_path / "c.parquet"], tmp_path / "e", CFG)
+    WORKLOAD.importers["crossdqn-log"]([tmp_path / "b.parquet"], tmp_path / "joined", CFG)  # nothing to simulate
+    ds = read_dataset(tmp_path / "joined")
+    assert ds.meta["outcomes"] == {"joined": 27, "simulated": 0} and ds.meta["filled_in"] == {}
+    assert "SIMULATED" not in capsys.readouterr().err
+    WORKLOAD.importers["crossdqn-log"]([tmp_path / "b.parquet", tmp_path / "a.parquet"], tmp_path / "e", CFG,
+                                       simulate_outcomes=True)
     ds = read_dataset(tmp_path / "e")
     df, joined = ds.read("train"), slice(0, 27)
-    assert ds.meta["outcomes"] == {"joined": 27, "simulated": 27} and (df.action_prob == 1.0).all()
+    assert ds.meta["outcomes"] == {"joined": 27, "simulated": 27}
+    assert "SIMULATED for 27 of 54 row(s)" in capsys.readouterr().err
     assert (df.r_ad[joined] == 1.0).all() and (df.orders[joined] == 4).all()
     np.testing.assert_allclose(df.rewards[joined], 1.0 + 2.0 + CFG.sim.eta * 3.0, rtol=1e-6)
     np.testing.assert_allclose(df.r_fee[27:], fill_outcomes(obs[keep], actions[keep], CFG.sim, seed=CFG.seed)["r_fee"],
@@ -199,7 +207,7 @@ def test_import_bad_input_names_the_file_and_the_field(tmp_path: Path) -> None:
         path = tmp_path / "bad.parquet"
         _log(path, **override)
         with pytest.raises(DataError, match=match):
-            import_decision_log([path], tmp_path / "out", CFG)
+            import_decision_log([path], tmp_path / "out", CFG, simulate_outcomes=True)
 
     dim = obs_layout(CFG.sim)["obs_dim"]
     fails(rf"bad\.parquet: field 'alloc_obs' row 0: {dim - 1} floats, but the config's observation has {dim}",
@@ -213,10 +221,11 @@ def test_import_bad_input_names_the_file_and_the_field(tmp_path: Path) -> None:
     fails(r"bad\.parquet: field 'alloc_action' row 0: null", alloc_action=pa.nulls(30, pa.int32()))
     fails(r"no usable row .* 30 \(allocation fell back\)", fallback=tuple(range(30)))
     pq.write_table(pa.table({"alloc_obs": pa.array([[0.0]], pa.list_(pa.float32()))}), tmp_path / "other.parquet")
-    with pytest.raises(DataError, match=r"other\.parquet: missing column\(s\) \['alloc_action', 'alloc_fallback'\]"):
+    with pytest.raises(DataError, match=r"other\.parquet: missing column\(s\) \['alloc_action', 'alloc_fallback', "
+                                        r"'alloc_propensity'\]"):
         import_decision_log([tmp_path / "other.parquet"], tmp_path / "out", CFG)
     (tmp_path / "text.parquet").write_text("not parquet")
-    with pytest.raises(DataError, match=r"text\.parquet: cannot read Parquet"):
+    with pytest.raises(DataError, match=r"text\.parquet: not a readable Parquet file"):
         import_decision_log([tmp_path / "text.parquet"], tmp_path / "out", CFG)
     with pytest.raises(DataError, match="at least one"):
         import_decision_log([], tmp_path / "out", CFG)

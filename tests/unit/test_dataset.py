@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adray.data import DataError, FeatureMap, read_dataset, require_finite, write_dataset
+from adray.data import (
+    DataError,
+    FeatureMap,
+    check_out_dir,
+    read_dataset,
+    require_finite,
+    require_rows,
+    write_dataset,
+)
 from adray.data.features import CategoricalFeature
 
 
@@ -55,3 +63,33 @@ def test_feature_map_arrays_and_errors() -> None:
         fm.arrays(pd.DataFrame({"c": [1], "n": [0.5], "click": [2]}), "t")
     with pytest.raises(DataError, match=r"missing column\(s\) \['n'\]"):
         fm.arrays(pd.DataFrame({"c": [1], "click": [0]}), "t")
+
+
+def test_feature_map_counts_out_of_vocabulary_ids_per_column() -> None:
+    fm = FeatureMap((CategoricalFeature("c", 3), CategoricalFeature("d", 5)), (), ())
+    ids = np.array([[1, 4], [5, -1], [-2, 7], [0, 2]])
+    assert fm.out_of_vocab(ids) == {"c": 2, "d": 2}  # the ids arrays() and encode_records() map to 0
+    assert fm.out_of_vocab(np.zeros((0, 2), np.int64)) == {"c": 0, "d": 0}
+
+
+def test_only_a_dataset_or_an_empty_directory_is_replaced(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1]})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(DataError, match=r"mine: a directory that is not a dataset \(no manifest.json\) and not empty"):
+        write_dataset(tmp_path / "mine", {"train": df}, source="unit")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    write_dataset(tmp_path / "d", {"train": df}, source="unit")
+    with pytest.raises(DataError, match=r"d: a dataset is already there; pass --overwrite"):
+        check_out_dir(tmp_path / "d", overwrite=False)
+    check_out_dir(tmp_path / "d", overwrite=True)
+    check_out_dir(tmp_path / "new", overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "mine"]  # no temporary directory left
+
+
+def test_require_rows_names_file_row_field_and_value() -> None:
+    v = pd.Series([0.0, 1.0, 1.5, -7.0])
+    with pytest.raises(DataError, match=r"^f.csv: row 2: field 'click': 1.5; expected 0 or 1 \(2 such row\(s\)\)$"):
+        require_rows(np.isin(v, (0, 1)), v, "f.csv", "click", "0 or 1")
+    with pytest.raises(DataError, match=r"^f.csv: line 4: field 'click'"):
+        require_rows(np.isin(v, (0, 1)), v, "f.csv", "click", "0 or 1", row="line")

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from adray.cli import app
 from adray.config import load_config, parse_set
 from adray.data import DataError, read_dataset
 from workloads.mtorl import WORKLOAD as MTORL
@@ -138,6 +140,18 @@ def test_criteo_sample_as_released_interleaved_crlf_index(tmp_path: Path, sample
     dropped = ds.meta["leak_guard"]["dropped"]["cat8"]
     assert dropped["target"] == "channel" and dropped["lookup_accuracy"] >= 0.99
     assert load_split(tmp_path / "ds", "train", CRITEO)["state"].shape[-1] == 8
+
+
+def test_the_criteo_sample_imports_with_the_shipped_config(tmp_path: Path, samples: Path) -> None:
+    """README: `adray data import criteo-sequence data/samples/criteo_sequence_head.csv --config criteo`."""
+    res = CliRunner().invoke(app, ["data", "import", "criteo-sequence", str(samples / "criteo_sequence_head.csv"),
+                                   "--config", "criteo", "--out", str(tmp_path / "ds")])
+    assert res.exit_code == 0, (res.output, res.exception)
+    cfg = load_config(MTORLConfig, "criteo", MTORL.configs_dir)
+    assert cfg.min_len == 10
+    rows = {s: v["rows"] for s, v in read_dataset(tmp_path / "ds").manifest["splits"].items()}
+    assert rows == {"train": 120, "val": 15, "test": 15}
+    assert (samples / "criteo_sequence_head.csv").stat().st_size < 1_000_000
 
 
 def test_keep_leaky_through_set(tmp_path: Path, samples: Path, capsys: pytest.CaptureFixture[str]) -> None:

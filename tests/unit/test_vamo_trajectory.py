@@ -153,7 +153,9 @@ def test_importer_accepts_numpy2_reprs_parquet_and_files_without_task(tmp_path: 
     import_auctionnet([tmp_path / "t.parquet"], tmp_path / "b", None)
     a, b = read_dataset(tmp_path / "a").read("train"), read_dataset(tmp_path / "b").read("train")
     pd.testing.assert_frame_equal(a, b)
-    assert (a["task"] == a["category"] % 3).all()
+    meta = read_dataset(tmp_path / "a").meta
+    assert (a["task"] == 0).all() and meta["task_mapping"]["mode"] == "single"  # no task invented
+    assert meta["train_trajectories"] == {"single task": a.groupby(["period", "advertiser"]).ngroups}
 
 
 def test_importer_needs_three_periods(tmp_path: Path) -> None:

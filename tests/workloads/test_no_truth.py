@@ -151,7 +151,7 @@ def _graph_like_log(cfg: Any, sim_data: Path, log_file: Path, out: Path) -> None
         "alloc_propensity": pa.array(first["action_prob"].to_numpy(np.float64)),
         "alloc_fallback": pa.array(np.zeros(len(first), bool)),
     }), log_file)
-    import_decision_log([log_file], out, cfg)
+    import_decision_log([log_file], out, cfg, simulate_outcomes=True)
 
 
 CASES = ["crossdqn", "crossdqn-graph-log", "mtorl", "vamo", "pwiser"]

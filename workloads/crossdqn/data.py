@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from adray.data import DataError, read_dataset, write_dataset
+from adray.data import DataError, parquet_columns, read_dataset, read_parquet, write_dataset
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.outcomes import fill_outcomes, present_counts
 from workloads.crossdqn.sim import FeedSim, action_bits, make_requests, obs_layout
@@ -104,29 +103,38 @@ def check_dataset(cfg: CrossDQNConfig, data_dir: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- the graph's decision log
-LOG_REQUIRED = ("alloc_obs", "alloc_action", "alloc_fallback")
-"""Decision-log columns the import needs (``serve_apps/feed_log.py``)."""
+FORMAT = "crossdqn-log"
 LOG_PROPENSITY = "alloc_propensity"
-"""The allocation's logged propensity. Absent or null (rows written before the column existed; ``read_log``
-fills old segments with nulls), it is 1.0: the allocation policy was greedy then."""
+"""The allocation's logged propensity: every decided row must have one (off-policy training and the
+gate weight rows by it). A log without it (written before the graph logged it) is refused, never
+read as 1.0: the log does not say that the policy that decided it was greedy."""
+LOG_REQUIRED = ("alloc_obs", "alloc_action", "alloc_fallback", LOG_PROPENSITY)
+"""Decision-log columns the import needs (``serve_apps/feed_log.py``)."""
 JOINED = ("r_ad", "r_fee", "r_ex", "orders")
-"""Outcome columns a log may carry once events are joined; a row with all four keeps them."""
+"""Outcome columns a log carries once events are joined to it. Without them (or null in a row) the
+import is refused, unless ``simulate_outcomes``: then those rows' outcomes are simulated."""
+SIMULATE_HINT = ("import with `--option simulate_outcomes=true` to simulate the outcomes the log lacks from each "
+                 "row's observation (the manifest and the console say how many rows)")
 
 
-def _log_rows(path: Path, cfg: CrossDQNConfig, dropped: dict[str, int]) -> dict[str, np.ndarray] | None:
+def _log_rows(path: Path, cfg: CrossDQNConfig, dropped: dict[str, int], simulate: bool,
+              ) -> dict[str, np.ndarray] | None:
     """The usable rows of one decision-log file as arrays (None if none), checked; ``dropped``
     counts the rows left out by reason."""
-    try:
-        pf = pq.ParquetFile(path)
-        names = pf.schema_arrow.names
-        missing = [c for c in LOG_REQUIRED if c not in names]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; expected the serving graph's decision log "
-                            f"(serve_apps/feed_log.py: {list(LOG_REQUIRED)})")
-        wanted = [*LOG_REQUIRED, *(c for c in (LOG_PROPENSITY, "model_versions", *JOINED) if c in names)]
-        table = pf.read(columns=wanted)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: cannot read Parquet ({exc})") from None
+    names = parquet_columns(path, FORMAT)  # the same message as every importer for a missing/empty/bad file
+    missing = [c for c in LOG_REQUIRED if c not in names]
+    if missing:
+        why = (f"; the allocation's propensity {LOG_PROPENSITY!r} is required (off-policy training weights rows "
+               "by it, and a log written before the graph logged it does not say what it was)"
+               if LOG_PROPENSITY in missing else "")
+        raise DataError(f"{path}: missing column(s) {missing}; expected the serving graph's decision log "
+                        f"(serve_apps/feed_log.py: {list(LOG_REQUIRED)}){why}")
+    absent = [c for c in JOINED if c not in names]
+    if absent and not simulate:
+        raise DataError(f"{path}: missing outcome column(s) {absent} (every row): the log has no outcome joined "
+                        f"(expected {list(JOINED)}); nothing is made up unless asked: {SIMULATE_HINT}")
+    wanted = [*LOG_REQUIRED, *(c for c in ("model_versions", *JOINED) if c in names)]
+    table = read_parquet(path, FORMAT, wanted)
     fallback = table["alloc_fallback"].fill_null(True).to_numpy(zero_copy_only=False).astype(bool)
     obs_col = table["alloc_obs"].combine_chunks()
     if not (pa.types.is_list(obs_col.type) or pa.types.is_large_list(obs_col.type)):
@@ -157,18 +165,32 @@ def _log_rows(path: Path, cfg: CrossDQNConfig, dropped: dict[str, int]) -> dict[
         raise DataError(f"{path}: field 'alloc_action' row {rows[bad[0]]}: value {a[bad[0]].item()!r} is not an action "
                         f"(expected an integer in [0, {cfg.num_actions}); {len(bad)} bad row(s))")
     out["actions"] = a.astype(np.int64)
-    p = np.ones(len(rows))  # no column, or null: a row logged before the column existed (greedy)
-    if LOG_PROPENSITY in table.column_names:
-        p = np.nan_to_num(_column(table, LOG_PROPENSITY, rows, path, allow_null=True), nan=1.0)
+    p = _column(table, LOG_PROPENSITY, rows, path)
     bad = np.flatnonzero(~((p > 0) & (p <= 1)))
     if len(bad):
         raise DataError(f"{path}: field {LOG_PROPENSITY!r} row {rows[bad[0]]}: value {p[bad[0]].item()!r} is not a "
                         f"propensity (expected 0 < p <= 1; {len(bad)} bad row(s))")
     out["action_prob"] = p
-    has_joined = all(c in table.column_names for c in JOINED)
+    joined = np.ones(len(rows), bool)
     for c in JOINED:
-        out[c] = _column(table, c, rows, path, allow_null=True) if has_joined else np.full(len(rows), np.nan)
-    out["joined"] = np.isfinite(np.stack([out[c] for c in JOINED], 1)).all(1)
+        if c not in table.column_names:
+            out[c], joined = np.full(len(rows), np.nan), np.zeros(len(rows), bool)
+            continue
+        out[c] = _column(table, c, rows, path, allow_null=True)
+        null = table[c].combine_chunks().take(pa.array(rows)).is_null().to_numpy(zero_copy_only=False)
+        if null.any() and not simulate:
+            i = int(np.flatnonzero(null)[0])
+            raise DataError(f"{path}: field {c!r} row {rows[i]}: null (no outcome joined to this decision; "
+                            f"{int(null.sum())} such row(s)); {SIMULATE_HINT}")
+        v = out[c]
+        ok = null | (np.isfinite(v) & (v >= 0) & ((v == np.floor(v)) if c == "orders" else True))
+        bad = np.flatnonzero(~ok)
+        if len(bad):
+            what = "a count >= 0" if c == "orders" else "a finite value >= 0"
+            raise DataError(f"{path}: field {c!r} row {rows[bad[0]]}: value {v[bad[0]].item()!r}; expected {what} "
+                            f"({len(bad)} bad row(s))")
+        joined &= ~null
+    out["joined"] = joined
     out["decided_by"] = _allocation_refs(table, rows)
     return out
 
@@ -197,7 +219,8 @@ def _column(table: pa.Table, name: str, rows: np.ndarray, path: Path, allow_null
     return values
 
 
-def import_decision_log(files: Sequence[Path], out_dir: Path, cfg: CrossDQNConfig) -> None:
+def import_decision_log(files: Sequence[Path], out_dir: Path, cfg: CrossDQNConfig, *,
+                        simulate_outcomes: bool = False) -> None:
     """``adray data import crossdqn-log FILE...``: the serving graph's decision logs -> a dataset of
     ``make_data``'s columns and meta, which ``CrossDQNTrainer`` trains on unchanged.
 
@@ -206,21 +229,26 @@ def import_decision_log(files: Sequence[Path], out_dir: Path, cfg: CrossDQNConfi
     and one *terminal* transition (``terminateds`` true, ``new_obs = obs``, its own ``eps_id``,
     ``t`` 0): the log does not link a user's successive screens, so Q is fitted to the screen's own
     reward (a contextual bandit, whatever ``gamma`` is). ``action_prob`` is the logged propensity
-    (``alloc_propensity``; 1.0 for rows written before it existed, whose allocation was greedy).
-    Rewards: a row with ``r_ad``, ``r_fee``, ``r_ex``, ``orders`` joined keeps them; the others are
+    (``alloc_propensity``, required in every decided row). Rewards: the joined ``r_ad``, ``r_fee``,
+    ``r_ex``, ``orders`` of each row. A log without them, or a row where one is null, is refused,
+    unless ``simulate_outcomes`` (``--option simulate_outcomes=true``): then those rows' outcomes are
     simulated from the observation (:func:`workloads.crossdqn.outcomes.fill_outcomes`, seeded with
-    ``cfg.seed``; rows whose window has fewer than K items cannot be simulated and are left out too).
-    ``pae``: ads shown / K (simulated rows) or the slots the action asked for (joined rows).
+    ``cfg.seed``; rows whose window has fewer than K items cannot be simulated and are left out),
+    the console says how many, and the manifest records it (``outcomes``, ``filled_in``,
+    ``import_options``). ``pae``: ads shown / K (simulated rows) or the slots the action asked for
+    (joined rows).
 
     Raises:
-        DataError: no file, an unreadable file, a missing column, an observation of another
+        DataError: no file, an unreadable file, a missing column, a missing or null propensity, a
+            missing or null outcome (without ``simulate_outcomes``), an observation of another
             length than ``obs_layout(cfg.sim)`` gives, an action outside [0, 2^K), a propensity
-            outside (0, 1], a non-finite value, or no usable row (each message names file and field).
+            outside (0, 1], an impossible outcome (non-finite, negative, fractional orders), or no
+            usable row (each message names file, row and field).
     """
     if not files:
-        raise DataError("crossdqn-log import: expected at least one Parquet decision-log file")
+        raise DataError(f"{FORMAT} import: expected at least one Parquet decision-log file")
     dropped = {"allocation fell back": 0, "no observation": 0, "fewer than K items (no outcome)": 0}
-    parts = [p for f in files if (p := _log_rows(Path(f), cfg, dropped)) is not None]
+    parts = [p for f in files if (p := _log_rows(Path(f), cfg, dropped, simulate_outcomes)) is not None]
     n_in = sum(len(p["obs"]) for p in parts) + dropped["allocation fell back"] + dropped["no observation"]
     cols: dict[str, np.ndarray] = {}
     if parts:
@@ -233,9 +261,9 @@ def import_decision_log(files: Sequence[Path], out_dir: Path, cfg: CrossDQNConfi
     n = len(cols.get("obs", ()))
     reasons = ", ".join(f"{v} ({k})" for k, v in dropped.items() if v) or "none"
     if not n:
-        raise DataError(f"crossdqn-log import: no usable row in {[str(f) for f in files]} ({n_in} row(s); "
+        raise DataError(f"{FORMAT} import: no usable row in {[str(f) for f in files]} ({n_in} row(s); "
                         f"left out: {reasons})")
-    print(f"crossdqn-log import: {n} of {n_in} row(s) kept; left out: {reasons}", file=sys.stderr)
+    print(f"{FORMAT} import: {n} of {n_in} row(s) kept; left out: {reasons}", file=sys.stderr)
     k = cfg.sim.slots
     fill = ~cols["joined"]
     pae = action_bits(k)[cols["actions"]].mean(1)
@@ -245,6 +273,12 @@ def import_decision_log(files: Sequence[Path], out_dir: Path, cfg: CrossDQNConfi
         for c in JOINED:
             out[c][fill] = sim[c]
         pae[fill] = sim["ads"] / k
+    n_sim = int(fill.sum())
+    how = (f"simulated (simulate_outcomes=true): FeedSim on each row's screen rebuilt from alloc_obs, "
+           f"workloads.crossdqn.outcomes.fill_outcomes, seed {cfg.seed}")
+    if simulate_outcomes:
+        print(f"{FORMAT} import: outcomes {list(JOINED)} SIMULATED for {n_sim} of {n} row(s) ({how}); "
+              f"{n - n_sim} row(s) keep their joined outcomes", file=sys.stderr)
     rewards = out["r_ad"] + out["r_fee"] + cfg.sim.eta * out["r_ex"]
     df = pd.DataFrame({
         "eps_id": np.arange(n, dtype=np.int64), "t": np.zeros(n, np.int64), "obs": list(cols["obs"]),
@@ -255,9 +289,11 @@ def import_decision_log(files: Sequence[Path], out_dir: Path, cfg: CrossDQNConfi
     for c in ("rewards", "r_ad", "r_fee", "r_ex", "pae", "action_prob"):
         df[c] = df[c].astype(np.float32)
     decided_by = sorted({r for p in parts for r in p["decided_by"]})
+    filled = {"outcomes": {"columns": list(JOINED), "rows": n_sim, "of": n, "how": how}} if n_sim else {}
     write_dataset(
         out_dir, {SPLIT: df}, source=f"crossdqn decision logs: {[Path(f).name for f in files]}", seed=cfg.seed,
         meta={"obs_layout": obs_layout(cfg.sim), "num_actions": cfg.num_actions, "log_pae": float(pae.mean()),
               "log_spread": None, "sim": cfg.sim.to_dict(), "decided_by": decided_by, "left_out": dropped,
-              "outcomes": {"joined": int((~fill).sum()), "simulated": int(fill.sum())}},
+              "outcomes": {"joined": n - n_sim, "simulated": n_sim},
+              "import_options": {"simulate_outcomes": simulate_outcomes}, "filled_in": filled},
     )

@@ -3,7 +3,9 @@
 The serving graph logs, per feed request, the allocation stage's observation (``alloc_obs``: the
 flat vector of ``obs_layout``: profile, history, the K ads' and the K organic items' features
 ``[content, value / 5, bid, present]``, context) and its action, but no outcome. Where no event
-stream is joined (tests, demos, a first turn of the loop), :func:`fill_outcomes` rebuilds from each
+stream is joined (tests, demos, a first turn of the loop) and the user asks for it (``adray data
+import crossdqn-log ... --option simulate_outcomes=true``; never by default, and the manifest and
+the console then say how many rows were simulated), :func:`fill_outcomes` rebuilds from each
 row a one-screen :class:`~workloads.crossdqn.sim.Requests` and plays the logged action with
 ``FeedSim.step``, which gives reward, ``r_ad``, ``r_fee``, ``r_ex`` and orders as the simulator
 defines them (Eq. 2). Vectorised over rows; deterministic in ``seed`` and the row order.

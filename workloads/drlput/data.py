@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from adray.data import DataError, read_dataset, require_columns, require_finite, write_dataset
+from adray.data import DataError, read_dataset, read_parquet, require_columns, require_finite, write_dataset
 from workloads.drlput import columns as C
 from workloads.drlput.actions import ActionSpace, behaviour_probs
 from workloads.drlput.config import PARAMS, DRLPUTConfig
@@ -100,10 +100,7 @@ def check_dataset(cfg: DRLPUTConfig, data_dir: Path) -> None:
 def read_logs(path: Path | str, num_actions: int, columns: tuple[str, ...] = C.LOG_COLUMNS) -> pd.DataFrame:
     """A log file (Parquet), checked: see the module docstring. Returns the requested columns."""
     path = Path(path)
-    try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read Parquet ({exc})") from None
+    df = read_parquet(path, "drlput-log").to_pandas()  # the platform's messages for a missing/empty/bad file
     require_columns(df, columns, str(path))
     df = df[list(columns)]
     numeric = [c for c in columns if c not in (C.REQUEST_ID, C.POLICY_ID, C.MODEL_VERSIONS)]  # ids: int or str

@@ -29,6 +29,7 @@ from adray.data import (
     read_table,
     require_columns,
     require_finite,
+    require_rows,
     write_dataset,
 )
 from workloads.mtorl.config import MTORLConfig
@@ -121,6 +122,25 @@ def import_kuairand(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
     split_users(seqs, cfg, out, "kuairand", meta)
 
 
+CRITEO_BINARY = ("click", "conversion", "attribution")
+"""0/1 fields of a Criteo journey step."""
+
+
+def _check_criteo_values(df: pd.DataFrame, path: Path) -> None:
+    """What cannot be true of a step: a click, conversion or attribution other than 0 or 1, a
+    fractional user id, a cost outside [0, 1] (the release min-max scales ``cost``; a negative or
+    huge cost would also swamp the reward's MinMaxNorm). Names the file, the 0-based data row and the field."""
+    where = str(path)
+    for c in CRITEO_BINARY:
+        v = df[c].to_numpy(float)
+        require_rows(np.isin(v, (0.0, 1.0)), df[c], where, c, "0 or 1")
+    uid = df["uid"].to_numpy(float)
+    require_rows(uid == np.floor(uid), df["uid"], where, "uid", "an integer user id")
+    cost = df["cost"].to_numpy(float)
+    require_rows((cost >= 0) & (cost <= 1), df["cost"], where, "cost",
+                 "a cost in [0, 1] (Criteo_sequence.csv min-max scales cost)")
+
+
 def import_criteo(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
     """Criteo attribution sequences (``Criteo_sequence.csv`` or its zip) as released.
 
@@ -130,7 +150,8 @@ def import_criteo(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
     ``Type_<id>`` columns (ordered by id; 0/1 or False/True); q_t = ``cat1``..``cat9`` min-max
     scaled over the file, less the columns the leak guard drops (on the released file: ``cat8``,
     a one-to-one code of the channel) unless named in ``cfg.keep_leaky``; no static features;
-    cost from ``cost``; gain per ``cfg.gain``.
+    cost from ``cost``; gain per ``cfg.gain``. A click, conversion or attribution other than 0/1, a
+    fractional uid or a cost outside [0, 1] is refused, naming the file, row and field.
     """
     path = _one(files, "criteo-sequence")
     df = read_table(path, "criteo-sequence")
@@ -139,6 +160,7 @@ def import_criteo(files: Sequence[Path], out: Path, cfg: MTORLConfig) -> None:
     if not types:
         raise DataError(f"{path}: no one-hot channel columns named Type_<id>; found {list(df.columns)[:20]}")
     require_finite(df, [*CRITEO_BASE, *CRITEO_CATS, *types], str(path))
+    _check_criteo_values(df, path)
     df = df.sort_values("uid", kind="stable").reset_index(drop=True)  # file order is time order
     action = _onehot_action(df, types, path)
     click, conv = df["click"].to_numpy(float), df["conversion"].to_numpy(float)

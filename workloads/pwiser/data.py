@@ -100,8 +100,8 @@ def _import(
     cfg: PWiseRConfig,
 ) -> None:
     """Validate every file (errors name file, column and 0-based data row), run the leak guard over
-    all files, split, index categorical values with the train vocabulary (ids 1..V; unseen -> 0),
-    write the dataset."""
+    all files, split, index categorical values with the train vocabulary (ids 1..V; unseen -> 0,
+    counted per split and column in the manifest's ``out_of_vocab``), write the dataset."""
     for path, df in frames.items():
         where = f"{path} ({source})"
         require_columns(df, [*cat_cols, *num_cols], where)
@@ -116,8 +116,10 @@ def _import(
     splits = _split(list(frames.values()), cfg)
     vocab = {c: pd.Index(pd.unique(splits["train"][c])) for c in cat_cols}  # id = position + 1
     out: dict[str, pd.DataFrame] = {}
+    unseen: dict[str, dict[str, int]] = {}  # per split, per column: values not in train's vocabulary (-> id 0)
     for name, df in splits.items():
         cols: dict[str, np.ndarray] = {c: vocab[c].get_indexer(df[c]).astype(np.int64) + 1 for c in cat_cols}
+        unseen[name] = {c: n for c in cat_cols if (n := int((cols[c] == 0).sum()))}
         cols |= {c: pd.to_numeric(df[c]).to_numpy(dtype=np.float32) for c in [*num_cols, *LABELS]}
         out[name] = pd.DataFrame(cols)
     fm = FeatureMap(
@@ -126,7 +128,8 @@ def _import(
         labels=LABELS,
     )
     write_dataset(out_dir, out, source=f"{source}:{','.join(map(str, frames))}", seed=cfg.seed,
-                  meta={"feature_map": fm.to_dict(), "format": source, "leak_guard": guard.meta()})
+                  meta={"feature_map": fm.to_dict(), "format": source, "leak_guard": guard.meta(),
+                        "out_of_vocab": unseen})
 
 
 def import_aliexpress(files: Sequence[Path], out_dir: Path, cfg: PWiseRConfig) -> None:

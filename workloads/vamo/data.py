@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adray.data import read_dataset
+from adray.data import DataError, read_dataset
 from workloads.vamo.bidders import FixedAlpha, LpTable, logging_market
-from workloads.vamo.config import STATE_DIM, SimConfig, VamoConfig
+from workloads.vamo.config import STATE_DIM, TASKS, SimConfig, VamoConfig
 from workloads.vamo.importer import parse_states
 from workloads.vamo.sim import LP_STRIDE, simulate_day
 from workloads.vamo.trajectory import STATE_COLS, to_dataset, trajectory_frame
@@ -105,6 +105,19 @@ def trajectories(df: pd.DataFrame, steps: int | None = None) -> Trajectories:
 
 
 def load_split(data_dir: Path | str, split: str) -> dict[str, np.ndarray]:
-    """A split as trajectory arrays (TorchSpec.load_split)."""
+    """A split as trajectory arrays (TorchSpec.load_split).
+
+    Raises:
+        DataError: the dataset is single-task (imported without a task column or mapping): every
+            VAMO method (STL included: one model per task) trains the tasks of ``TASKS``.
+    """
     ds = read_dataset(data_dir)
+    tasks = ds.meta.get("task_mapping") or {}
+    if tasks.get("mode") == "single":
+        raise DataError(
+            f"{data_dir}: a single-task dataset (manifest task_mapping: single; {ds.manifest.get('source')}): every "
+            f"VAMO method, stl included, trains the {len(TASKS)} tasks {', '.join(TASKS)}, and these trajectories "
+            "have one objective and no task. Re-import the files with a task mapping: `--option task_column=COLUMN` "
+            "(a column of task indexes or names) or `--option task_column=advertiserCategoryIndex --option "
+            "task_map=0:gmv,1:dir_gmv,...`")
     return trajectories(ds.read(split), ds.meta.get("max_steps")).arrays()

@@ -1,16 +1,36 @@
 """``adray data import auctionnet-trajectory FILE... --out DIR``: AuctionNet trajectory files as they are.
 
 Reads CSV (as AuctionNet's ``rl_data_generator`` writes it) or Parquet with the columns of
-:data:`trajectory.COLUMNS`. Every problem is a :class:`DataError` naming the file, the line (CSV:
-the file's line number, the header being line 1; Parquet: ``row``) and the field; nothing is written
-unless every row of every file is valid. Accepted state spellings: ``(0.1, 0.2, ...)``,
-``[0.1, 0.2, ...]``, ``[0.1 0.2 ...]`` and NumPy 2's ``(np.float64(0.1), ...)``. A file whose
-states all have another length than 16 (e.g. 17 with a CPA-compliance feature) is refused as a
-whole, naming the length found and the 16 features expected.
+:data:`trajectory.COLUMNS`, through the platform's file reader (``adray.data.read_table``: the same
+message as every importer for a missing, empty, header-only or unreadable file). Every problem is a
+:class:`DataError` naming the file, the line (CSV: the file's line number, the header being line 1;
+Parquet: ``row``) and the field; nothing is written unless every row of every file is valid.
+Accepted state spellings: ``(0.1, 0.2, ...)``, ``[0.1, 0.2, ...]``, ``[0.1 0.2 ...]`` and NumPy 2's
+``(np.float64(0.1), ...)``. A file whose states all have another length than 16 (e.g. 17 with a
+CPA-compliance feature) is refused as a whole, naming the length found and the 16 features expected.
+
+What cannot be true is refused: a non-finite number, a budget or CPA constraint <= 0, a negative
+bid coefficient, cost or conversion count; and per trajectory (period, advertiser): a step twice, a
+missing step (steps run 0, 1, ... with none left out), a step past the day's end (a day of T steps,
+T read from the ``timeleft`` state feature = (T - t) / T), ``done`` = 1 before the last step, and a
+last step without ``done`` = 1 (AuctionNet ends each trajectory at its first done: the day's last
+step or the budget spent).
+
+Tasks. AuctionNet's own files have one objective (conversions under a CPA constraint) and no task
+column: they are imported as a *single-task* dataset (every trajectory task 0; the manifest's
+``task_mapping`` says ``single``), which no VAMO method trains on (they all train the three tasks of
+:data:`config.TASKS`; ``data.load_split`` refuses it by name). Tasks are never invented: a
+multi-task dataset needs an explicit mapping, recorded in the manifest:
+
+* a ``taskIndex`` column in the files (our writer's, :mod:`trajectory`), or another column named by
+  ``--option task_column=NAME``, holding task indexes (0..2) or names (gmv, dir_gmv, cart);
+* ``--option task_column=advertiserCategoryIndex --option task_map=0:gmv,1:gmv,2:dir_gmv,...``:
+  each value of that column mapped to a task; a value the map lacks is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +39,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adray.data import DataError
+from adray.data import DataError, read_table
+from adray.data.csvfile import is_parquet
 from workloads.vamo.config import STATE_DIM, TASKS
 from workloads.vamo.trajectory import COLUMNS, STATE_FEATURES, TASK_COLUMN, to_dataset
+
+FORMAT = "auctionnet-trajectory"
+TRAJECTORY = ["deliveryPeriodIndex", "advertiserNumber"]
 
 _NUMERIC = ("deliveryPeriodIndex", "advertiserNumber", "advertiserCategoryIndex", "budget",
             "CPAConstraint", "realAllCost", "realAllConversion", "timeStepIndex", "action", "reward",
@@ -34,16 +58,14 @@ def _where(path: Path, i: int, csv: bool) -> str:
     return f"{path}: line {i + 2}" if csv else f"{path}: row {i}"
 
 
+def _plain(v: Any) -> Any:
+    """A cell as the user wrote it (``inf``, ``5``), not NumPy's repr (``np.float64(inf)``)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _read(path: Path) -> tuple[pd.DataFrame, bool]:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        if path.suffix == ".parquet":
-            return pd.read_parquet(path), False
-        return pd.read_csv(path, dtype={"state": str, "next_state": str}, keep_default_na=True), True
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'} "
-                        f"({exc})") from None
+    csv = not is_parquet(path)
+    return read_table(path, FORMAT, dtype={"state": str, "next_state": str}), csv
 
 
 def _state_text(v: Any) -> str | None:
@@ -94,13 +116,13 @@ def _check_numbers(df: pd.DataFrame, path: Path, csv: bool) -> pd.DataFrame:
         bad = np.flatnonzero(col.isna().to_numpy() | ~np.isfinite(col.to_numpy(dtype=float, na_value=np.nan)))
         if len(bad):
             i = int(bad[0])
-            raise DataError(f"{_where(path, i, csv)}: field {c!r}: {df[c].iloc[i]!r} is not a finite "
+            raise DataError(f"{_where(path, i, csv)}: field {c!r}: {_plain(df[c].iloc[i])!r} is not a finite "
                             f"number ({len(bad)} such row(s) in the file)")
         if c in _INTEGER:
             frac = np.flatnonzero(col.to_numpy(dtype=float) != np.round(col.to_numpy(dtype=float)))
             if len(frac):
                 i = int(frac[0])
-                raise DataError(f"{_where(path, i, csv)}: field {c!r}: {df[c].iloc[i]!r}; expected an integer")
+                raise DataError(f"{_where(path, i, csv)}: field {c!r}: {_plain(df[c].iloc[i])!r}; expected an integer")
         out[c] = col
     checks = [
         ("budget", out["budget"] <= 0, "expected a budget > 0"),
@@ -115,65 +137,209 @@ def _check_numbers(df: pd.DataFrame, path: Path, csv: bool) -> pd.DataFrame:
         rows = np.flatnonzero(bad.to_numpy())
         if len(rows):
             i = int(rows[0])
-            raise DataError(f"{_where(path, i, csv)}: field {field!r}: {df[field].iloc[i]!r}; {expected}")
+            raise DataError(f"{_where(path, i, csv)}: field {field!r}: {_plain(df[field].iloc[i])!r}; {expected}")
     return out
 
 
-def read_auctionnet(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """One validated file: its numeric columns (+ ``taskIndex``) and its (R, 16) states."""
+@dataclasses.dataclass(frozen=True)
+class TaskMapping:
+    """How trajectories get their task: ``column`` (None: no column, single-task) and ``values``
+    (column value -> task index; None: the column holds task indexes or names)."""
+
+    column: str | None
+    values: dict[float, int] | None = None
+
+    @classmethod
+    def from_options(cls, task_column: str, task_map: str) -> TaskMapping | None:
+        """From the importer's options; None when neither is given (the files decide)."""
+        if task_map and not task_column:
+            raise DataError(f"{FORMAT}: --option task_map={task_map!r} needs --option task_column=COLUMN (the "
+                            "column whose values it maps, e.g. advertiserCategoryIndex)")
+        if not task_column:
+            return None
+        if not task_map:
+            return cls(task_column)
+        values: dict[float, int] = {}
+        for pair in task_map.split(","):
+            key, sep, task = pair.partition(":")
+            try:
+                value = float(key)
+            except ValueError:
+                value = None
+            k = _task_index(task.strip())
+            if not sep or value is None or k is None:
+                raise DataError(f"{FORMAT}: --option task_map: {pair.strip()!r}; expected VALUE:TASK pairs separated "
+                                f"by commas, TASK one of {list(TASKS)} or 0..{len(TASKS) - 1} (e.g. 0:gmv,1:dir_gmv)")
+            if value in values:
+                raise DataError(f"{FORMAT}: --option task_map: value {key.strip()} mapped twice")
+            values[value] = k
+        return cls(task_column, values)
+
+    def describe(self) -> dict[str, Any]:
+        if self.column is None:
+            return {"mode": "single", "from": None,
+                    "note": "the files have no task column and no task mapping was given: one objective "
+                            "(AuctionNet's), every trajectory task 0; no VAMO method trains on it"}
+        out: dict[str, Any] = {"mode": "multi", "from": f"column {self.column}"}
+        if self.values is not None:
+            out["map"] = {_show(v): TASKS[k] for v, k in sorted(self.values.items())}
+        return out
+
+
+def _task_index(text: str) -> int | None:
+    if text in TASKS:
+        return TASKS.index(text)
+    if text.isdigit() and int(text) < len(TASKS):
+        return int(text)
+    return None
+
+
+def _show(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else v
+
+
+def _tasks(df: pd.DataFrame, mapping: TaskMapping, path: Path, csv: bool) -> np.ndarray:
+    """(R,) int64 task of each row under ``mapping`` (zeros when single-task)."""
+    if mapping.column is None:
+        return np.zeros(len(df), np.int64)
+    c = mapping.column
+    if c not in df.columns:
+        raise DataError(f"{path}: line 1: no column {c!r} (the task column: " + (
+            "--option task_column" if c != TASK_COLUMN else f"{TASK_COLUMN!r}, as another file has") + ")")
+    raw = df[c]
+    if mapping.values is None:
+        names = raw.astype(str).str.strip()
+        by_name = names.map({t: k for k, t in enumerate(TASKS)})
+        num = pd.to_numeric(raw, errors="coerce")
+        task = by_name.where(by_name.notna(), num.where(num.isin(range(len(TASKS)))))
+        expected = f"a task index 0..{len(TASKS) - 1} or name ({', '.join(TASKS)})"
+    else:
+        num = pd.to_numeric(raw, errors="coerce")
+        task = num.map(mapping.values)
+        expected = f"a value of task_map ({', '.join(str(_show(v)) for v in sorted(mapping.values))})"
+    bad = np.flatnonzero(task.isna().to_numpy())
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(f"{_where(path, i, csv)}: field {c!r}: {_plain(raw.iloc[i])!r}; expected {expected} "
+                        f"({len(bad)} such row(s) in the file)")
+    return task.to_numpy(np.int64)
+
+
+def _check_trajectories(out: pd.DataFrame, states: np.ndarray, path: Path, csv: bool) -> None:
+    """Each (period, advertiser) runs steps 0, 1, ..., L-1 within the day and ends at its one done."""
+    order = np.lexsort((out["timeStepIndex"].to_numpy(), out["advertiserNumber"].to_numpy(),
+                        out["deliveryPeriodIndex"].to_numpy()))
+    period = out["deliveryPeriodIndex"].to_numpy()[order].astype(np.int64)
+    adv = out["advertiserNumber"].to_numpy()[order].astype(np.int64)
+    step = out["timeStepIndex"].to_numpy()[order].astype(np.int64)
+    done = out["done"].to_numpy()[order] == 1
+    first = np.r_[True, (period[1:] != period[:-1]) | (adv[1:] != adv[:-1])]
+    last = np.r_[first[1:], True]
+    prev = np.r_[-1, step[:-1]]
+
+    def refuse(j: int, field: str, text: str) -> None:
+        raise DataError(f"{_where(path, int(order[j]), csv)}: field {field!r}: {text} (trajectory of period "
+                        f"{period[j]}, advertiser {adv[j]})")
+
+    gap = np.flatnonzero(np.where(first, step != 0, step != prev + 1))
+    if len(gap):
+        j = int(gap[0])
+        missing = 0 if first[j] else prev[j] + 1
+        refuse(j, "timeStepIndex", f"step {step[j]} {'starts the trajectory' if first[j] else f'follows step {prev[j]}'}"
+               f"; step {missing} is missing (a trajectory has every step from 0 to its done)")
+    left = states[order, 0]  # timeleft = (T - t) / T
+    known = (step > 0) & (left < 1) & (left > 0)
+    if known.any():
+        steps_per_day = int(round(float(np.median(step[known] / (1 - left[known])))))
+        past = np.flatnonzero((step >= steps_per_day) | (left <= 0))
+        if len(past):
+            j = int(past[0])
+            refuse(j, "timeStepIndex", f"step {step[j]} is past the day's end (a day of {steps_per_day} steps, "
+                   f"0..{steps_per_day - 1}, read from the timeleft state feature; this row's timeleft is {left[j]:g})")
+    early = np.flatnonzero(done & ~last)
+    if len(early):
+        j = int(early[0])
+        end = int(np.flatnonzero(last[j:])[0]) + j
+        refuse(j, "done", f"1 at step {step[j]}, but the trajectory goes on to step {step[end]}; done = 1 only at a "
+               "trajectory's last step")
+    never = np.flatnonzero(last & ~done)
+    if len(never):
+        j = int(never[0])
+        refuse(j, "done", f"0 at step {step[j]}, the trajectory's last row: it never ends (a trajectory ends with "
+               "done = 1 at the day's last step or when the budget is spent); is the file cut short?")
+
+
+def read_auctionnet(path: Path, mapping: TaskMapping | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """One validated file: its numeric columns (+ ``taskIndex`` under ``mapping``: by default the
+    file's ``taskIndex`` column if it has one, else single-task) and its (R, 16) states."""
+    out, states, _ = _read_file(path, mapping)
+    return out, states
+
+
+def _read_file(path: Path, mapping: TaskMapping | None) -> tuple[pd.DataFrame, np.ndarray, TaskMapping]:
     df, csv = _read(path)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: line 1: missing column(s) {missing}; an AuctionNet trajectory file has "
                         f"{list(COLUMNS)}")
-    if len(df) == 0:
-        raise DataError(f"{path}: no rows")
     out = _check_numbers(df, path, csv)
     done = out["done"].to_numpy() == 1
     states = parse_states(df["state"].tolist(), path, "state", csv, np.zeros(len(df), bool))
     parse_states(df["next_state"].tolist(), path, "next_state", csv, done)
-    if TASK_COLUMN in df.columns:
-        task = pd.to_numeric(df[TASK_COLUMN], errors="coerce")
-        bad = np.flatnonzero(~task.isin(range(len(TASKS))).to_numpy())
-        if len(bad):
-            i = int(bad[0])
-            raise DataError(f"{_where(path, i, csv)}: field {TASK_COLUMN!r}: {df[TASK_COLUMN].iloc[i]!r}; "
-                            f"expected a task index 0..{len(TASKS) - 1} ({', '.join(TASKS)})")
-        out[TASK_COLUMN] = task.astype(np.int64)
-    else:  # AuctionNet's own files have one objective: its categories are spread over the tasks
-        out[TASK_COLUMN] = out["advertiserCategoryIndex"].astype(np.int64) % len(TASKS)
-    key = out.groupby(["deliveryPeriodIndex", "advertiserNumber"])
+    if mapping is None:
+        mapping = TaskMapping(TASK_COLUMN if TASK_COLUMN in df.columns else None)
+    out[TASK_COLUMN] = _tasks(df, mapping, path, csv)
+    key = out.groupby(TRAJECTORY)
     for field in ("budget", "CPAConstraint", TASK_COLUMN):
         varying = key[field].nunique()
         if (varying > 1).any():
             p, a = varying.index[int(np.argmax(varying.to_numpy() > 1))]
-            raise DataError(f"{path}: field {field!r} changes within the trajectory of period {p}, "
+            name = mapping.column if field == TASK_COLUMN and mapping.column else field
+            raise DataError(f"{path}: field {name!r} changes within the trajectory of period {p}, "
                             f"advertiser {a}; expected one value per trajectory")
-    dup = out.duplicated(["deliveryPeriodIndex", "advertiserNumber", "timeStepIndex"]).to_numpy()
+    dup = out.duplicated([*TRAJECTORY, "timeStepIndex"]).to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         raise DataError(f"{_where(path, i, csv)}: field 'timeStepIndex': step {int(out['timeStepIndex'].iloc[i])} "
                         "appears twice in the same trajectory")
-    return out, states
+    _check_trajectories(out, states, path, csv)
+    return out, states, mapping
 
 
-def import_auctionnet(files: Sequence[Path], out_dir: Path, cfg: Any) -> None:
+def import_auctionnet(files: Sequence[Path], out_dir: Path, cfg: Any, *, task_column: str = "",
+                      task_map: str = "") -> None:
     """Importer ``auctionnet-trajectory``: files -> dataset (train: all periods but the last two;
-    val: the second last; test: the last). Periods with the same index in two files are one period."""
+    val: the second last; test: the last). Periods with the same index in two files are one period.
+
+    Args:
+        task_column: the column that gives each trajectory's task (``--option task_column=NAME``);
+            empty: ``taskIndex`` when the files have it, else none (a single-task dataset).
+        task_map: ``VALUE:TASK,...`` mapping the values of ``task_column`` to tasks
+            (``--option task_map=0:gmv,1:dir_gmv,2:cart``); empty: the column holds tasks itself.
+    """
     if not files:
-        raise DataError("auctionnet-trajectory: no files given")
-    frames, states = [], []
+        raise DataError(f"{FORMAT}: no files given")
+    given = TaskMapping.from_options(task_column, task_map)
+    frames, states, used = [], [], {}
     for f in files:
-        frame, st = read_auctionnet(Path(f))
+        frame, st, mapping = _read_file(Path(f), given)
+        used[Path(f)] = mapping
         frames.append(frame)
         states.append(st)
+    first = next(iter(used))
+    for path, mapping in used.items():
+        if mapping != used[first]:
+            has, lacks = (path, first) if mapping.column else (first, path)
+            raise DataError(f"{lacks}: no task column {TASK_COLUMN!r}, but {has} has one; give every file the column, "
+                            "or none (a single-task dataset), or name the mapping with --option task_column")
     frame = pd.concat(frames, ignore_index=True)
-    dup = frame.duplicated(["deliveryPeriodIndex", "advertiserNumber", "timeStepIndex"]).to_numpy()
+    dup = frame.duplicated([*TRAJECTORY, "timeStepIndex"]).to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
         raise DataError(f"{', '.join(map(str, files))}: period {int(frame['deliveryPeriodIndex'].iloc[i])}, "
                         f"advertiser {int(frame['advertiserNumber'].iloc[i])}, step "
                         f"{int(frame['timeStepIndex'].iloc[i])} appears in more than one file")
-    source = "auctionnet-trajectory:" + ",".join(Path(f).name for f in files)
+    source = f"{FORMAT}:" + ",".join(Path(f).name for f in files)
     to_dataset(frame, np.concatenate(states), out_dir, source=source, seed=getattr(cfg, "seed", None),
-               meta={"origin": "import"})
+               meta={"origin": "import", "task_mapping": used[first].describe(),
+                     "import_options": {"task_column": task_column, "task_map": task_map}})

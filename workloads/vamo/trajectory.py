@@ -7,7 +7,8 @@ the 16 floats of :data:`STATE_FEATURES`; ``action`` = total bid / total pValue o
 ``reward`` = conversions on exposed impressions of the step; ``reward_continuous`` = their pValue
 sum; ``done`` = 1 at the last step or once the budget is spent (then ``next_state`` is empty).
 ``realAllCost`` / ``realAllConversion`` are the advertiser's totals of the period. Our writer adds
-``taskIndex`` (the advertiser's task); files without it get ``advertiserCategoryIndex mod 3``.
+``taskIndex`` (the advertiser's task); files without it are one task unless the import is given a
+task mapping (importer.py): tasks are never invented.
 """
 
 from __future__ import annotations
@@ -159,7 +160,11 @@ def to_dataset(frame: pd.DataFrame, states: np.ndarray, out_dir: Path | str, *, 
     train_df = df[df["period"] < periods[-2]].reset_index(drop=True)
     val_df = df[df["period"] == periods[-2]].reset_index(drop=True)
     test_df = df[df["period"] == periods[-1]].reset_index(drop=True)
-    counts = {TASKS[k]: int((train_df.loc[train_df["step"] == 0, "task"] == k).sum()) for k in range(len(TASKS))}
+    starts = train_df.loc[train_df["step"] == 0, "task"]
+    if (meta or {}).get("task_mapping", {}).get("mode") == "single":
+        counts = {"single task": len(starts)}
+    else:
+        counts = {TASKS[k]: int((starts == k).sum()) for k in range(len(TASKS))}
     scores = df.loc[df["step"] == 0, "rtg"]
     step, left = df["step"].to_numpy(), df["s0"].to_numpy(np.float64)  # s0 = timeleft = (T - t) / T
     known = (step > 0) & (left < 1)

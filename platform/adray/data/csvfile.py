@@ -1,58 +1,126 @@
-"""Reading one public CSV file with the same checks and messages for every importer.
+"""Reading one public file (CSV or Parquet) with the same checks and messages for every importer.
 
-Every importer of a public format reads its files through :func:`read_table`, so the same fault
-gets the same message whatever the format: a path that does not exist, a directory, an empty
-file, a header without rows, a file the CSV parser cannot read. The files are taken as they are
-released: Windows line endings, a zip holding one CSV, and an unnamed leading row-index column
-(written by ``DataFrame.to_csv``), which is dropped.
+Every importer of a public format reads its files through :func:`read_table` (a DataFrame) or
+:func:`read_parquet` (an Arrow table, for list columns), so the same fault gets the same message
+whatever the format and whatever the file type: a path that does not exist, a directory, an empty
+file, a header (or Parquet schema) without rows, a file the parser cannot read. The files are
+taken as they are released: Windows line endings, a zip holding one CSV, and an unnamed leading
+row-index column (written by ``DataFrame.to_csv``), which is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from adray.data.dataset import DataError
 
 UNNAMED_PREFIX = "Unnamed: "  # how pandas names a column whose header cell is empty
+PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-def read_table(path: Path | str, fmt: str) -> pd.DataFrame:
-    """The rows of one CSV (TSV when the name contains ``.tsv``; ``.zip`` holding one file).
+def is_parquet(path: Path | str) -> bool:
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def _check_file(path: Path, fmt: str, kind: str) -> None:
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a {kind} file ({fmt})")
+    if not path.is_file():
+        raise DataError(f"{path}: file does not exist; expected a {kind} file ({fmt})")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty; expected a {kind} {_WHAT[kind]} and rows ({fmt})")
+
+
+_WHAT = {"CSV": "header", "Parquet": "schema"}
+
+
+def _no_rows(path: Path, fmt: str, kind: str) -> DataError:
+    return DataError(f"{path}: no data rows (header only); expected a {kind} {_WHAT[kind]} and rows ({fmt})")
+
+
+def read_parquet(path: Path | str, fmt: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of one Parquet file (``columns`` only, when given: they must exist).
+
+    Raises:
+        DataError: naming the file: it does not exist, is a directory, is empty, has a schema and
+            no rows, is not a readable Parquet file, or lacks one of ``columns``.
+    """
+    path = Path(path)
+    names = parquet_columns(path, fmt)
+    if columns is not None:
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; found {names[:20]}")
+    try:
+        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+    except (OSError, pa.ArrowException, ValueError, EOFError) as exc:
+        raise _unreadable(path, fmt, exc) from None
+
+
+def parquet_columns(path: Path | str, fmt: str) -> list[str]:
+    """The column names of one Parquet file, after the checks of :func:`read_parquet` (rows included)."""
+    path = Path(path)
+    _check_file(path, fmt, "Parquet")
+    try:
+        pf = pq.ParquetFile(path)
+        names, rows = list(pf.schema_arrow.names), pf.metadata.num_rows
+    except (OSError, pa.ArrowException, ValueError, EOFError) as exc:
+        raise _unreadable(path, fmt, exc) from None
+    if rows == 0:
+        raise _no_rows(path, fmt, "Parquet")
+    return names
+
+
+def _unreadable(path: Path, fmt: str, exc: BaseException) -> DataError:
+    reason = " ".join(str(exc).split())[:200]
+    return DataError(f"{path}: not a readable Parquet file ({reason}); expected a Parquet file ({fmt})")
+
+
+def read_table(path: Path | str, fmt: str, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The rows of one CSV (TSV when the name contains ``.tsv``; ``.zip`` holding one file) or of
+    one Parquet file (``.parquet``, ``.pq``).
 
     Args:
         path: the file.
         fmt: the format's name, used in messages (``"criteo-sequence"``, ``"aliexpress"``).
+        dtype: CSV column types to keep (e.g. ``{"state": str}``), as ``pandas.read_csv`` takes them.
 
     Raises:
         DataError: naming the file: it does not exist, is a directory, is empty, has a header
-            and no rows, or is not a readable CSV.
+            and no rows, or is not a readable CSV / Parquet file.
     """
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory; expected a {fmt} CSV file")
-    if not path.is_file():
-        raise DataError(f"{path}: file does not exist; expected a {fmt} CSV file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty; expected a CSV header and rows ({fmt})")
+    if is_parquet(path):
+        df = read_parquet(path, fmt).to_pandas()
+    else:
+        df = _read_csv(path, fmt, dtype)
+    df.columns = [str(c).strip() for c in df.columns]
+    unnamed = [c for c in df.columns if c.startswith(UNNAMED_PREFIX)]
+    df = df.drop(columns=unnamed)
+    kind = "Parquet" if is_parquet(path) else "CSV"
+    if len(df) == 0:
+        raise _no_rows(path, fmt, kind)
+    if len(df.columns) == 0:
+        raise DataError(f"{path}: no named columns; expected a {kind} {_WHAT[kind]} ({fmt})")
+    return df
+
+
+def _read_csv(path: Path, fmt: str, dtype: Mapping[str, Any] | None) -> pd.DataFrame:
+    _check_file(path, fmt, "CSV")
     sep = "\t" if ".tsv" in path.name else ","
     try:
-        df = pd.read_csv(path, sep=sep)
+        return pd.read_csv(path, sep=sep, dtype=dict(dtype) if dtype else None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty; expected a CSV header and rows ({fmt})") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, EOFError) as exc:
         reason = " ".join(str(exc).split())[:200]
-        raise DataError(f"{path}: not a readable CSV ({reason}); expected a {fmt} CSV file") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    unnamed = [c for c in df.columns if c.startswith(UNNAMED_PREFIX)]
-    df = df.drop(columns=unnamed)
-    if len(df) == 0:
-        raise DataError(f"{path}: no data rows (header only); expected a {fmt} CSV header and rows")
-    if len(df.columns) == 0:
-        raise DataError(f"{path}: no named columns; expected a {fmt} CSV header")
-    return df
+        raise DataError(f"{path}: not a readable CSV file ({reason}); expected a CSV file ({fmt})") from None
 
 
 def require_same_features(features: Mapping[Path, list[str]]) -> None:

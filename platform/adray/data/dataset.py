@@ -12,7 +12,11 @@ the measured figures and the reason), those kept on request (``keep_leaky``), an
 guard could not judge.
 
 Writing is atomic: files go to a temporary sibling directory that is renamed into place, so a
-failed import never leaves a half-written dataset where a trainer would read it.
+failed import never leaves a half-written dataset where a trainer would read it. Only a dataset (a
+directory holding ``manifest.json``) or an empty directory is ever replaced: any other file or
+directory at the target is refused, so a mistyped ``--out`` cannot delete what it points at. The
+commands that write datasets refuse an existing one unless told to replace it
+(:func:`check_out_dir`, ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -83,12 +87,14 @@ def write_dataset(
     """Write ``splits`` as Parquet with a manifest, atomically replacing ``out_dir``.
 
     Raises:
-        DataError: a split is empty.
+        DataError: a split is empty, or ``out_dir`` is a file or a non-empty directory that is not
+            a dataset (nothing is replaced but a dataset).
     """
     out = Path(out_dir)
     for name, df in splits.items():
         if len(df) == 0:
             raise DataError(f"dataset {out}: split {name!r} is empty (0 rows); nothing written")
+    _replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -123,6 +129,28 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Dataset(out, manifest)
+
+
+def _replaceable(out: Path) -> None:
+    if out.is_dir() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise DataError(f"{out}: a directory that is not a dataset (no {MANIFEST}) and not empty; a dataset is "
+                        "written only to a new or empty directory, or over another dataset; choose another --out")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file; expected a dataset directory (new, empty, or a dataset to replace)")
+
+
+def check_out_dir(out_dir: Path | str, overwrite: bool) -> None:
+    """Before writing a dataset to ``out_dir``: refuse an existing dataset unless ``overwrite``, and
+    anything else there that is not an empty directory (whatever ``overwrite`` says).
+
+    Raises:
+        DataError: naming ``out_dir``, what is there and what to do.
+    """
+    out = Path(out_dir)
+    _replaceable(out)
+    if (out / MANIFEST).is_file() and not overwrite:
+        raise DataError(f"{out}: a dataset is already there; pass --overwrite to replace it (the new one replaces it "
+                        "only once it is completely written), or choose another --out")
 
 
 def read_manifest(path: Path | str) -> dict[str, Any]:
@@ -169,6 +197,25 @@ def require_finite(df: pd.DataFrame, columns: Iterable[str], where: str, numeric
                 f"{where}: column {c!r} has {len(bad_idx)} NaN/inf value(s), first at row "
                 f"{int(bad_idx[0])}; expected finite numbers"
             )
+
+
+def require_rows(ok: np.ndarray, values: Any, where: str, field: str, expected: str, row: str = "row") -> None:
+    """Raise DataError naming ``where`` (the file), the first row where ``ok`` is False, ``field``, its
+    value and what was ``expected``, with the number of such rows.
+
+    Args:
+        ok: (N,) bool, True where the row's value is possible.
+        values: the N values as read (shown in the message).
+        row: how rows are counted in the message: ``"row"`` (0-based data row) or ``"line"`` (a CSV
+            file's line, the header being line 1).
+    """
+    bad = np.flatnonzero(~np.asarray(ok, bool))
+    if len(bad):
+        i = int(bad[0])
+        v = values.iloc[i] if isinstance(values, pd.Series) else values[i]
+        v = v.item() if hasattr(v, "item") else v
+        at = f"line {i + 2}" if row == "line" else f"row {i}"
+        raise DataError(f"{where}: {at}: field {field!r}: {v!r}; expected {expected} ({len(bad)} such row(s))")
 
 
 def _json_default(obj: Any) -> Any:

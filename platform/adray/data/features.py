@@ -49,6 +49,14 @@ class FeatureMap:
             labels=tuple(d["labels"]),
         )
 
+    def out_of_vocab(self, ids: np.ndarray) -> dict[str, int]:
+        """Per categorical column, how many of the raw ids ``ids`` (N, C), columns in ``categorical``
+        order, are negative or >= its ``vocab_size``: the ids that :meth:`arrays` and
+        :func:`encode_records` map to 0 (unknown). Every column is present, 0 when none."""
+        ids = np.asarray(ids).reshape(-1, len(self.categorical))
+        vocab = np.array(self.vocab_sizes, dtype=np.int64)
+        return {name: int(n) for name, n in zip(self.categorical_names, ((ids < 0) | (ids >= vocab)).sum(0))}
+
     def arrays(self, df: pd.DataFrame, where: str, with_labels: bool = True) -> dict[str, np.ndarray]:
         """Columns of ``df`` as model inputs: ``x_cat`` (N, C) int64 clipped to vocab (unknown -> 0),
         ``x_num`` (N, D) float32, and each label as float32. Raises DataError naming the column."""
