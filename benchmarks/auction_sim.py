@@ -10,9 +10,9 @@ impressions (traffic shift off so the count is exact), every advertiser bidding 
   and median; impression x advertiser pairs per second from the best;
 * peak memory: one day in a fresh child process, its ``ru_maxrss`` (the whole Python process:
   interpreter, NumPy, SciPy) and the tracemalloc peak of the day's allocations alone;
-* days/s of Ray tasks: ``ray.init(num_cpus=2)``, ``--ray-days`` days with 1 worker (tasks that
-  each reserve 2 CPUs, so one runs at a time) and with 2 workers (1 CPU each), after a warm-up
-  round that starts the worker processes;
+* days/s of Ray tasks: a new local Ray of 2 CPUs (``adray.runtime.ensure_ray``), ``--ray-days``
+  days with 1 worker (tasks that each reserve 2 CPUs, so one runs at a time) and with 2 workers
+  (1 CPU each), after a warm-up round that starts the worker processes;
 * the 1-minute load average (/proc/loadavg) before and after: the machine is shared.
 
 The anchor: the public AuctionNet simulator takes ~52 s and 2.35 GB for the same day on one core of
@@ -69,8 +69,9 @@ def peak_memory(bidders: str) -> dict[str, float]:
 def ray_days_per_s(days: int, bidders: str) -> dict[str, float]:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    from adray.runtime import ensure_ray
+
+    ensure_ray(num_cpus=2, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})  # a new local Ray, never a running one
     try:
         one, two = ray.remote(num_cpus=2)(one_day), ray.remote(num_cpus=1)(one_day)
         ray.get([two.remote(100 + i, bidders) for i in range(2)])  # warm-up: both workers import

@@ -71,6 +71,8 @@ def _emit(as_json: bool, payload: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- data
 
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace the dataset already at --out")]
+
 
 @data_app.command("make")
 def data_make(
@@ -78,15 +80,17 @@ def data_make(
     out: Annotated[Path | None, typer.Option("--out", help="dataset directory (default data/<workload>)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Generate a dataset with the workload's generator or simulator."""
-    from adray.data import read_manifest
+    from adray.data import check_out_dir, read_manifest
     from adray.workload import data_dir_for
 
     wl, cfg = _resolve(workload, config, set_)
     if wl.make_data is None:
         raise typer.BadParameter(f"workload {workload} has no generator; use `adray data import`")
     out = out or data_dir_for(wl, cfg)
+    check_out_dir(out, overwrite)
     wl.make_data(cfg, out)
     _print_manifest(out, read_manifest(out))
 
@@ -98,9 +102,17 @@ def data_import(
     out: Annotated[Path, typer.Option("--out", help="dataset directory to write")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="an option of the format's importer: KEY=VALUE (repeatable); an unknown key "
+        "lists the format's options")] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Convert real files of a public format (aliexpress, alicpp, kuairand-sequence, ...) to a dataset."""
-    from adray.data import read_manifest
+    """Convert real files of a public format (aliexpress, alicpp, kuairand-sequence, ...) to a dataset.
+
+    Nothing the files lack is filled in unless an --option asks for it; the manifest and the console
+    then say how many rows were filled in."""
+    from adray.data import check_out_dir, read_manifest
+    from adray.data.options import parse_options
     from adray.workload import WorkloadError, get_workload, workload_names
 
     workloads = [get_workload(n) for n in workload_names()]
@@ -109,7 +121,10 @@ def data_import(
         known = sorted(f for w in workloads for f in w.importers)
         raise WorkloadError(f"unknown data format {fmt!r}; known formats: {known}")
     wl, cfg = _resolve(owners[0].name, config, set_)  # the importer names a missing file, a directory...
-    wl.importers[fmt](files, out, cfg)
+    importer = wl.importers[fmt]
+    opts = parse_options(importer, fmt, option)
+    check_out_dir(out, overwrite)
+    importer(files, out, cfg, **opts)
     _print_manifest(out, read_manifest(out))
 
 
@@ -128,9 +143,19 @@ def _print_manifest(path: Path, m: dict[str, Any], schema: bool = False) -> None
         if schema:
             for c, t in s["schema"].items():
                 print(f"      {c}: {t}")
-    guard = (m.get("meta") or {}).get("leak_guard")
+    meta = m.get("meta") or {}
+    guard = meta.get("leak_guard")
     if guard:
         print(f"  leak guard: {json.dumps(guard, default=str)}")
+    for key, label in _PROVENANCE:
+        if meta.get(key) is not None:
+            print(f"  {label}: {json.dumps(meta[key], default=str)}")
+
+
+_PROVENANCE = (("import_options", "import options"), ("filled_in", "filled in (not in the files)"),
+               ("left_out", "rows left out"), ("task_mapping", "tasks"),
+               ("out_of_vocab", "out-of-vocabulary ids (mapped to 0, per split and column)"))
+"""Manifest meta that says what an import did beyond copying the files, printed by `data make/import/show`."""
 
 
 # ----------------------------------------------------------------------------- train / tune / eval
@@ -240,13 +265,30 @@ def _register_models() -> None:
 
 
 def _register_optional() -> None:
+    """The serve/jobs verbs. When their module does not import (a broken install: a dependency or a
+    file missing), the verbs still exist and, when used, say what broke instead of vanishing."""
     try:
         from adray.cli_serve import jobs_app, serve_app, submit
-    except ImportError:
+    except ImportError as exc:
+        missing = f"; missing module: {exc.name}" if exc.name else ""
+        why = (f"importing adray.cli_serve failed ({type(exc).__name__}: {exc}{missing}): the install is broken; "
+               "reinstall it (make install)")
+        for verb in ("serve", "jobs", "submit"):
+            app.command(verb, help=f"(unavailable: {why})", add_help_option=False,
+                        context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+                _unavailable(verb, why))
         return
     app.add_typer(serve_app, name="serve")
     app.add_typer(jobs_app, name="jobs")
     app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit)
+
+
+def _unavailable(verb: str, why: str) -> Any:
+    def unavailable(ctx: typer.Context) -> None:
+        typer.secho(f"error: `adray {verb}` is unavailable: {why}", fg="red", err=True)
+        raise typer.Exit(2)
+
+    return unavailable
 
 
 _register_models()

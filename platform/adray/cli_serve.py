@@ -33,10 +33,18 @@ JOB_ADDRESS_HELP = "Ray dashboard URL (http://HEAD:8265); default RAY_ADDRESS, e
 
 
 def connect(address: str | None = None, start_local: bool = True) -> None:
-    """Connect to ``address``/RAY_ADDRESS, else a running local cluster, else start one detached."""
+    """Connect to ``address``/RAY_ADDRESS, else the running ``ray start`` cluster, else start one.
+
+    The local cluster is the one named by Ray's address file, and only while it answers
+    (:func:`adray.runtime.running_head_address`): a stale file left by a stopped cluster is ignored,
+    and another command's embedded Ray on this host is never joined.
+
+    Raises:
+        ConnectionError: nothing to connect to and ``start_local`` is False.
+    """
     import ray
 
-    from adray.runtime import ensure_ray
+    from adray.runtime import ensure_ray, running_head_address, serve_fast_path_env
 
     if ray.is_initialized():
         return
@@ -44,19 +52,29 @@ def connect(address: str | None = None, start_local: bool = True) -> None:
     if address:
         ensure_ray(address)
         return
-    try:
+    if running_head_address():
+        # "auto" now resolves to exactly that file's cluster, and (a cluster found locally) turns on
+        # its token authentication as Ray does; an explicit address would not (Ray 2.60, ray.init)
         ensure_ray("auto")
         return
-    except ConnectionError:
-        if not start_local:
-            raise
+    if not start_local:
+        raise ConnectionError("no Ray cluster to talk to: none runs here (no live `ray start` cluster); give "
+                              "--address or RAY_ADDRESS, or deploy first with `adray serve up`/`adray serve graph`")
     ray_bin = Path(sys.executable).with_name("ray")
     typer.echo("[adray] no local Ray running: starting one with `ray start --head` (stop: `ray stop`)")
-    from adray.runtime import serve_fast_path_env
-
     subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats"], check=True, capture_output=True,
                    env={**os.environ, **serve_fast_path_env()})
+    if running_head_address() is None:
+        raise ConnectionError("`ray start --head` finished but no cluster answers at its address file")
     ensure_ray("auto")
+
+
+def _connect_or_exit(address: str | None) -> None:
+    try:
+        connect(address, start_local=False)
+    except ConnectionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def serve_up(args: Any, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
@@ -69,7 +87,8 @@ def serve_up(args: Any, *, address: str | None = None, host: str = "127.0.0.1", 
     from serve_apps.app import build_app
 
     app = build_app(args)  # resolves the model in the registry before touching the cluster
-    return deploy(app, address=address, host=host, port=port, name=name, route_prefix=route_prefix, wait_s=wait_s)
+    return deploy(app, address=address, host=host, port=port, name=name, route_prefix=route_prefix, wait_s=wait_s,
+                  options=f"--replicas {args.num_replicas} x --replica-cpus {args.replica_cpus:g}")
 
 
 def serve_graph(args: Any, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
@@ -83,19 +102,74 @@ def serve_graph(args: Any, *, address: str | None = None, host: str = "127.0.0.1
     from serve_apps.feed_app import build_feed_app
 
     app = build_feed_app(args)
-    return deploy(app, address=address, host=host, port=port, name=name, route_prefix=route_prefix, wait_s=wait_s)
+    return deploy(app, address=address, host=host, port=port, name=name, route_prefix=route_prefix, wait_s=wait_s,
+                  options=f"--replicas {args.num_replicas}" + (f", --stage-replicas {args.stage_replicas}"
+                                                                if args.mode == "split" else ""))
 
 
 def deploy(app: Any, *, address: str | None, host: str, port: int, name: str, route_prefix: str,
-           wait_s: float) -> str:
-    """Run a built Serve application on the cluster (starting Serve if needed); the HTTP URL."""
+           wait_s: float, options: str = "the app's replicas") -> str:
+    """Run a built Serve application on the cluster (starting Serve if needed); the HTTP URL.
+
+    Raises:
+        adray.runtime.ResourceError: the replicas ask for more than the cluster has or can scale to
+            (``options`` names what sets them); nothing is deployed.
+    """
     from ray import serve
 
     connect(address)
+    check_app_fits(app, name, options)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
-    _wait_running(name, wait_s)
+    try:
+        serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+        _wait_running(name, wait_s)
+    except KeyboardInterrupt:  # the command stops; the cluster may outlive it, and the app with it
+        print(f"\n[adray] interrupted: stopped waiting for serve app {name!r}; on a cluster that outlives this "
+              f"command it may still be deploying (remove it: adray serve down --name {name})",
+              file=sys.stderr, flush=True)
+        raise
     return http_url()
+
+
+def app_resources(app: Any, name: str) -> tuple[dict[str, float], list[str]]:
+    """What a Serve application's replicas hold at start: ``({"CPU": 2.25}, [a line per deployment])``.
+
+    Per deployment: its starting replicas (``num_replicas``, or the autoscaling config's initial or
+    minimum count) x one replica's resources (its placement group bundles, else its actor options
+    with Serve's default of one CPU)."""
+    from ray.serve._private.build_app import build_app  # what serve.run builds (Ray 2.60, private)
+
+    total: dict[str, float] = {}
+    lines = []
+    for d in build_app(app, name=name).deployments:
+        auto = getattr(d._deployment_config, "autoscaling_config", None)
+        replicas = int((auto.initial_replicas if auto.initial_replicas is not None else auto.min_replicas)
+                       if auto is not None else d.num_replicas)
+        bundles = getattr(d._replica_config, "placement_group_bundles", None)
+        per: dict[str, float] = {}
+        if bundles:
+            for bundle in bundles:
+                for k, v in bundle.items():
+                    per[k] = per.get(k, 0.0) + float(v)
+        else:
+            opts = d.ray_actor_options or {}
+            per = {"CPU": float(1 if opts.get("num_cpus") is None else opts["num_cpus"]),
+                   "GPU": float(opts.get("num_gpus") or 0),
+                   **{k: float(v) for k, v in (opts.get("resources") or {}).items()}}
+        for k, v in per.items():
+            total[k] = total.get(k, 0.0) + replicas * v
+        gpu = f" + {per['GPU']:g} GPU" if per.get("GPU") else ""
+        lines.append(f"{d.name} {replicas} x {per.get('CPU', 0):g} CPU{gpu}")
+    return total, lines
+
+
+def check_app_fits(app: Any, name: str, options: str) -> None:
+    """Refuse a Serve app whose replicas can never all be placed (Serve would retry them forever)."""
+    from adray.runtime import check_fits
+
+    need, lines = app_resources(app, name)
+    check_fits(options, need, f"the replicas of serve app {name!r} ({'; '.join(lines)})",
+               "use fewer replicas or fewer CPUs per replica, or a bigger cluster (--address)")
 
 
 def direct_urls(name: str) -> list[str]:
@@ -155,6 +229,7 @@ def up(
     port: int = typer.Option(8000, "--port", help="HTTP port (first start of Serve only)."),
 ) -> None:
     """Deploy a model's policy, or roll the app to a new model version (replicas replaced gracefully)."""
+    from adray.runtime import ResourceError
     from adray.serving import ServeError, policy_meta, resolve_model
     from serve_apps.app import AppArgs
 
@@ -164,7 +239,7 @@ def up(
                        concat_batches=concat_batches)
         url = serve_up(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
         wl, _, _ = policy_meta(resolve_model(model, registry), registry)
-    except (ServeError, ValueError) as exc:
+    except (ServeError, ValueError, ResourceError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     prefix = route_prefix.rstrip("/")
@@ -200,6 +275,7 @@ def graph(
     """Deploy the composed feed graph (POST /v1/feed) from promoted models (@serving unless named)."""
     import pydantic
 
+    from adray.runtime import ResourceError
     from adray.serving import ServeError
     from serve_apps.feed_app import FeedArgs
 
@@ -208,7 +284,7 @@ def graph(
                         mode=mode, num_replicas=replicas, stage_replicas=stage_replicas, day_seconds=day_seconds,
                         state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted)
         url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
-    except (ServeError, ValueError, pydantic.ValidationError) as exc:
+    except (ServeError, ValueError, pydantic.ValidationError, ResourceError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     prefix = route_prefix.rstrip("/")
@@ -228,7 +304,7 @@ def down(
     """Delete the app (or, with --all, shut Serve down). The Ray cluster keeps running."""
     from ray import serve
 
-    connect(address, start_local=False)
+    _connect_or_exit(address)
     if all_apps:
         serve.shutdown()
     else:
@@ -241,7 +317,7 @@ def status(address: str = typer.Option(None, "--address", help=ADDRESS_HELP)) ->
     """Applications, their deployments and replica states."""
     from ray import serve
 
-    connect(address, start_local=False)
+    _connect_or_exit(address)
     st = serve.status()
     if not st.applications:
         typer.echo("no Serve applications running")
@@ -274,9 +350,19 @@ def submit(
     if not wait:
         typer.echo(f"follow it with: adray jobs logs {job_id} --address {_jobs.resolve_address(address)}")
         return
-    code = _jobs.follow(job_id, address)
+    code = _follow(job_id, address)
     typer.echo(f"job {job_id} {'succeeded' if code == 0 else f'failed (exit status {code})'}")
     raise typer.Exit(code)
+
+
+def _follow(job_id: str, address: str | None) -> int:
+    """The job's exit status after streaming its logs; Ctrl-C stops following (exit 130), not the job."""
+    try:
+        return _jobs.follow(job_id, address)
+    except KeyboardInterrupt:
+        typer.echo(f"\n[adray] stopped following job {job_id}; it keeps running on the cluster (stop it: "
+                   f"adray jobs stop {job_id} --address {_jobs.resolve_address(address)})", err=True)
+        raise typer.Exit(130) from None
 
 
 @jobs_app.command("list")
@@ -299,7 +385,7 @@ def jobs_logs(
     """Print (or follow) a job's output."""
     try:
         if follow:
-            raise typer.Exit(_jobs.follow(job_id, address))
+            raise typer.Exit(_follow(job_id, address))
         typer.echo(_jobs.logs(job_id, address), nl=False)
     except _jobs.JobError as exc:
         typer.echo(f"error: {exc}", err=True)

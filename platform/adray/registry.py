@@ -78,8 +78,15 @@ class ModelVersion:
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
-    """``"pwiser"`` / ``"pwiser@latest"`` / ``"pwiser@v0003"`` / ``"pwiser@3"`` -> (name, version)."""
-    name, _, version = ref.partition("@")
+    """``"pwiser"`` / ``"pwiser@latest"`` / ``"pwiser@v0003"`` / ``"pwiser@3"`` -> (name, version).
+
+    ``"pwiser@"`` is refused: an ``@`` with nothing after it is a version left out (a shell variable
+    that was empty), not a request for the latest one.
+    """
+    name, at, version = ref.partition("@")
+    if at and not version:
+        raise RegistryError(f"model reference {ref!r}: no version after '@'; expected {name or 'NAME'}@vNNNN (or a "
+                            f"number), {name or 'NAME'}@latest or {name or 'NAME'}@ALIAS (e.g. @serving)")
     version = version or "latest"
     if not _NAME.match(name):
         raise RegistryError(f"model reference {ref!r}: name must match {_NAME.pattern}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -96,22 +97,31 @@ def run_training(
     model_name: str | None = None,
     reporter: Reporter | None = None,
 ) -> TrainOutcome:
-    """Train ``cfg`` with the workload's trainer and (optionally) publish the model."""
-    from adray.runtime import ResourceError, cluster_gpus, ensure_ray
+    """Train ``cfg`` with the workload's trainer and (optionally) publish the model.
+
+    Raises:
+        ResourceError: more workers (CPUs, GPUs) than the cluster has or can scale to, checked
+            before any actor starts.
+        KeyboardInterrupt: Ctrl-C; the run is stopped within seconds (its last checkpoint is kept,
+            so the same call resumes it).
+    """
+    from adray.runtime import check_count, check_train_workers, ensure_ray
 
     wl = get_workload(workload) if isinstance(workload, str) else workload
-    if num_workers < 1:
-        raise ResourceError(f"--workers={num_workers}: expected >= 1")
+    check_count("--workers", num_workers)
     data_dir = prepare_data(wl, cfg, progress)  # before Ray: a missing dataset fails in a second
     t0 = time.perf_counter()
     ensure_ray()
     ray_init_s = time.perf_counter() - t0
-    if use_gpu and cluster_gpus() < num_workers:
-        raise ResourceError(f"--gpu with {num_workers} worker(s), but the cluster has {cluster_gpus()} GPU(s)")
+    check_train_workers(num_workers, use_gpu)  # before any actor starts: 64 workers on 2 CPUs would never fail
     ctx = make_context(wl, cfg, data_dir, num_workers=num_workers, use_gpu=use_gpu, precision=precision,
                        run_name=run_name, runs=runs, scratch=scratch, cpus_per_worker=cpus_per_worker,
                        progress=progress, reporter=reporter)
-    result = wl.trainer.train(cfg, ctx)
+    try:
+        result = wl.trainer.train(cfg, ctx)
+    except KeyboardInterrupt:  # the trainer stopped what it started (Ray Train: its controller and workers)
+        print(f"[adray] interrupted: {wl.name} training stopped, nothing published", file=sys.stderr, flush=True)
+        raise
     finish_model_dir(result.model_dir, cfg, result.meta)
     model_ref = publish_result(wl, cfg, result, ctx, model_name) if publish else None
     timings = {"ray_init_s": ray_init_s, **result.timings}

@@ -18,8 +18,10 @@ directory under ``ctx.run_dir``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -102,9 +104,8 @@ class TorchTrainer:
     def train(self, cfg: Any, ctx: TrainContext) -> TrainResult:
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer as RayTorchTrainer
 
-        from adray.runtime import worker_cpus
+        from adray.runtime import stop_train_controller, worker_cpus
 
         spec, timings = self.spec, {}
         t1 = time.perf_counter()
@@ -121,7 +122,7 @@ class TorchTrainer:
         resources = {"CPU": cpus} | ({"GPU": 1.0} if ctx.use_gpu else {})
         reporter = _Progress(ctx.progress, cfg.epochs)
         storage_path, storage_fs = ctx.storage.ray_storage()
-        trainer = RayTorchTrainer(
+        trainer = _interruptible_trainer_cls()(
             _train_loop,
             train_loop_config={"spec": spec, "cfg": cfg, "meta": meta, "data_ref": data_ref,
                                "precision": ctx.precision, "progress_queue": reporter.queue},
@@ -135,8 +136,16 @@ class TorchTrainer:
             ),
         )
         t2, wall_start = time.perf_counter(), time.time()
-        with reporter:
-            result = trainer.fit()
+        try:
+            with reporter:
+                result = trainer.fit()
+        except KeyboardInterrupt:
+            if trainer.controller is not None:
+                stop_train_controller(trainer.controller)
+            print(f"\n[adray] interrupted: Ray Train run {ctx.run_name} stopped (controller and workers); its last "
+                  f"checkpoint (if any) is kept under {run.display()}, and the same command resumes from it",
+                  file=sys.stderr, flush=True)
+            raise
         timings["trainer_fit_s"] = time.perf_counter() - t2
         if result.error is not None:
             raise result.error
@@ -182,6 +191,29 @@ class TorchTrainer:
             shutil.copy(Path(d) / "best.pt", tmp / WEIGHTS_FILE)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
+
+
+@functools.cache
+def _interruptible_trainer_cls() -> Any:  # built on first use: no Ray import when this module loads
+    from ray.train.torch import TorchTrainer as RayTorchTrainer
+
+    class InterruptibleTorchTrainer(RayTorchTrainer):
+        """Ray's TorchTrainer whose run stops at once on Ctrl-C.
+
+        Ray Train 2.60 installs its own SIGINT handler in the driver's main thread
+        (``DataParallelTrainer._register_sigint_handler``, private): it waits for the controller's
+        ``abort`` without a limit, which never returns while the controller is busy (e.g. starting
+        workers), swallows a second Ctrl-C and exits with status 0 on the third. Here the hook only
+        keeps the controller's handle: Ctrl-C raises ``KeyboardInterrupt`` out of ``fit`` and the
+        caller stops the controller (:func:`adray.runtime.stop_train_controller`).
+        """
+
+        controller: Any = None
+
+        def _register_sigint_handler(self, controller: Any) -> None:
+            self.controller = controller
+
+    return InterruptibleTorchTrainer
 
 
 @dataclasses.dataclass(frozen=True)

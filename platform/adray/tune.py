@@ -26,12 +26,18 @@ config, so running the same command again resumes it (``Tuner.restore``). The sw
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
 import math
+import os
+import signal
+import sys
+import threading
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +225,11 @@ def run_sweep(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from adray.runtime import cluster_cpus, ensure_ray
+    from adray.runtime import check_count, check_fits, check_train_workers, cluster_size, ensure_ray
 
+    check_count("--trials", trials)
+    check_count("--workers", num_workers)
+    check_count("--concurrent", max_concurrent, minimum=0)
     ensure_ray()
     wl = get_workload(space.workload)
     cfg: TrainConfig = load_config(wl.config_cls, config or space.config, wl.configs_dir, overrides)
@@ -230,22 +239,29 @@ def run_sweep(
         raise TuneSpaceError(f"{space.path}: no 'params' to search")
     dists = _distributions(space, grid)
     _validate_values(space, wl, cfg, dists)
-    from adray.train import prepare_data
-
-    prepare_data(wl, cfg, progress)  # once, here: concurrent trials must not each generate it
     num_samples = math.prod(len(v) for v in space.grid.values()) if grid else trials
     sampler = GridSampler(space.grid, seed=cfg.seed) if grid else TPESampler(seed=cfg.seed)
 
-    # Resources: a trial holds trial_cpu, its Train workers cpus_per_worker each; fit what the
-    # cluster has (a request larger than the cluster would wait forever).
-    total = cluster_cpus()
+    # Resources, checked before anything starts (a request larger than the cluster, or than it can
+    # scale to, would wait forever): a trial holds trial_cpu and its Train workers per_worker each;
+    # its workers are refused past one per CPU (as `adray train` refuses them), so a trial
+    # (0.25 + 0.75 n <= n CPUs) always fits.
+    workers_what = f"one trial's {num_workers} Ray Train worker{'s' if num_workers > 1 else ''} (one CPU each)"
+    check_train_workers(num_workers, what=workers_what)
+    total = cluster_size().get("CPU")
     trial_cpu, per_worker = 0.25, 0.75
     per_trial = trial_cpu + num_workers * per_worker
-    if per_trial > total:
-        per_worker = max(0.1, (total - trial_cpu) / num_workers)
-        per_trial = trial_cpu + num_workers * per_worker
-    fits = max(1, int(total // per_trial))
+    fits = num_samples if math.isinf(total) else max(1, int(total // per_trial))
+    if max_concurrent > fits:
+        check_fits(f"--concurrent {max_concurrent}", {"CPU": max_concurrent * per_trial},
+                   f"{max_concurrent} trials of {per_trial:g} CPUs each (the trial {trial_cpu:g} + {num_workers} "
+                   f"worker{'s' if num_workers > 1 else ''} x {per_worker:g})",
+                   f"use --concurrent {fits} or fewer (or leave it out: as many as fit)")
     concurrent = min(max_concurrent or fits, fits)
+
+    from adray.train import prepare_data
+
+    prepare_data(wl, cfg, progress)  # once, here: concurrent trials must not each generate it
 
     key = json.dumps([space.workload, str(space.path), cfg.to_dict(), grid, num_samples, num_workers], sort_keys=True)
     name = name or f"tune-{space.workload}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -281,9 +297,53 @@ def run_sweep(
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=storage_fs,
                                       verbose=0, callbacks=callbacks),
         )
-    with orphan_placement_group_reaper():
+    with orphan_placement_group_reaper(), _interrupt_flag() as interrupted:
         grid_result = tuner.fit()
+    if interrupted.is_set():
+        print(f"[adray] interrupted: sweep {name} stopped, nothing published; its state is kept under "
+              f"{storage.display()}, and the same command resumes it", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
     return _summarise(space, wl, cfg, grid_result, storage, name, publish)
+
+
+@contextlib.contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """Ctrl-C during ``Tuner.fit``: Tune stops the trials and saves the sweep's state, and the caller
+    learns that it happened (the event is set).
+
+    Tune's own SIGINT handler (Ray 2.60) does the first part and then returns from ``fit`` as if the
+    sweep had finished: the partial sweep would be summarised and its best-so-far published. So
+    Tune's handler is turned off (``TUNE_DISABLE_SIGINT_HANDLER``) and this one sets the event and
+    asks Tune to stop through the SIGUSR1 it also listens to. A second Ctrl-C raises
+    ``KeyboardInterrupt`` at once. Outside the main thread nothing is installed (none can be).
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if not callable(signal.getsignal(signal.SIGUSR1)):  # Tune is not listening (yet): stop here
+            raise KeyboardInterrupt
+        interrupted.set()
+        print("\n[adray] Ctrl-C: stopping the sweep's trials and saving its state (Ctrl-C again: stop at once)",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    old_int, old_usr1 = signal.signal(signal.SIGINT, on_sigint), signal.getsignal(signal.SIGUSR1)
+    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        if old_usr1 is not None:  # None: a handler not set from Python; leave Tune's (it only sets a flag)
+            signal.signal(signal.SIGUSR1, old_usr1)
+        if old_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
 
 
 def _validate_values(space: TuneSpace, wl: Workload, cfg: Config, dists: dict[str, Any]) -> None:

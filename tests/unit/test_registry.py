@@ -39,6 +39,18 @@ def test_unknown_refs_list_what_exists(tmp_path: Path) -> None:
         parse_ref("pwiser@newest")
 
 
+def test_an_empty_version_is_refused_not_read_as_latest(tmp_path: Path) -> None:
+    """``adray models promote pwiser@`` (a version left out) used to promote the latest version."""
+    reg = Registry(tmp_path / "reg")
+    reg.publish("pwiser", _ckpt(tmp_path, "a"), {"workload": "pwiser"})
+    for ref in ("pwiser@", "@"):
+        with pytest.raises(RegistryError, match=rf"model reference '{ref}': no version after '@'"):
+            reg.get(ref)
+    with pytest.raises(RegistryError, match="no version after '@'"):
+        parse_ref("pwiser@")
+    assert reg.get("pwiser").version == "v0001"  # a bare name still means the latest
+
+
 def test_failed_publish_leaves_no_version_and_keeps_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reg = Registry(tmp_path / "reg")
     reg.publish("pwiser", _ckpt(tmp_path, "a"), {"workload": "pwiser"})

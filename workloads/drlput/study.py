@@ -21,10 +21,11 @@ def config(name: str, sets: list[str] | None = None, extra: dict[str, Any] | Non
 
 
 def start_ray() -> None:
-    import ray
+    """The studies' Ray: a new local one of 1 CPU (or ``RAY_ADDRESS``), through the platform's one
+    door, so a cluster already running on the machine (or its stale address file) is never joined."""
+    from adray.runtime import ensure_ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ensure_ray(num_cpus=1)
 
 
 def ensure_data(cfg: DRLPUTConfig, root: Path) -> Path:
