@@ -1,6 +1,6 @@
 """MTORL on the public Criteo journeys under the paper's protocol (Table 2, Criteo rows).
 
-The released file (``../shared/data/criteo_sequence.zip``) is imported as it comes with the
+The released file (``data/samples/criteo_sequence.zip``) is imported as it comes with the
 ``criteo`` config (users split 80/10/10, journeys >= 10 steps, the last n = 20 steps per user,
 μ = 0.04, λ = 1.4, gain = click + 10·conversion); the importer's leak guard drops ``cat8`` (a
 one-to-one code of the channel). Then MTORL, BC, DT and the four ablations are trained in process
@@ -120,7 +120,7 @@ def print_table(summary: dict[str, dict], refs: dict[str, dict[str, float]]) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--file", type=Path, default=REPO.parent / "shared/data/criteo_sequence.zip")
+    ap.add_argument("--file", type=Path, default=REPO / "data" / "samples" / "criteo_sequence.zip")
     ap.add_argument("--config", default="criteo")
     ap.add_argument("--data", default="", help="dataset dir (default: the config's data)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -15,8 +15,11 @@ to continue. ``eval`` runs, per group,
 ``adray eval vamo --model vamo-vamo-s<S>@latest --compare LABEL=vamo-LABEL-s<S>@latest ... --json``
 (every model bids in the same fresh simulated days against the same opponents: evaluate.py; STL is
 in every group, so each group's Delta m% is against the same STL models) and keeps its ``methods``
-in ``eval-s<S>.json``. ``report`` prints mean +- std over the evaluated seeds of each task's metric,
-the AuctionNet score and Delta m% (per seed against that seed's STL; lower is better) and writes
+in ``eval-s<S>.json``. Each model's metrics there are means over ``eval_days`` fresh days x
+``eval_seeds`` opponent seeds (the config's; bench: 3 x 3), with their std over opponent seeds.
+``report`` prints mean +- std over the evaluated training seeds of each task's metric, the
+AuctionNet score and Delta m% (per seed against that seed's STL; lower is better), the score's std
+over opponent seeds (``opp-sd``, mean over training seeds) and writes
 Fig. 4 as ``lambda.png``. Groups:
 
 * table1: stl, vanilla, dwa, famo, pcgrad, fairgrad, vamo, and the AuctionNet baselines (pid_budget,
@@ -150,23 +153,32 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per method and metric: the mean over training seeds, ``<metric>_std`` the std over training
+    seeds and ``<metric>_opp_std`` the mean over training seeds of the evaluation's std over
+    opponent seeds (its ``<metric>_std``)."""
     out: dict[str, dict[str, float]] = {}
     for name in per_seed[0]:
         runs = [t[name] for t in per_seed if name in t]
         for k in runs[0]:
+            if k.endswith("_std"):
+                continue
             vals = [r[k] for r in runs if k in r]
             out.setdefault(name, {})[k] = float(np.mean(vals))
             out[name][f"{k}_std"] = float(np.std(vals))
+            opp = [r[f"{k}_std"] for r in runs if f"{k}_std" in r]
+            if opp:
+                out[name][f"{k}_opp_std"] = float(np.mean(opp))
         out[name]["seeds"] = len(runs)
     return out
 
 
 def show(title: str, table: dict[str, dict[str, float]], rows: list[str]) -> None:
-    print(f"\n{title}\n{'method':18s}" + "".join(f"{c:>20s}" for c in COLUMNS) + "  seeds")
+    print(f"\n{title}\n{'method':18s}" + "".join(f"{c:>20s}" for c in COLUMNS) + "  score opp-sd  seeds")
     for r in rows:
         if r in table:
             cells = [f"{table[r].get(c, float('nan')):.1f} +- {table[r].get(c + '_std', 0):.1f}" for c in COLUMNS]
-            print(f"{r:18s}" + "".join(f"{c:>20s}" for c in cells) + f"  {int(table[r]['seeds'])}")
+            opp = table[r].get("score_opp_std", float("nan"))
+            print(f"{r:18s}" + "".join(f"{c:>20s}" for c in cells) + f"  {opp:12.1f}  {int(table[r]['seeds'])}")
 
 
 def report(args: argparse.Namespace) -> None:

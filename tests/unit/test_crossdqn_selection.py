@@ -13,7 +13,7 @@ import torch
 
 from tests.helpers import crossdqn_module
 from workloads.crossdqn.config import CrossDQNConfig, FeedSimConfig
-from workloads.crossdqn.selection import HeldOut, greedy_actions, held_out_mask, match_offset
+from workloads.crossdqn.selection import HeldOut, greedy_actions, held_out_mask, match_offset, split_masks
 from workloads.crossdqn.sim import action_bits, obs_layout
 
 CFG = CrossDQNConfig(sim=FeedSimConfig(slots=3, n_ads=3, n_organic=3, hist_len=2, item_dim=2), embed_dim=4,
@@ -28,6 +28,18 @@ def test_held_out_split_is_whole_episodes_fixed_and_never_empty() -> None:
     assert (held_out_mask(eps[::-1], 0.2)[::-1] == mask).all()  # by episode id, not by row order
     assert (held_out_mask(eps, 0.2) == mask).all()  # a fixed draw: every trial gets the same split
     assert held_out_mask(np.arange(2), 0.01).sum() == 1 and held_out_mask(np.arange(2), 0.99).sum() == 1
+
+
+def test_test_split_is_whole_episodes_disjoint_from_validation_and_fixed() -> None:
+    eps = np.repeat(np.arange(100), 3)
+    val, test = split_masks(eps, 0.2, 0.1)
+    assert (val == held_out_mask(eps, 0.2)).all()  # the validation draw is unchanged by the test split
+    assert len(np.unique(eps[test])) == 10 and not (val & test).any()
+    assert not set(eps[test]) & set(eps[~test])  # whole episodes
+    assert all((a == b).all() for a, b in zip(split_masks(eps[::-1], 0.2, 0.1), (val[::-1], test[::-1])))
+    v, t = split_masks(np.arange(3), 0.3, 0.3)  # one episode each, one left to train on
+    assert v.sum() == 1 and t.sum() == 1
+    assert split_masks(np.arange(2), 0.5, 0.4)[1].sum() == 0  # nothing left to hold out as test
 
 
 def test_match_offset_brings_the_greedy_ad_share_to_the_target() -> None:

@@ -174,6 +174,10 @@ class CrossDQNConfig(TrainConfig):
     val_fraction: float = 0.2
     """Share of the logged episodes (requests) held out from training (a fixed draw: every trial on a
     dataset gets the same split): they calibrate β and give the selection objective (selection.py)."""
+    test_fraction: float = 0.1
+    """Share of the logged episodes held out as test logs, drawn from the episodes the validation
+    draw left (a fixed draw too): never trained on, never calibrate or choose; training and ``adray
+    eval`` report the model's ``test_*`` estimates on them (selection.HeldOut.metrics)."""
     online: bool = False
     """Train online in the simulator (DQN's own sampling + replay) instead of from the logged Parquet.
     An explicit research option, off by default: it trains by interacting with the simulator, has no
@@ -211,6 +215,8 @@ class CrossDQNConfig(TrainConfig):
         check(self.eval_requests >= 10 and self.eval_seeds >= 1, "eval_requests >= 10, eval_seeds >= 1")
         check(0.0 <= self.serve_epsilon <= 1.0, f"serve_epsilon={self.serve_epsilon}: expected in [0, 1]")
         check(0.0 < self.val_fraction < 1.0, f"val_fraction={self.val_fraction}: expected in (0, 1)")
+        check(0.0 < self.test_fraction < 1.0 - self.val_fraction,
+              f"test_fraction={self.test_fraction}: expected in (0, 1 - val_fraction={self.val_fraction})")
         check(not (self.online and self.calibrate_pae and self.lam > 0),
               "online=true with calibrate_pae=true: β is calibrated on held-out logged screens and online "
               "training has no logs; set calibrate_pae=false")

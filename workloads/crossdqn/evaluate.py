@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from workloads.crossdqn.config import CrossDQNConfig
+from workloads.crossdqn.data import check_dataset
 from workloads.crossdqn.policies import ActFn, fixed_policy, gea_policy, random_policy
 from workloads.crossdqn.rollout import EVAL_SEED, match_pae, q_policy, rollout
+from workloads.crossdqn.selection import logged_test_metrics
 from workloads.crossdqn.sim import FeedSim, make_requests
 
 METRICS = ("r_ad", "r_fee", "cvr", "r_ex", "pae", "reward")
@@ -114,8 +116,9 @@ def evaluate(cfg: CrossDQNConfig, data_dir: Path, model: Any,
     and the baselines ``fixed``, ``gea`` and ``random``.
 
     Every Q-network is evaluated as served (greedy on its scores) at matched PAE, GEA at matched
-    PAE, Fixed and Random as they are. ``data_dir`` is not read: every method meets fresh requests of
-    ``cfg.sim``'s simulator (the logs only trained the models).
+    PAE, Fixed and Random as they are: every method meets fresh requests of ``cfg.sim``'s simulator.
+    Each Q-network's row also has its ``test_*`` estimates on the test logs of ``data_dir``
+    (selection.logged_test_metrics: what training reports; none without a logged dataset).
     """
     import torch
 
@@ -129,4 +132,9 @@ def evaluate(cfg: CrossDQNConfig, data_dir: Path, model: Any,
                      "random": random_policy(cfg.sim.slots, cfg.pae_target, RANDOM_SEED)})
     raw = {"fixed", "random"}  # not PAE-matched
     with torch.no_grad():
-        return {name: evaluate_policy(cfg, p, matched=name not in raw) for name, p in policies.items()}
+        table = {name: evaluate_policy(cfg, p, matched=name not in raw) for name, p in policies.items()}
+    if (Path(data_dir) / "manifest.json").is_file():
+        path = check_dataset(cfg, Path(data_dir))
+        for label, m in {"crossdqn": model, **others}.items():
+            table[label].update(logged_test_metrics(cfg, path, getattr(m, "net", m)))
+    return table

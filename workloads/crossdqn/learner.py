@@ -35,7 +35,7 @@ split), cut so that each call covers at most ``target_update_freq`` transitions 
 syncs the target network after a call, so syncs still happen by count;
 ``online=True`` keeps DQN's own sampling in the simulator (``FeedEnv``) with the same learner.
 Reward is rebuilt from the logged components with the config's η (``sim.eta``), so η can be tuned
-on one dataset. The episodes that selection.py holds out (``val_fraction``) are never sampled. What the learner and the algorithm read of the config is one frozen
+on one dataset. The episodes that selection.py holds out (``val_fraction``, ``test_fraction``) are never sampled. What the learner and the algorithm read of the config is one frozen
 :class:`LearnerSettings` in ``learner_config_dict`` (key :data:`SETTINGS_KEY`).
 """
 
@@ -63,7 +63,7 @@ from ray.rllib.utils.metrics import (
 from adray import rl
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.model import CrossDQNModule, module_config
-from workloads.crossdqn.selection import held_out_mask
+from workloads.crossdqn.selection import split_masks
 from workloads.crossdqn.sim import FeedEnv, obs_layout
 
 PAE_AUX_KEY = "pae_aux_loss"
@@ -89,6 +89,8 @@ class LearnerSettings:
     updates_per_iteration: int
     val_fraction: float
     """Share of logged episodes held out (selection.py); the learner never samples them."""
+    test_fraction: float
+    """Share of logged episodes held out as test logs (selection.split_masks); never sampled either."""
     online: bool
     data_path: str
     """The logged Parquet file ("" when ``online``)."""
@@ -98,6 +100,7 @@ class LearnerSettings:
         return cls(lam=cfg.lam, tau=cfg.tau, pae_target=cfg.pae_target, eta=cfg.sim.eta, seed=cfg.seed,
                    cql_alpha=cfg.cql_alpha, pae_estimator=cfg.pae_estimator, pae_mode=cfg.pae_mode,
                    updates_per_iteration=cfg.updates_per_iteration, val_fraction=cfg.val_fraction,
+                   test_fraction=cfg.test_fraction,
                    online=cfg.online,
                    data_path=str(data_path) if data_path else "")
 
@@ -169,7 +172,8 @@ class OfflineCrossDQN(DQN):
         if self._online:
             return
         cols = rl.read_transitions(s.data_path, (*LOGGED, "eps_id"))
-        train = ~held_out_mask(cols.pop("eps_id"), s.val_fraction)  # held-out episodes: selection only
+        val, test = split_masks(cols.pop("eps_id"), s.val_fraction, s.test_fraction)
+        train = ~(val | test)  # held-out episodes: selection and the test report only
         cols = {k: v[train] for k, v in cols.items()}
         rewards = cols["r_ad"] + cols["r_fee"] + s.eta * cols["r_ex"]  # Eq. 2 with this η
         self._sampler = rl.TransitionSampler({

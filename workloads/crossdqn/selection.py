@@ -8,7 +8,9 @@ crossdqn`` and one imported from the serving graph's decision log (``crossdqn-lo
 * **Split.** :func:`held_out_mask` holds out a share (``val_fraction``) of the logged *episodes*
   (``eps_id``; whole requests, so no screen of a held-out request is trained on), drawn with a
   fixed seed: every trial and training seed on a dataset sees the same split, and the learner
-  (learner.py) never samples a held-out row.
+  (learner.py) never samples a held-out row. :func:`split_masks` also holds out ``test_fraction``
+  of the episodes as test logs (a second fixed draw from the rest): they neither train, calibrate
+  nor choose; the trained model's ``test_*`` are :meth:`HeldOut.metrics` on them.
 * **PAE calibration** (:func:`match_offset`): the served greedy policy's ad share on the held-out
   *logged screens* (their states; no outcome needed) is set to the PAE target by bisection on an
   offset mu of the served scores ``Q(s,a) - β·PAE(a) - mu·PAE(a)``; train.py adds mu to β. The
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,6 +36,8 @@ from workloads.crossdqn.config import CrossDQNConfig
 
 VAL_SPLIT_SEED = 19_019
 """Seed of the held-out episode draw (fixed: every trial on a dataset is judged on the same rows)."""
+TEST_SPLIT_SEED = 20_020
+"""Seed of the test episode draw (from the episodes the validation draw left)."""
 HELD_OUT_COLUMNS = ("obs", "new_obs", "actions", "r_ad", "r_fee", "r_ex", "terminateds", "action_prob",
                     "eps_id", "t")
 
@@ -45,6 +49,18 @@ def held_out_mask(eps_id: np.ndarray, fraction: float) -> np.ndarray:
     n_val = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1) if fraction > 0 else 0
     chosen = np.random.default_rng(VAL_SPLIT_SEED).choice(ids, n_val, replace=False)
     return np.isin(eps_id, chosen)
+
+
+def split_masks(eps_id: np.ndarray, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (n,) of the validation episodes (:func:`held_out_mask`) and of the test episodes:
+    ``round(test_fraction · episodes)`` of the others (at least one, and at least one left to
+    train on; none if that cannot be), drawn with :data:`TEST_SPLIT_SEED`."""
+    val = held_out_mask(eps_id, val_fraction)
+    rest = np.unique(eps_id[~val])
+    n_test = min(max(1, int(round(test_fraction * len(np.unique(eps_id))))), len(rest) - 1)
+    n_test = max(n_test, 0) if test_fraction > 0 else 0
+    chosen = np.random.default_rng(TEST_SPLIT_SEED).choice(rest, n_test, replace=False)
+    return val, np.isin(eps_id, chosen)
 
 
 def net_scores(net: Any, obs: np.ndarray, q_only: bool = False, chunk: int = 1024) -> np.ndarray:
@@ -85,7 +101,8 @@ def match_offset(scores: np.ndarray, action_pae: np.ndarray, target: float, step
 
 @dataclasses.dataclass(frozen=True)
 class HeldOut:
-    """The held-out logged transitions of a dataset (rows of :func:`held_out_mask`)."""
+    """The held-out logged transitions of a dataset: the validation (rows of :func:`held_out_mask`)
+    or the test episodes (:func:`split_masks`)."""
 
     obs: np.ndarray
     new_obs: np.ndarray
@@ -98,9 +115,10 @@ class HeldOut:
     t: np.ndarray
 
     @classmethod
-    def load(cls, cfg: CrossDQNConfig, data_path: Path | str) -> HeldOut:
+    def load(cls, cfg: CrossDQNConfig, data_path: Path | str, split: Literal["val", "test"] = "val") -> HeldOut:
         cols = rl.read_transitions(data_path, HELD_OUT_COLUMNS)
-        keep = held_out_mask(cols["eps_id"], cfg.val_fraction)
+        val, test = split_masks(cols["eps_id"], cfg.val_fraction, cfg.test_fraction)
+        keep = val if split == "val" else test
         c = {k: v[keep] for k, v in cols.items()}
         return cls(obs=c["obs"].astype(np.float32), new_obs=c["new_obs"].astype(np.float32),
                    actions=c["actions"].astype(np.int64),
@@ -132,6 +150,14 @@ class HeldOut:
         return {"pae_logged": float(action_pae[greedy_actions(served, action_pae, 0.0)].mean()), "mu_logged": mu,
                 "agree": float(pi.mean()), "reward_wdr": est.value, "reward_wdr_se": est.std_err,
                 "reward_wdr_ess": est.ess}
+
+
+def logged_test_metrics(cfg: CrossDQNConfig, data_path: Path | str, net: Any) -> dict[str, float]:
+    """``test_*``: :meth:`HeldOut.metrics` of a network's served policy on the test logs (what
+    training reports and ``adray eval crossdqn`` recomputes; none when the dataset is too small to
+    hold test episodes out)."""
+    test = HeldOut.load(cfg, data_path, "test")
+    return {f"test_{k}": v for k, v in test.metrics(net, cfg.pae_target).items()} if len(test) else {}
 
 
 OBJECTIVE = "reward_wdr"

@@ -4,7 +4,9 @@
 (each: ``updates_per_iteration`` gradient steps on the training episodes, then the ``val_*``
 estimates on the held-out logged episodes, see selection.py), calibrates the PAE offset β on the
 held-out logged screens, and exports the inference RLModule alone (the last iteration's: no
-iteration is chosen). Nothing here asks the simulator: it generated the logs and evaluates the
+iteration is chosen), and reports the exported policy's ``test_*`` estimates on the held-out test
+logs (selection.split_masks: they neither train, calibrate nor choose; ``adray eval crossdqn``
+computes the same numbers from the published model). Nothing here asks the simulator: it generated the logs and evaluates the
 models (evaluate.py), it never trains or chooses one. RLlib and torch are imported when training
 starts, not with this module: the workload package stays light to import (the platform's registry
 imports it to read a config or a tune space).
@@ -22,7 +24,14 @@ from adray.config import ConfigError
 from adray.workload import TrainContext, TrainResult
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import check_dataset
-from workloads.crossdqn.selection import OBJECTIVE, HeldOut, greedy_actions, match_offset, net_scores
+from workloads.crossdqn.selection import (
+    OBJECTIVE,
+    HeldOut,
+    greedy_actions,
+    logged_test_metrics,
+    match_offset,
+    net_scores,
+)
 from workloads.crossdqn.sim import obs_layout
 
 MODULE_DIR = "module"
@@ -84,6 +93,8 @@ def _train(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any, prog
                 served = net_scores(net, held.obs)
                 offsets["val_pae_logged"] = float(action_pae[greedy_actions(served, action_pae, 0.0)].mean())
             offsets["pae_offset"] = net.pae_offset.item()
+        if validate and data_path is not None and learner_module is not None:  # the policy as exported
+            offsets.update(logged_test_metrics(cfg, data_path, learner_module.unwrapped().net))
         rl.export_module(algo, out_dir / MODULE_DIR)
     finally:
         algo.stop()

@@ -165,7 +165,8 @@ class VamoConfig(EpochConfig):
     eval_days: int = 2
     """Fresh simulated days each method bids in (same days and opponents for every method)."""
     eval_seeds: int = 3
-    """Training seeds per method (mean +- std, as in the paper's tables)."""
+    """Opponent seeds per evaluation day: each draws which baseline every opponent bids with
+    (evaluate.py); metrics are the mean over days x seeds, ``<metric>_std`` the std over seeds."""
     target_return: float = 1.5
     """At inference the return-to-go starts at this multiple of the advertiser's best logged return."""
 

@@ -4,9 +4,16 @@ The market is the training data's (same seed: the same advertisers); the days ar
 the logged validation and test days (never logged themselves), as the paper's test day follows
 its validation day. Half of each task's advertisers (every second one) are bid for by
 the method under test; the other half are opponents that bid with the AuctionNet baselines without
-exploration, the same for every method. A method's metrics are the per-task means over its
-advertisers and days (gmv, dir_gmv, cart: the task's value x CPA penalty; score: AuctionNet's score)
-and, when STL is in the table, Delta m% = mean_k -(M_k - M_stl,k) / M_stl,k x 100 (lower is better).
+exploration, the same for every method. Each evaluation day is bid ``eval_seeds`` times, once per
+opponent seed: the seed draws which of the four baselines (fixed alpha, PID on budget, PID on CPA,
+online LP; a quarter of the opponents each) every opponent bids with, so the method meets
+``eval_days x eval_seeds`` markets (every method the same ones). A method's metrics are the
+per-task means over its advertisers, days and opponent seeds (gmv, dir_gmv, cart: the task's value
+x CPA penalty; score: AuctionNet's score), each with ``<metric>_std``: the std over opponent seeds
+of the per-seed means over days; and, when STL is in the table, Delta m% = mean_k -(M_k -
+M_stl,k) / M_stl,k x 100 (lower is better). Every learned model also gets ``test_loss`` and
+``test_loss_<task>``: its action error on the dataset's logged test day, what the trainer reports
+(train.evaluate_windows; STL: each task's network on its own task's windows).
 """
 
 from __future__ import annotations
@@ -23,9 +30,13 @@ from workloads.vamo.config import TASKS, SimConfig, VamoConfig
 from workloads.vamo.data import REFERENCE_DAY, lp_table, map_days
 from workloads.vamo.policy import ModelBidder
 from workloads.vamo.sim import Bidder, DayResult, simulate_day, task_metrics
+from workloads.vamo.train import evaluate_windows, load_windows, task_runs
 from workloads.vamo.world import make_advertisers, rng_for
 
 BASELINES = ("fixed", "pid_budget", "pid_cpa", "online_lp", "random")
+OPPONENT_STREAM = 98
+"""Stream tag of the opponents' draw (``rng_for(seed, OPPONENT_STREAM, day, opponent_seed)``);
+world.py's tags are 0-5, RandomAlpha's 99."""
 
 
 class RandomAlpha:
@@ -48,11 +59,15 @@ def controlled(task: np.ndarray) -> np.ndarray:
     return np.flatnonzero(pos % 2 == 0)
 
 
-def opponents(idx: np.ndarray, lp: LpTable) -> list[tuple[np.ndarray, Bidder]]:
+def opponents(idx: np.ndarray, lp: LpTable, rng: np.random.Generator | None = None,
+              ) -> list[tuple[np.ndarray, Bidder]]:
+    """The opponents ``idx`` in four equal groups (fixed alpha, PID budget, PID CPA, online LP):
+    every fourth of them in a permutation drawn from ``rng`` (an opponent seed's; none: in order)."""
     kinds: list[Callable[[], Bidder]] = [FixedAlpha, PidBudget, PidCpa, lambda: OnlineLp(lp)]
+    order = np.arange(len(idx)) if rng is None else rng.permutation(len(idx))
     out = []
     for k, make in enumerate(kinds):
-        sel = idx[np.arange(len(idx)) % len(kinds) == k]
+        sel = np.sort(idx[order[k::len(kinds)]])
         if len(sel):
             out.append((sel, make()))
     return out
@@ -63,11 +78,13 @@ def baseline_bidder(name: str, lp: LpTable) -> Bidder:
             "online_lp": lambda: OnlineLp(lp)}[name]()
 
 
-def eval_day(sim: SimConfig, seed: int, day: int, make: Callable[[], Bidder], lp: LpTable) -> dict[str, float]:
+def eval_day(sim: SimConfig, seed: int, day: int, make: Callable[[], Bidder], lp: LpTable,
+             opponent_seed: int = 0) -> dict[str, float]:
     adv = make_advertisers(sim, seed)
     mine = controlled(adv.task)
     others = np.setdiff1d(np.arange(adv.n), mine)
-    res = simulate_day(sim, seed, day, [(mine, make()), *opponents(others, lp)])
+    rng = rng_for(seed, OPPONENT_STREAM, day, opponent_seed)
+    res = simulate_day(sim, seed, day, [(mine, make()), *opponents(others, lp, rng)])
     return task_metrics(res.scores(), adv.task, mine)
 
 
@@ -78,10 +95,33 @@ def eval_days(cfg: VamoConfig) -> list[int]:
 
 
 def run_bidder(sim: SimConfig, seed: int, make: Callable[[], Bidder], days: list[int], lp: LpTable,
-               ) -> dict[str, float]:
-    """Mean metrics of a bidder over the days (in parallel under Ray)."""
-    rows = map_days(eval_day, [(sim, seed, d, make, lp) for d in days])
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+               opponent_seeds: int = 1) -> dict[str, float]:
+    """Mean metrics of a bidder over the days x opponent seeds (in parallel under Ray), and
+    ``<metric>_std``: the std over opponent seeds of the per-seed means over the days."""
+    calls = [(sim, seed, d, make, lp, j) for j in range(opponent_seeds) for d in days]
+    rows = map_days(eval_day, calls)
+    out: dict[str, float] = {}
+    for k in rows[0]:
+        per_seed = np.array([r[k] for r in rows], float).reshape(opponent_seeds, len(days)).mean(1)
+        out[k], out[f"{k}_std"] = float(per_seed.mean()), float(per_seed.std())
+    return out
+
+
+def logged_test_losses(data_dir: Path, model: Any) -> dict[str, float]:
+    """``test_loss`` and ``test_loss_<task>`` of a trained model (under its own config) on the
+    dataset's logged test day, as the trainer reports them: one network on every window, or for
+    STL each task's network on its task's windows and ``test_loss`` their mean (workload._combine)."""
+    cfg: VamoConfig = model.cfg
+    runs = task_runs(cfg)
+    if len(runs) == 1:
+        m = evaluate_windows(model.nets[0], load_windows(data_dir, "test", cfg), cfg)
+        return {f"test_{k}": v for k, v in m.items()}
+    out: dict[str, float] = {}
+    for k, tasks in enumerate(runs):
+        m = evaluate_windows(model.nets[k], load_windows(data_dir, "test", cfg, tasks), cfg)
+        out[f"test_loss_{TASKS[k]}"] = m[f"loss_{TASKS[k]}"]
+    out["test_loss"] = float(np.mean(list(out.values())))
+    return out
 
 
 def delta_m(metrics: Mapping[str, float], stl: Mapping[str, float]) -> float:
@@ -100,17 +140,20 @@ def market_of(cfg: VamoConfig, data_dir: Path) -> tuple[SimConfig, int]:
 
 def evaluate_methods(cfg: VamoConfig, data_dir: Path, model: Any, others: Mapping[str, Any],
                      baselines: tuple[str, ...] = BASELINES) -> dict[str, dict[str, float]]:
-    """``{method: {gmv, dir_gmv, cart, score[, delta_m]}}`` for the model (under the workload's name,
-    ``vamo``, whatever its weighting: the platform's contract), each model of ``others`` under its
-    label (``stl``, ``vanilla``, ... as benchmarks/vamo_table.py passes them) and the baselines."""
+    """``{method: {gmv, dir_gmv, cart, score, each with _std[, delta_m]}}`` (learned models also
+    ``test_loss*``) for the model (under the workload's name, ``vamo``, whatever its weighting: the
+    platform's contract), each model of ``others`` under its label (``stl``, ``vanilla``, ... as
+    benchmarks/vamo_table.py passes them) and the baselines."""
     sim, seed = market_of(cfg, Path(data_dir))
     lp = lp_table(sim, seed)
     table: dict[str, dict[str, float]] = {}
     models = {"vamo": model, **others} if model is not None else dict(others)
+    days, n_opp = eval_days(cfg), cfg.eval_seeds
     for name, m in models.items():
-        table[name] = run_bidder(sim, seed, lambda m=m: ModelBidder(m), eval_days(cfg), lp)
+        table[name] = {**run_bidder(sim, seed, lambda m=m: ModelBidder(m), days, lp, n_opp),
+                       **logged_test_losses(Path(data_dir), m)}
     for name in baselines:
-        table[name] = run_bidder(sim, seed, lambda name=name: baseline_bidder(name, lp), eval_days(cfg), lp)
+        table[name] = run_bidder(sim, seed, lambda name=name: baseline_bidder(name, lp), days, lp, n_opp)
     if "stl" in table:
         for row in table.values():
             row["delta_m"] = delta_m(row, table["stl"])

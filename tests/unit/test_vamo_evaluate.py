@@ -1,0 +1,47 @@
+"""VAMO evaluation: opponent seeds (which baseline each opponent bids with) and their mean +- std."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workloads.vamo.bidders import FixedAlpha, OnlineLp, PidBudget, PidCpa
+from workloads.vamo.config import SimConfig
+from workloads.vamo.data import lp_table
+from workloads.vamo.evaluate import controlled, eval_day, opponents, run_bidder
+from workloads.vamo.world import make_advertisers
+
+SMALL = SimConfig(impressions=20_000, steps=12, task_advertisers=(4, 4, 4), chunk_rows=1024)
+
+
+def _groups(out: list) -> dict[type, np.ndarray]:
+    return {type(b): idx for idx, b in out}
+
+
+def test_an_opponent_seed_deals_the_four_baselines_in_equal_groups() -> None:
+    lp = lp_table(SMALL, 0)
+    adv = make_advertisers(SMALL, 0)
+    others = np.setdiff1d(np.arange(adv.n), controlled(adv.task))  # 6 opponents
+    a = _groups(opponents(others, lp, np.random.default_rng([0, 98, 5, 0])))
+    assert set(a) == {FixedAlpha, PidBudget, PidCpa, OnlineLp}
+    assert sorted(np.concatenate(list(a.values()))) == others.tolist()  # each opponent bids once
+    assert sorted(len(v) for v in a.values()) == [1, 1, 2, 2]
+    same = _groups(opponents(others, lp, np.random.default_rng([0, 98, 5, 0])))
+    assert all((same[k] == a[k]).all() for k in a)  # a seed is a fixed draw
+    draws = [_groups(opponents(others, lp, np.random.default_rng([0, 98, 5, j]))) for j in range(1, 6)]
+    assert any(any(not np.array_equal(d[k], a[k]) for k in a) for d in draws)  # seeds differ
+    fixed = _groups(opponents(others, lp))  # no rng: every fourth opponent in order
+    assert (fixed[FixedAlpha] == others[0::4]).all() and (fixed[OnlineLp] == others[3::4]).all()
+
+
+def test_run_bidder_means_over_days_and_opponent_seeds_with_the_std_over_seeds() -> None:
+    lp = lp_table(SMALL, 0)
+    days = [5, 6]
+    out = run_bidder(SMALL, 0, FixedAlpha, days, lp, opponent_seeds=2)
+    cells = {(d, j): eval_day(SMALL, 0, d, FixedAlpha, lp, j) for d in days for j in range(2)}
+    per_seed = [np.mean([cells[d, j]["score"] for d in days]) for j in range(2)]
+    assert out["score"] == pytest.approx(np.mean(per_seed))
+    assert out["score_std"] == pytest.approx(np.std(per_seed))
+    assert {"gmv", "dir_gmv", "cart", "gmv_std", "cart_std"} <= set(out)
+    one = run_bidder(SMALL, 0, FixedAlpha, days, lp)
+    assert one["score_std"] == 0.0
