@@ -60,6 +60,14 @@ class Dataset:
             raise DataError(f"dataset {self.path}: no split {split!r}; has {self.splits}")
         return self.path / f"{split}.parquet"
 
+    def split_files(self, split: str) -> tuple[Any, list[str]]:
+        """``(pyarrow filesystem, [file paths])`` of ``split``'s Parquet files, in order: what a
+        streaming reader (Ray Data ``read_parquet(paths, filesystem=fs)``, ``pyarrow.parquet``)
+        opens. One file per split in format 1."""
+        import pyarrow.fs as pafs
+
+        return pafs.LocalFileSystem(), [str(self.split_path(split))]
+
     def read(self, split: str, columns: list[str] | None = None) -> pd.DataFrame:
         path = self.split_path(split)
         try:
