@@ -24,6 +24,9 @@ AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster a
 
 
 def main() -> None:
+    from adray.interrupts import install_interrupt_watchdog
+
+    install_interrupt_watchdog()  # any Ctrl-C ends the command within seconds, whatever it was doing
     try:
         app()
     except _user_errors() as exc:

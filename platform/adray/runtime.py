@@ -13,7 +13,8 @@ resources, or its autoscaler's limits when there is one) with :func:`check_fits`
 :func:`check_train_workers`, and fails with a :class:`ResourceError` naming the option and the
 numbers; harnesses size their actors with :func:`worker_cpus`.
 
-Interrupts: :func:`stop_train_controller` is what a Ctrl-C does to a running Ray Train run.
+Interrupts: :func:`stop_train_controller` is what a Ctrl-C does to a running Ray Train run;
+:mod:`adray.interrupts` bounds what any Ctrl-C may take.
 """
 
 from __future__ import annotations
