@@ -82,7 +82,7 @@ def test_single_task_model_has_null_cvr(tmp_path: Path) -> None:
     out = PolicyHandle(mv.ref, str(tmp_path)).decide([{"candidates": [cand(1)]}])[0]["scores"][0]
     assert out["pcvr"] is None and out["pctcvr"] is None and 0 < out["pctr"] < 1
     empty = PolicyHandle(mv.ref, str(tmp_path)).decide([{"request_id": "e", "candidates": []}])[0]
-    assert empty == {"request_id": "e", "model": mv.ref, "scores": []}
+    assert empty == {"request_id": "e", "model": mv.ref, "scores": [], "out_of_vocab": {}}
 
 
 # --------------------------------------------------------------------------- resolution
