@@ -80,7 +80,8 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace the dat
 @data_app.command("make")
 def data_make(
     workload: str,
-    out: Annotated[Path | None, typer.Option("--out", help="dataset directory (default data/<workload>)")] = None,
+    out: Annotated[str | None, typer.Option(
+        "--out", help="dataset directory or storage URI, e.g. s3://bucket/x (default data/<workload>)")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -92,17 +93,22 @@ def data_make(
     wl, cfg = _resolve(workload, config, set_)
     if wl.make_data is None:
         raise typer.BadParameter(f"workload {workload} has no generator; use `adray data import`")
-    out = out or data_dir_for(wl, cfg)
-    check_out_dir(out, overwrite)
-    wl.make_data(cfg, out)
-    _print_manifest(out, read_manifest(out))
+    target = _out(out) if out else data_dir_for(wl, cfg)
+    check_out_dir(target, overwrite)
+    wl.make_data(cfg, target)
+    _print_manifest(target, read_manifest(target))
+
+
+def _out(out: str) -> Path | str:
+    """``--out``: a storage URI stays a string (``Path`` would collapse ``s3://``), a path is a Path."""
+    return out if "://" in out else Path(out)
 
 
 @data_app.command("import")
 def data_import(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT")],
     files: Annotated[list[Path], typer.Argument(help="input file(s) of that format")],
-    out: Annotated[Path, typer.Option("--out", help="dataset directory to write")],
+    out: Annotated[str, typer.Option("--out", help="dataset directory or storage URI (s3://bucket/x) to write")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     option: Annotated[list[str] | None, typer.Option(
@@ -126,23 +132,31 @@ def data_import(
     wl, cfg = _resolve(owners[0].name, config, set_)  # the importer names a missing file, a directory...
     importer = wl.importers[fmt]
     opts = parse_options(importer, fmt, option)
-    check_out_dir(out, overwrite)
-    importer(files, out, cfg, **opts)
-    _print_manifest(out, read_manifest(out))
+    target = _out(out)
+    check_out_dir(target, overwrite)
+    importer(files, target, cfg, **opts)
+    _print_manifest(target, read_manifest(target))
 
 
 @data_app.command("show")
-def data_show(path: Path) -> None:
-    """Print a dataset's manifest: splits, rows, schema, hash, source."""
-    from adray.data import read_manifest
+def data_show(path: Annotated[str, typer.Argument(help="dataset directory or storage URI")]) -> None:
+    """Print a dataset's manifest (splits, rows, schema, hash, source) and each file's footer
+    statistics (rows, row groups, bytes); reads no rows."""
+    from adray.data import read_dataset
 
-    _print_manifest(path, read_manifest(path), schema=True)
+    ds = read_dataset(path)
+    _print_manifest(ds.display, ds.manifest, schema=True)
+    for split in ds.splits:
+        for f in ds.file_stats(split):
+            print(f"  {f['name']:<40} {f['rows']:>10,d} rows  {f['row_groups']:>4d} row groups  {f['bytes']:>12,d} bytes")
 
 
-def _print_manifest(path: Path, m: dict[str, Any], schema: bool = False) -> None:
-    print(f"dataset {path}  source={m['source']}  seed={m.get('seed')}  hash={m['content_hash'][:16]}")
+def _print_manifest(path: Path | str, m: dict[str, Any], schema: bool = False) -> None:
+    print(f"dataset {path}  format={m.get('format', 1)}  source={m['source']}  seed={m.get('seed')}  "
+          f"hash={m['content_hash'][:16]}")
     for name, s in m["splits"].items():
-        print(f"  {name:<8} {s['rows']:>10,d} rows  {len(s['schema'])} columns")
+        files = len(s.get("files", [None]))
+        print(f"  {name:<8} {s['rows']:>10,d} rows  {len(s['schema'])} columns  {files} file(s)")
         if schema:
             for c, t in s["schema"].items():
                 print(f"      {c}: {t}")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from adray.data import DataError, read_manifest
+from adray.data import DataError, dataset_exists, dataset_uri, is_remote, read_dataset, read_manifest
 from adray.models import finish_model_dir
 from adray.paths import runs_storage, scratch_root
 from adray.registry import Registry
@@ -44,12 +44,14 @@ class TrainOutcome:
     """start-up phases: ray_init_s, data_load_s, trainer_fit_s, first_batch_s, ..."""
 
 
-def prepare_data(workload: Workload, cfg: TrainConfig, progress: bool = False) -> Path:
-    """The dataset directory of ``cfg``. It must exist, unless ``data`` is ``generate``: then the
-    workload's generator makes it on first use (and it is reused after). Never anything else:
-    a mistyped path fails and names itself instead of training on made-up data."""
+def prepare_data(workload: Workload, cfg: TrainConfig, progress: bool = False) -> Path | str:
+    """The dataset of ``cfg``: a local directory, or a storage URI string (``s3://...``). It must
+    exist (its files too), unless ``data`` is ``generate``: then the workload's generator makes it on
+    first use (and it is reused after). Never anything else: a mistyped path fails and names itself
+    instead of training on made-up data; an unreachable bucket says why."""
     data_dir = data_dir_for(workload, cfg)
-    if (data_dir / "manifest.json").is_file():
+    if dataset_exists(data_dir):
+        read_dataset(data_dir)  # every listed file is there: fail now, not in a worker mid-epoch
         return data_dir
     if cfg.data == GENERATE and workload.make_data is not None:
         if progress:
@@ -68,7 +70,7 @@ def run_name_for(workload: str, cfg: TrainConfig, data_hash: str, num_workers: i
     return f"{workload}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def make_context(wl: Workload, cfg: TrainConfig, data_dir: Path, *, num_workers: int = 1, use_gpu: bool = False,
+def make_context(wl: Workload, cfg: TrainConfig, data_dir: Path | str, *, num_workers: int = 1, use_gpu: bool = False,
                  precision: Literal["fp32", "bf16"] = "fp32", run_name: str | None = None,
                  runs: Storage | None = None, scratch: Path | None = None, cpus_per_worker: float | None = None,
                  progress: bool = False, reporter: Reporter | None = None) -> TrainContext:
@@ -135,7 +137,7 @@ def publish_result(wl: Workload, cfg: TrainConfig, result: TrainResult, ctx: Tra
     mv = Registry().publish(model_name or wl.name, result.model_dir, {
         "workload": wl.name,
         "config": cfg.to_dict(),
-        "dataset": str(ctx.data_dir.absolute()),
+        "dataset": dataset_uri(ctx.data_dir) if is_remote(ctx.data_dir) else str(Path(ctx.data_dir).absolute()),
         "dataset_hash": manifest["content_hash"],
         "metrics": result.metrics,
         "num_workers": ctx.num_workers,

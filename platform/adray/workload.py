@@ -107,8 +107,10 @@ class Reporter:
 class TrainContext:
     """Where a run works and what the user asked for."""
 
-    data_dir: Path
-    """The dataset (exists: the platform checked it before calling the trainer)."""
+    data_dir: Path | str
+    """The dataset (exists: the platform checked it before calling the trainer): a local path, or a
+    storage URI string (``s3://bucket/prefix?...``) that every node reads. Open it with
+    ``adray.data.read_dataset`` (never ``Path(...)`` arithmetic: an object store has no local path)."""
     run_dir: Path
     """Local scratch directory of this run; the same run (same name) finds it again to resume."""
     run_name: str
@@ -385,10 +387,13 @@ def generator_key(wl: Workload, cfg: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def data_dir_for(wl: Workload, cfg: TrainConfig) -> Path:
-    """Where ``cfg``'s dataset is: the ``data`` path, ``data/<workload>``, or the generated one."""
+def data_dir_for(wl: Workload, cfg: TrainConfig) -> Path | str:
+    """Where ``cfg``'s dataset is: the ``data`` path or storage URI (``s3://bucket/x``, kept a
+    string), ``data/<workload>``, or the generated one."""
     if cfg.data == GENERATE:
         from adray.paths import home
 
         return home() / "data" / f"{wl.name}-{generator_key(wl, cfg)}"
+    if "://" in cfg.data:
+        return cfg.data
     return Path(cfg.data) if cfg.data else Path("data") / wl.name

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from adray.data import DataError, read_dataset
@@ -70,7 +69,7 @@ def test_make_data_is_seeded(tmp_path: Path) -> None:
     (C.REVENUE, np.nan, "column 'revenue' has 1 NaN/inf"),
 ])
 def test_bad_log_values_name_file_and_field(logs: Path, tmp_path: Path, field: str, value: float, message: str) -> None:
-    df = pd.read_parquet(logs / "train.parquet")
+    df = read_dataset(logs).read("train")
     df[field] = df[field].astype(np.float64) if isinstance(value, float) else df[field]
     df.loc[3, field] = value
     bad = tmp_path / "bad.parquet"
@@ -82,7 +81,7 @@ def test_bad_log_values_name_file_and_field(logs: Path, tmp_path: Path, field: s
 
 def test_missing_column_names_file_and_field(logs: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.parquet"
-    pd.read_parquet(logs / "train.parquet").drop(columns=[C.PROPENSITY]).to_parquet(bad)
+    read_dataset(logs).read("train").drop(columns=[C.PROPENSITY]).to_parquet(bad)
     with pytest.raises(DataError, match=r"bad.parquet: missing column\(s\) \['propensity'\]"):
         read_logs(bad, 125)
 
@@ -106,7 +105,7 @@ def test_two_split_datasets_are_refused_by_name(logs: Path, tmp_path: Path) -> N
 def test_decision_log_import_holds_out_the_latest_requests(logs: Path, tmp_path: Path) -> None:
     from workloads.drlput.data import import_decision_log
 
-    df = pd.read_parquet(logs / "train.parquet").iloc[:100]
+    df = read_dataset(logs).read("train").iloc[:100]
     df[C.REQUEST_ID] = [f"feed-{i:06d}" for i in range(100)][::-1]  # ids unordered in the file
     df.to_parquet(tmp_path / "log.parquet")
     import_decision_log([tmp_path / "log.parquet"], tmp_path / "ds", CFG)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from adray.data import DataError, parquet_columns, read_dataset, read_parquet, write_dataset
+from adray.data import DataError, DatasetWriter, parquet_columns, read_dataset, read_parquet, write_dataset
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.outcomes import fill_outcomes, present_counts
 from workloads.crossdqn.sim import FeedSim, action_bits, make_requests, obs_layout
@@ -46,9 +46,13 @@ def logging_policy(p_ad: np.ndarray, bits: np.ndarray, rng: np.random.Generator)
 
 def simulate_logs(cfg: CrossDQNConfig, n_requests: int, seed: int) -> pd.DataFrame:
     """Roll the logging policy over ``n_requests`` fresh requests; one row per screen shown."""
+    return pd.concat(list(simulate_log_blocks(cfg, n_requests, seed)), ignore_index=True)
+
+
+def simulate_log_blocks(cfg: CrossDQNConfig, n_requests: int, seed: int) -> Iterator[pd.DataFrame]:
+    """:func:`simulate_logs`' rows, ``CHUNK`` requests at a time (memory: one chunk)."""
     rng = np.random.default_rng(seed + 1)
     bits = action_bits(cfg.sim.slots)
-    frames = []
     for start in range(0, n_requests, CHUNK):
         n = min(CHUNK, n_requests - start)
         sim = FeedSim(cfg.sim, make_requests(cfg.sim, n, seed * 1_000_003 + start))
@@ -72,24 +76,22 @@ def simulate_logs(cfg: CrossDQNConfig, n_requests: int, seed: int) -> pd.DataFra
         merged = {key: np.concatenate(v) for key, v in cols.items()}
         order = np.lexsort((merged["t"], merged["eps_id"]))
         df = pd.DataFrame({key: (list(v[order]) if v.ndim == 2 else v[order]) for key, v in merged.items()})
-        frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
-    for c in ("rewards", "r_ad", "r_fee", "r_ex", "pae", "action_prob"):
-        df[c] = df[c].astype(np.float32)
-    return df
+        for c in ("rewards", "r_ad", "r_fee", "r_ex", "pae", "action_prob"):
+            df[c] = df[c].astype(np.float32)
+        yield df
 
 
 def make_data(cfg: CrossDQNConfig, out_dir: Path) -> None:
     """``adray data make crossdqn``: log ``cfg.n_requests`` requests of the exploratory policy."""
-    df = simulate_logs(cfg, cfg.n_requests, cfg.seed)
-    write_dataset(
-        out_dir, {SPLIT: df}, source="crossdqn simulator, exploratory logging policy", seed=cfg.seed,
-        meta={"obs_layout": obs_layout(cfg.sim), "num_actions": cfg.num_actions, "log_pae": cfg.log_pae,
-              "log_spread": cfg.log_spread, "sim": cfg.sim.to_dict()},
-    )
+    with DatasetWriter(out_dir, source="crossdqn simulator, exploratory logging policy", seed=cfg.seed,
+                       overwrite=True) as writer:
+        for df in simulate_log_blocks(cfg, cfg.n_requests, cfg.seed):
+            writer.write(SPLIT, df)
+        writer.close({"obs_layout": obs_layout(cfg.sim), "num_actions": cfg.num_actions, "log_pae": cfg.log_pae,
+                      "log_spread": cfg.log_spread, "sim": cfg.sim.to_dict()})
 
 
-def check_dataset(cfg: CrossDQNConfig, data_dir: Path) -> Path:
+def check_dataset(cfg: CrossDQNConfig, data_dir: Path | str) -> Path:
     """The Parquet file of the logs, after checking the dataset matches ``cfg``'s simulator."""
     ds = read_dataset(data_dir)
     path = ds.split_path(SPLIT)

@@ -79,7 +79,7 @@ def make_data(cfg: DRLPUTConfig, out_dir: Path) -> None:
                         "sim": cfg.sim.to_dict(), "columns": list(C.LOG_COLUMNS)})
 
 
-def check_dataset(cfg: DRLPUTConfig, data_dir: Path) -> None:
+def check_dataset(cfg: DRLPUTConfig, data_dir: Path | str) -> None:
     """The dataset has the three splits of ``SPLITS``; its action space must be the config's (the
     action ids would mean other values), and simulator logs must come from the config's simulator
     (the evaluation's truth)."""
@@ -101,35 +101,43 @@ def read_logs(path: Path | str, num_actions: int, columns: tuple[str, ...] = C.L
     """A log file (Parquet), checked: see the module docstring. Returns the requested columns."""
     path = Path(path)
     df = read_parquet(path, "drlput-log").to_pandas()  # the platform's messages for a missing/empty/bad file
-    require_columns(df, columns, str(path))
+    return check_logs(df, str(path), num_actions, columns)
+
+
+def check_logs(df: pd.DataFrame, where: str, num_actions: int, columns: tuple[str, ...] = C.LOG_COLUMNS
+               ) -> pd.DataFrame:
+    """The requested ``columns`` of logged rows, checked (errors name ``where``, the field and the row)."""
+    require_columns(df, columns, where)
     df = df[list(columns)]
     numeric = [c for c in columns if c not in (C.REQUEST_ID, C.POLICY_ID, C.MODEL_VERSIONS)]  # ids: int or str
-    require_finite(df, numeric, str(path))
+    require_finite(df, numeric, where)
     if C.ACTION in columns:
         a = df[C.ACTION].to_numpy()
         bad = np.flatnonzero((a < 0) | (a >= num_actions) | (a != np.floor(a)))
         if len(bad):
-            raise DataError(f"{path}: field {C.ACTION!r} row {bad[0]}: value {a[bad[0]].item()!r} is not an action of A "
+            raise DataError(f"{where}: field {C.ACTION!r} row {bad[0]}: value {a[bad[0]].item()!r} is not an action of A "
                             f"(expected an integer in [0, {num_actions}); {len(bad)} bad row(s))")
     if C.PROPENSITY in columns:
         p = df[C.PROPENSITY].to_numpy(np.float64)
         bad = np.flatnonzero((p <= 0) | (p > 1))
         if len(bad):
-            raise DataError(f"{path}: field {C.PROPENSITY!r} row {bad[0]}: value {p[bad[0]].item()!r} is not a "
+            raise DataError(f"{where}: field {C.PROPENSITY!r} row {bad[0]}: value {p[bad[0]].item()!r} is not a "
                             f"propensity (expected 0 < p <= 1; {len(bad)} bad row(s))")
     for name, card in C.CAT_FEATURES.items():
         if name in columns:
             v = df[name].to_numpy()
             bad = np.flatnonzero((v < 0) | (v >= card))
             if len(bad):
-                raise DataError(f"{path}: field {name!r} row {bad[0]}: value {v[bad[0]].item()!r} outside [0, {card})")
+                raise DataError(f"{where}: field {name!r} row {bad[0]}: value {v[bad[0]].item()!r} outside [0, {card})")
     return df
 
 
-def read_split(cfg: DRLPUTConfig, data_dir: Path, split: str, columns: tuple[str, ...] = C.LOG_COLUMNS) -> pd.DataFrame:
+def read_split(cfg: DRLPUTConfig, data_dir: Path | str, split: str, columns: tuple[str, ...] = C.LOG_COLUMNS
+               ) -> pd.DataFrame:
     """The checked logs of one split of a dataset written by :func:`make_data` (or a decision log)."""
     check_dataset(cfg, data_dir)
-    return read_logs(read_dataset(data_dir).split_path(split), cfg.action.num_actions, columns)
+    ds = read_dataset(data_dir)
+    return check_logs(ds.read(split), f"{ds.display} split {split!r}", cfg.action.num_actions, columns)
 
 
 def import_decision_log(files: list[Path], out_dir: Path, cfg: DRLPUTConfig) -> None:

@@ -202,7 +202,7 @@ def read_sequences(data_dir: Path, split: str, cfg: MTORLConfig) -> tuple[pd.Dat
             "point `data` at a matching dataset"
         )
     df = ds.read(split)
-    require_columns(df, ["user_id", "length", "action", "gain", "gain_cls", "cost", "q", "f"], str(ds.split_path(split)))
+    require_columns(df, ["user_id", "length", "action", "gain", "gain_cls", "cost", "q", "f"], f"{ds.display} split {split!r}")
     return df, ds.meta
 
 

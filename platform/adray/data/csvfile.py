@@ -10,7 +10,9 @@ row-index column (written by ``DataFrame.to_csv``), which is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adray.data.dataset import DataError
+from adray.data.dataset import DataError, iter_row_groups
 
 UNNAMED_PREFIX = "Unnamed: "  # how pandas names a column whose header cell is empty
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -145,3 +147,80 @@ def require_same_features(features: Mapping[Path, list[str]]) -> None:
                 f"{path}: missing feature column(s) {missing[:20]}{'...' if len(missing) > 20 else ''} "
                 f"that {other} has; every split's file must have the same feature columns"
             )
+
+
+CSV_BLOCK_BYTES = 32 << 20
+"""Bytes of CSV parsed at once by :func:`iter_frames` (pyarrow's streaming reader): one chunk."""
+PARQUET_BATCH_ROWS = 262_144
+"""Rows of a Parquet input read at once by :func:`iter_frames`."""
+
+
+def iter_frames(path: Path | str, fmt: str, block_bytes: int | None = None) -> Iterator[pd.DataFrame]:
+    """The rows of one CSV / Parquet file (as :func:`read_table` takes them) in chunks, streaming:
+    memory is bounded by one chunk (``block_bytes`` of CSV, default ``CSV_BLOCK_BYTES``;
+    ``PARQUET_BATCH_ROWS`` of Parquet), not
+    the file. The same checks and messages as :func:`read_table` (a chunk's column types are those
+    pyarrow infers from the file's first block; a later value that does not fit them is refused
+    naming the file and the column).
+
+    Raises:
+        DataError: naming the file, as :func:`read_table`.
+    """
+    path = Path(path)
+    kind = "Parquet" if is_parquet(path) else "CSV"
+    rows = 0
+    for df in (_parquet_frames(path, fmt) if kind == "Parquet" else _csv_frames(path, fmt, block_bytes or CSV_BLOCK_BYTES)):
+        df.columns = [str(c).strip() for c in df.columns]
+        df = df.drop(columns=[c for c in df.columns if c == "" or c.startswith(UNNAMED_PREFIX)])
+        if len(df.columns) == 0:
+            raise DataError(f"{path}: no named columns; expected a {kind} {_WHAT[kind]} ({fmt})")
+        if len(df):
+            rows += len(df)
+            yield df
+    if rows == 0:
+        raise _no_rows(path, fmt, kind)
+
+
+def _parquet_frames(path: Path, fmt: str) -> Iterator[pd.DataFrame]:
+    parquet_columns(path, fmt)  # the file checks, and rows > 0
+    try:
+        for batch in iter_row_groups(pq.ParquetFile(path), PARQUET_BATCH_ROWS):
+            yield batch.to_pandas()
+    except (OSError, pa.ArrowException, ValueError, EOFError) as exc:
+        raise _unreadable(path, fmt, exc) from None
+
+
+def _csv_frames(path: Path, fmt: str, block_bytes: int) -> Iterator[pd.DataFrame]:
+    import pyarrow.csv as pacsv
+
+    _check_file(path, fmt, "CSV")
+    sep = "\t" if ".tsv" in path.name else ","
+
+    def bad(exc: BaseException) -> DataError:
+        reason = " ".join(str(exc).split())[:200]
+        return DataError(f"{path}: not a readable CSV file ({reason}); expected a CSV file ({fmt})")
+
+    with contextlib.ExitStack() as stack:
+        try:
+            source: Any = str(path)
+            if path.suffix.lower() == ".zip":
+                archive = stack.enter_context(zipfile.ZipFile(path))
+                names = [n for n in archive.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise DataError(f"{path}: not a readable CSV file (a zip holding {len(names)} files; expected "
+                                    f"one CSV); expected a CSV file ({fmt})")
+                source = stack.enter_context(archive.open(names[0]))
+            reader = pacsv.open_csv(
+                source, read_options=pacsv.ReadOptions(block_size=block_bytes),
+                parse_options=pacsv.ParseOptions(delimiter=sep),
+                convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+        except (OSError, pa.ArrowException, ValueError, zipfile.BadZipFile) as exc:
+            raise bad(exc) from None
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except (OSError, pa.ArrowException, ValueError) as exc:
+                raise bad(exc) from None
+            yield batch.to_pandas()
