@@ -1,10 +1,11 @@
 """The epoch loop: the one training loop of every Ray Train workload.
 
 Ray Train workers (``adray.train_torch``), the in-process runs of benchmarks and tests
-(``adray.train_torch.fit_in_process``) all call :func:`run_epochs`. Per epoch: a seeded permutation
-of the training rows (the same on every rank; rank r takes every world-th row), Adam steps on
-``spec.loss``, an optional all-reduce of gradients across workers, gradient clipping, then on
-rank 0 the validation metrics and the best-epoch bookkeeping (:func:`better`).
+(``adray.train_torch.fit_in_process``) all call :func:`run_epochs`. Per epoch: the rank's batches
+(a :class:`Batches`: :class:`MemoryBatches` over arrays in memory, or a stream read with Ray Data,
+``adray.ingest.StreamBatches``), Adam steps on ``spec.loss``, an optional all-reduce of gradients
+across workers, gradient clipping, then on rank 0 the validation metrics and the best-epoch
+bookkeeping (:func:`better`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -80,12 +81,52 @@ def rows(arrays: Arrays) -> int:
     return len(next(iter(arrays.values()))) if arrays else 0
 
 
+class Batches(Protocol):
+    """One rank's training batches, epoch by epoch: what :func:`run_epochs` iterates."""
+
+    steps: int
+    """Steps per epoch, the same on every rank (gradients are all-reduced every step)."""
+    rows_per_step: int
+    """Rows of one global step over all ranks (for samples/s)."""
+
+    def epoch(self, epoch: int) -> Iterable[dict[str, Any]]:
+        """This rank's ``steps`` batches of ``epoch`` (dicts of tensors on the device)."""
+        ...
+
+
+class MemoryBatches:
+    """Batches of arrays held in this process. Per epoch a seeded permutation of the rows, the same on
+    every rank (rank r takes every world-th row); ``shuffle=False``: the rows in order every epoch
+    (rank r takes every world-th row of the order, then consecutive batches of those)."""
+
+    def __init__(self, arrays: Arrays, batch_size: int, seed: int, *, rank: int = 0, world: int = 1,
+                 device: Any = "cpu", shuffle: bool = True) -> None:
+        self.arrays, self.seed, self.rank, self.world = arrays, seed, rank, world
+        self.device, self.shuffle = device, shuffle
+        self.per_worker = max(1, batch_size // world)
+        self.steps = max(1, (rows(arrays) // world) // self.per_worker)
+        self.rows_per_step = self.per_worker * world
+
+    def take(self, idx: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        return {k: torch.from_numpy(np.ascontiguousarray(v[np.sort(idx)])).to(self.device)
+                for k, v in self.arrays.items()}
+
+    def epoch(self, epoch: int) -> Iterable[dict[str, Any]]:
+        n = rows(self.arrays)
+        order = (np.random.default_rng(self.seed * 100_003 + epoch).permutation(n) if self.shuffle
+                 else np.arange(n))[self.rank::self.world]
+        for step in range(self.steps):
+            yield self.take(order[step * self.per_worker:(step + 1) * self.per_worker])
+
+
 def run_epochs(
     spec: Any,
     cfg: Any,
     model: Any,
     opt: Any,
-    train: Arrays,
+    train: Arrays | Batches,
     val: Arrays,
     *,
     state: LoopState,
@@ -101,6 +142,9 @@ def run_epochs(
     """Train from ``state.epoch`` to ``cfg.epochs``; returns the updated state.
 
     Args:
+        train: this rank's batches (:class:`Batches`), or arrays: :class:`MemoryBatches` of them
+            (seeded permutation per epoch).
+        val: the validation split in memory (rank 0 evaluates it; custom steps draw from it).
         spec: a ``TorchSpec`` (``loss``, ``evaluate``, ``objective``, ``mode``; optionally ``step``
             and ``step_state``: a custom optimiser step replaces loss/backward/average/clip/step).
         allreduce: averages a list of gradients across the ``world`` workers in place (None: one).
@@ -111,28 +155,27 @@ def run_epochs(
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    n = rows(train)
-    per_worker = max(1, cfg.batch_size // world)
-    steps = max(1, (n // world) // per_worker)
     device = torch.device(device)
+    batches = (MemoryBatches(train, cfg.batch_size, cfg.seed, rank=rank, world=world, device=device,
+                             shuffle=getattr(cfg, "ingest_shuffle", True))
+               if isinstance(train, dict) else train)
+    cap = int(getattr(cfg, "max_steps_per_epoch", 0) or 0)
+    steps = min(batches.steps, cap) if cap > 0 else batches.steps
     autocast = precision == "bf16"
     custom = getattr(spec, "step", None)
     if custom is not None and state.step_state is None and getattr(spec, "step_state", None) is not None:
         state.step_state = spec.step_state(cfg, model)
 
-    def shard(arrays: Arrays, idx: np.ndarray) -> dict[str, Any]:
-        return {k: torch.from_numpy(np.ascontiguousarray(v[np.sort(idx)])).to(device) for k, v in arrays.items()}
+    val_rows = MemoryBatches(val, 1, cfg.seed, device=device)
 
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
-        perm = np.random.default_rng(cfg.seed * 100_003 + epoch).permutation(n)[rank::world]
-        t_epoch, loss_sum = time.perf_counter(), 0.0
-        for step in range(steps):
-            batch = shard(train, perm[step * per_worker:(step + 1) * per_worker])
+        t_epoch, loss_sum, done, t_first = time.perf_counter(), 0.0, 0, 0.0
+        for step, batch in zip(range(steps), batches.epoch(epoch)):  # zip asks range first: no batch past the cap
             if custom is not None:
                 def val_batch(size: int, e: int = epoch, s: int = step) -> dict[str, Any]:
                     draw = np.random.default_rng([cfg.seed, e, s, 7]).integers(0, rows(val), size)
-                    return shard(val, draw[rank::world])
+                    return val_rows.take(draw[rank::world])
 
                 ctx = StepContext(rank, world, epoch, step, all_reduce_sum or (lambda t: t),
                                   torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + step),
@@ -151,11 +194,19 @@ def run_epochs(
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 loss_sum += float(loss.detach())
+            done = step + 1
+            if done == 1:
+                t_first = time.perf_counter()
             if on_step is not None:
-                on_step(epoch, step + 1, steps, loss_sum / (step + 1))
+                on_step(epoch, done, steps, loss_sum / done)
+        if done != steps:  # a stream that ended early would leave the other ranks waiting in all-reduce
+            raise RuntimeError(f"epoch {epoch}: rank {rank} got {done} batches, expected {steps}")
         epoch_time = time.perf_counter() - t_epoch
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss_sum / steps, "epoch_time_s": epoch_time,
-                                 "samples_per_s": steps * per_worker * world / epoch_time}
+                                 "samples_per_s": steps * batches.rows_per_step / epoch_time,
+                                 "first_step_s": t_first - t_epoch}
+        if steps > 1:  # after the first step: without the epoch's start-up (a stream's first blocks)
+            row["steady_samples_per_s"] = (steps - 1) * batches.rows_per_step / (time.perf_counter() - t_first)
         if hasattr(state.step_state, "end_epoch"):
             state.step_state.end_epoch(row)
         if rank == 0:

@@ -1,9 +1,19 @@
 """The Ray Train harness: a :class:`TorchSpec` workload, data-parallel on 1..N workers, CPU or GPU.
 
-:class:`TorchTrainer` is the ``Trainer`` a Ray Train workload declares. The driver loads the splits
-once (``TorchSpec.load_split``), puts them in the object store and starts Ray Train's
-``TorchTrainer``; every worker runs the one epoch loop (:func:`adray.epochs.run_epochs`) on a
-disjoint shard of each epoch's permutation, averaging gradients with one all-reduce per step.
+:class:`TorchTrainer` is the ``Trainer`` a Ray Train workload declares. Two ways in for the rows,
+chosen by :func:`adray.ingest.choose` (training rows in the manifest against
+``ingest_memory_max_rows``; the ``ingest`` config field forces either):
+
+* in memory (small data, and workloads without ``TorchSpec.stream_convert``): the driver loads the
+  splits once (``TorchSpec.load_split``) and puts them in the object store; every worker takes a
+  disjoint shard of each epoch's seeded permutation.
+* streaming (:mod:`adray.ingest`): the training split is a Ray Data read of the dataset's files,
+  split across the workers by Ray Train; each worker converts its rows to tensors
+  (``TorchSpec.stream_convert``) and prefetches; rank 0 reads a bounded validation / test split
+  itself. Neither the driver nor the object store holds the split.
+
+Either way every worker runs the one epoch loop (:func:`adray.epochs.run_epochs`), averaging
+gradients with one all-reduce per step.
 
 Every epoch all ranks call ``ray.train.report``; rank 0 attaches a checkpoint (current weights,
 optimiser, best weights so far, epoch). The run lives under ``ctx.storage/ctx.run_name`` (a local
@@ -30,8 +40,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from adray.data import DataError
-from adray.epochs import LoopState, allreduce_mean, allreduce_sum, rows, run_epochs
+from adray import ingest
+from adray.data import DataError, dataset_uri, read_dataset
+from adray.epochs import Batches, LoopState, allreduce_mean, allreduce_sum, rows, run_epochs
 from adray.runtime import torch_threads
 from adray.workload import Arrays, TrainContext, TrainResult
 
@@ -60,6 +71,14 @@ class TorchSpec:
             averages nor clips. ``loss`` is still what the loss means (e.g. for a plain baseline).
         step_state: ``(cfg, model) -> object`` with ``state_dict``/``load_state_dict`` (and
             optionally ``end_epoch(row)``): the custom step's state, checkpointed every epoch.
+        stream_columns: ``(meta, cfg) -> [column]``: the stored columns ``stream_convert`` reads.
+        stream_convert: ``(batch, cfg, meta, where) -> Arrays``: a batch of stored columns (numpy,
+            any number of rows) -> the arrays ``load_split`` gives for those rows, in their order
+            (vectorised; raises ``DataError`` naming ``where`` and the field). Without it the
+            workload trains in memory only (its rows are not one stored row each, e.g. windows).
+        streams: ``cfg -> bool``: whether this config's rows can stream (default: whenever
+            ``stream_convert`` is set); e.g. a protocol that samples windows across the whole split
+            cannot.
     """
 
     load_split: Callable[[Path, str, Any], Arrays]
@@ -71,9 +90,28 @@ class TorchSpec:
     mode: Literal["max", "min"] = "max"
     step: Callable[..., dict[str, float]] | None = None
     step_state: Callable[[Any, Any], Any] | None = None
+    stream_columns: Callable[[dict[str, Any], Any], list[str]] | None = None
+    stream_convert: Callable[[Arrays, Any, dict[str, Any], str], Arrays] | None = None
+    streams: Callable[[Any], bool] | None = None
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+
+    def can_stream(self, cfg: Any) -> bool:
+        return self.stream_convert is not None and (self.streams is None or bool(self.streams(cfg)))
+
+    def converter(self, cfg: Any, meta: dict[str, Any], where: str) -> ingest.Convert:
+        """``stream_convert`` bound to one run: stored columns -> arrays."""
+        if self.stream_convert is None:
+            raise ValueError("this TorchSpec has no stream_convert")
+        return functools.partial(_convert, self.stream_convert, cfg=cfg, meta=meta, where=where)
+
+    def columns(self, meta: dict[str, Any], cfg: Any) -> list[str] | None:
+        return None if self.stream_columns is None else list(self.stream_columns(meta, cfg))
+
+
+def _convert(fn: Callable[..., Arrays], batch: Arrays, *, cfg: Any, meta: dict[str, Any], where: str) -> Arrays:
+    return fn(batch, cfg, meta, where)
 
 
 class TorchTrainer:
@@ -109,25 +147,50 @@ class TorchTrainer:
 
         spec, timings = self.spec, {}
         t1 = time.perf_counter()
-        arrays = self.load_splits(ctx.data_dir, cfg)
+        opts = ingest.IngestOptions.of(cfg)
+        train_rows = ingest.split_rows(ctx.data_dir, spec.train_split)
+        path, why = ingest.choose(opts, train_rows, spec.can_stream(cfg))
+        if path == "stream" and ctx.cpus_per_worker is not None:  # e.g. inside a Tune trial: CPUs fixed
+            room = ray.available_resources().get("CPU", 0.0) - ctx.cpus_per_worker * ctx.num_workers
+            if room < ingest.DATA_RESERVE_CPUS:
+                msg = (f"{room:g} CPU would be left beside the Train workers for Ray Data's read tasks; streaming "
+                       f"needs {ingest.DATA_RESERVE_CPUS:g} (fewer workers or a bigger cluster)")
+                if opts.mode == "stream":
+                    raise ValueError(f"ingest=stream: {msg}")
+                path, why = "memory", f"{why}, but {msg}"
         meta = spec.model_meta(ctx.data_dir, cfg)
         spec.build_model(cfg, meta)  # fail fast on a config/meta mismatch, before any actor starts
-        data_ref = ray.put(arrays)
+        # the opened dataset travels to the workers: its storage carries the resolved filesystem and
+        # credentials, so rank 0 on another node reads validation/test without the driver's environment
+        data = read_dataset(ctx.data_dir, check_files=False) if path == "stream" else dataset_uri(ctx.data_dir)
+        loop_config: dict[str, Any] = {"spec": spec, "cfg": cfg, "meta": meta, "precision": ctx.precision,
+                                       "ingest": opts, "data": data}
+        datasets: dict[str, Any] | None = None
+        if path == "memory":
+            loop_config["data_ref"] = ray.put(self.load_splits(ctx.data_dir, cfg))
+        else:
+            loop_config["train_rows"] = train_rows
+            datasets = {"train": ingest.read_split(data, spec.train_split, spec.columns(meta, cfg),
+                                                   seed=cfg.seed, shuffle=opts.shuffle, readers=ctx.num_workers)}
         timings["data_load_s"] = time.perf_counter() - t1
+        timings["ingest_stream"] = float(path == "stream")
+        if ctx.progress:
+            print(f"[adray] ingest: {path} ({why})", file=sys.stderr, flush=True)
 
         run = ctx.storage.child(ctx.run_name)
         if run.is_file(COMPLETED):
             run.delete_dir()  # the same command again after success: train afresh
-        cpus = ctx.cpus_per_worker if ctx.cpus_per_worker is not None else worker_cpus(ctx.num_workers)
+        reserve = ingest.DATA_RESERVE_CPUS if datasets else 0.0  # room for the read tasks
+        cpus = ctx.cpus_per_worker if ctx.cpus_per_worker is not None else worker_cpus(ctx.num_workers, reserve)
         resources = {"CPU": cpus} | ({"GPU": 1.0} if ctx.use_gpu else {})
         reporter = _Progress(ctx.progress, cfg.epochs)
         storage_path, storage_fs = ctx.storage.ray_storage()
         trainer = _interruptible_trainer_cls()(
             _train_loop,
-            train_loop_config={"spec": spec, "cfg": cfg, "meta": meta, "data_ref": data_ref,
-                               "precision": ctx.precision, "progress_queue": reporter.queue},
+            train_loop_config=loop_config | {"progress_queue": reporter.queue},
             scaling_config=ScalingConfig(num_workers=ctx.num_workers, use_gpu=ctx.use_gpu,
                                          resources_per_worker=resources),
+            datasets=datasets, dataset_config=ingest.data_config(opts.shuffle, ctx.num_workers) if datasets else None,
             run_config=RunConfig(
                 name=ctx.run_name, storage_path=storage_path, storage_filesystem=storage_fs,
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -139,6 +202,11 @@ class TorchTrainer:
         try:
             with reporter:
                 result = trainer.fit()
+        except Exception as exc:  # a bad file mid-epoch: the worker's DataError, not Ray Train's wrapper
+            user = _user_error(exc)
+            if user is exc:
+                raise
+            raise user from None
         except KeyboardInterrupt:
             if trainer.controller is not None:
                 stop_train_controller(trainer.controller)
@@ -148,7 +216,7 @@ class TorchTrainer:
             raise
         timings["trainer_fit_s"] = time.perf_counter() - t2
         if result.error is not None:
-            raise result.error
+            raise _user_error(result.error)
         ret: dict[str, Any] = result.return_value or {}
         if ret.get("first_batch_unix"):
             timings["first_batch_s"] = ret["first_batch_unix"] - wall_start + timings["data_load_s"]
@@ -165,6 +233,8 @@ class TorchTrainer:
             steady = history[1:] or history
             metrics["epoch_time_s"] = float(np.mean([h["epoch_time_s"] for h in steady]))
             metrics["samples_per_s"] = float(np.mean([h["samples_per_s"] for h in steady]))
+            if all("steady_samples_per_s" in h for h in history):
+                metrics["steady_samples_per_s"] = float(np.mean([h["steady_samples_per_s"] for h in history]))
         return TrainResult(metrics, model_dir, meta, history, timings)
 
     def salvage(self, cfg: Any, ctx: TrainContext, checkpoint: str | None) -> TrainResult | None:
@@ -228,25 +298,36 @@ class InProcessResult:
     train_s: float
 
 
-def fit_in_process(spec: TorchSpec, cfg: Any, data_dir: Path | None = None, arrays: dict[str, Arrays] | None = None,
-                   device: str = "cpu", precision: Literal["fp32", "bf16"] = "fp32") -> InProcessResult:
+def fit_in_process(spec: TorchSpec, cfg: Any, data_dir: Path | str | None = None,
+                   arrays: dict[str, Arrays] | None = None, device: str = "cpu",
+                   precision: Literal["fp32", "bf16"] = "fp32",
+                   ingest_path: Literal["memory", "stream"] = "memory") -> InProcessResult:
     """The epoch loop in this process (one worker): what benchmarks and tests train with.
 
-    Same loop, seeds and best-epoch rule as the Ray Train workers; no Ray, no checkpoints.
+    Same loop, seeds and best-epoch rule as the Ray Train workers; no Ray Train, no checkpoints.
+    ``ingest_path="stream"``: the training split read with Ray Data as the workers read it (needs a
+    running Ray and ``data_dir``); validation and test as rank 0 reads them on that path.
     """
     import torch
 
-    if arrays is None:
-        if data_dir is None:
-            raise ValueError("fit_in_process: give data_dir or arrays")
-        arrays = TorchTrainer(spec).load_splits(Path(data_dir), cfg)
+    if data_dir is None and arrays is None:
+        raise ValueError("fit_in_process: give data_dir or arrays")
     meta = spec.model_meta(Path(data_dir), cfg) if data_dir is not None else {}
+    train: Arrays | Batches
+    if ingest_path == "stream":
+        if data_dir is None:
+            raise ValueError("fit_in_process: the streaming path reads data_dir")
+        arrays, train = _stream_inputs(spec, cfg, meta, dataset_uri(data_dir), rank=0, world=1, device=device)
+    else:
+        if arrays is None:
+            arrays = TorchTrainer(spec).load_splits(Path(data_dir), cfg)  # type: ignore[arg-type]
+        train = arrays[spec.train_split]
     torch.manual_seed(cfg.seed)
     model = spec.build_model(cfg, meta).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                            weight_decay=cfg.weight_decay)
     t0 = time.perf_counter()
-    state = run_epochs(spec, cfg, model, opt, arrays[spec.train_split], arrays[spec.val_split],
+    state = run_epochs(spec, cfg, model, opt, train, arrays[spec.val_split],
                        state=LoopState(), device=device, precision=precision)
     train_s = time.perf_counter() - t0
     model.load_state_dict(state.best_state)
@@ -254,6 +335,52 @@ def fit_in_process(spec: TorchSpec, cfg: Any, data_dir: Path | None = None, arra
     with torch.no_grad():
         test = {k: float(v) for k, v in spec.evaluate(model, arrays[spec.test_split], cfg).items()}
     return InProcessResult(model, state.best or {}, test, state.history, train_s)
+
+
+def _stream_inputs(spec: TorchSpec, cfg: Any, meta: dict[str, Any], data: str, *, rank: int, world: int,
+                   device: Any, shard: Any = None, train_rows: int | None = None,
+                   ) -> tuple[dict[str, Arrays], Batches]:
+    """The streaming path's inputs of one rank: its training batches and (rank 0) the bounded
+    validation and test splits. ``shard``: the rank's Ray Train dataset shard; None: this process
+    reads the whole training split itself (``fit_in_process``)."""
+    opts = ingest.IngestOptions.of(cfg)
+    columns = spec.columns(meta, cfg)
+    if shard is None:
+        shard = ingest.read_split(data, spec.train_split, columns, seed=cfg.seed, shuffle=opts.shuffle)
+        shard.context.execution_options = ingest.execution_options(opts.shuffle, 1)
+        shard = shard.iterator()
+    n = train_rows if train_rows is not None else ingest.split_rows(data, spec.train_split)
+
+    def on_error(exc: BaseException) -> BaseException:
+        return ingest.locate_bad_file(data, spec.train_split, columns, exc)
+
+    batches = ingest.StreamBatches(shard, spec.converter(cfg, meta, f"{ingest.where(data)} split {spec.train_split!r}"),
+                                   rows=n, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank, world=world,
+                                   opts=opts, device=device, on_error=on_error)
+    splits: dict[str, Arrays] = {spec.val_split: {}, spec.test_split: {}}
+    if rank == 0:
+        for split in (spec.val_split, spec.test_split):
+            splits[split] = ingest.read_eval_split(data, split, columns,
+                                                   spec.converter(cfg, meta, f"{ingest.where(data)} split {split!r}"),
+                                                   opts.eval_max_rows)
+    return splits, batches
+
+
+def _user_error(error: BaseException) -> BaseException:
+    """A worker's DataError (a bad file mid-epoch) as itself, not inside Ray Train's wrapper.
+
+    Ray Train 2.60 keeps each rank's exception in ``WorkerGroupError.worker_failures`` wrapped in
+    ``UserExceptionWithTraceback`` (its original in the private ``_base_exc``)."""
+    for failure in getattr(error, "worker_failures", {}).values():
+        todo: list[BaseException | None] = [failure]
+        while todo:
+            exc = todo.pop()
+            if exc is None:
+                continue
+            if isinstance(exc, DataError):
+                return DataError(str(exc))
+            todo += [getattr(exc, "_base_exc", None), exc.__cause__]
+    return error
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -273,8 +400,15 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray 
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(torch_threads())
-    data = ray.get(config["data_ref"])
-    train, val, test = data[spec.train_split], data[spec.val_split], data[spec.test_split]
+    train: Arrays | Batches
+    if "data_ref" in config:
+        data = ray.get(config["data_ref"])
+        train, val, test = data[spec.train_split], data[spec.val_split], data[spec.test_split]
+    else:
+        splits, train = _stream_inputs(spec, cfg, config["meta"], config["data"], rank=rank, world=world,
+                                       device=device, shard=ray.train.get_dataset_shard(spec.train_split),
+                                       train_rows=config["train_rows"])
+        val, test = splits[spec.val_split], splits[spec.test_split]
 
     model = spec.build_model(cfg, config["meta"]).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,

@@ -16,6 +16,9 @@ TRAINER = TorchTrainer(TorchSpec(
     evaluate=evaluate.evaluate,
     objective="f1_macro",
     mode="max",
+    stream_columns=train.stream_columns,
+    stream_convert=train.stream_convert,
+    streams=train.streams,
 ))
 
 WORKLOAD = Workload(

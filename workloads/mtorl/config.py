@@ -146,6 +146,15 @@ class MTORLConfig(EpochConfig):
     """Journey simulator."""
     online: OnlineConfig = OnlineConfig()
     """Online advertising procedure (Algorithm 1)."""
+    ingest: Literal["auto", "memory", "stream"] = "auto"
+    """How training reads the data (adray.ingest): ``memory``, ``stream`` (Ray Data per worker; the
+    user protocol only) or ``auto``: memory up to ``ingest_memory_max_rows`` training users."""
+    ingest_memory_max_rows: int = 1_000_000
+    """``auto``: the largest training split (users, from the manifest) trained in memory."""
+    ingest_shuffle: bool = True
+    """Shuffle every epoch; False: stored order (both paths then give the same model)."""
+    ingest_eval_max_rows: int = 500_000
+    """Streaming: users of the validation and test splits evaluated (the first ones)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -164,6 +173,10 @@ class MTORLConfig(EpochConfig):
         check(0 <= self.dropout < 1, f"dropout={self.dropout}: expected in [0, 1)")
         check(self.mu >= 0 and self.lam >= 0, f"mu={self.mu}, lam={self.lam}: expected >= 0")
         check(self.beta > 0, f"beta={self.beta}: expected > 0")
+        check(self.ingest_memory_max_rows >= 1 and self.ingest_eval_max_rows >= 1,
+              "ingest_memory_max_rows / ingest_eval_max_rows: expected >= 1")
+        check(self.ingest != "stream" or self.protocol == "user",
+              "ingest=stream needs protocol=user (the reference protocol samples windows from the whole data)")
         check(self.penalty_s >= 0, f"penalty_s={self.penalty_s}: expected >= 0")
         check(not self.online_eval or self.source == "simulator",
               f"online_eval=true needs source=simulator (Algorithm 1 runs against the simulator), got source={self.source!r}")

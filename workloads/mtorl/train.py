@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from adray.data import DataError
+from workloads.mtorl.data import windows
 from workloads.mtorl.model import DecisionTransformer, returns_to_go
 
 
@@ -81,3 +85,35 @@ def loss(model: Any, batch: dict[str, torch.Tensor], cfg: Any) -> tuple[torch.Te
         total = total + cfg.lam * ld
         parts["dpo"] = float(ld.detach())
     return total, parts
+
+
+# ----------------------------------------------------------------------------- streaming ingest
+
+SEQ_COLUMNS = ["user_id", "length", "action", "gain", "gain_cls", "cost", "q", "f"]
+
+
+def streams(cfg: Any) -> bool:
+    """TorchSpec.streams: the user protocol (one window per stored user row) streams; the reference
+    protocol samples windows with replacement from all users of all splits: in memory only."""
+    return cfg.protocol == "user"
+
+
+def stream_columns(meta: dict[str, Any], cfg: Any) -> list[str]:
+    return list(SEQ_COLUMNS)
+
+
+def stream_convert(batch: dict[str, np.ndarray], cfg: Any, meta: dict[str, Any], where: str,
+                   ) -> dict[str, np.ndarray]:
+    """TorchSpec.stream_convert (user protocol): each stored user row -> its window of ``cfg.n`` steps,
+    exactly ``data.load_split``'s windows (the same :func:`data.windows`, rewards normalised with the
+    train split's min/max that ``model_meta`` carries)."""
+    if meta.get("source") is not None and meta["source"] != cfg.source:
+        raise DataError(f"{where}: dataset source is {meta['source']!r} but config source={cfg.source!r}; "
+                        "point `data` at a matching dataset")
+    seqs = pd.DataFrame({c: list(batch[c]) if batch[c].ndim > 1 or batch[c].dtype == object else batch[c]
+                         for c in SEQ_COLUMNS})
+    f_dim = len(seqs["f"].iloc[0]) if len(seqs) else 0
+    dims = {"q_dim": int(meta["state_dim"]) - f_dim, "f_dim": f_dim}
+    lengths = seqs["length"].to_numpy()
+    starts = np.maximum(lengths - cfg.n, 0) if cfg.truncate == "last" else np.zeros(len(seqs), np.int64)
+    return windows(seqs, starts, np.arange(len(seqs)), cfg.n, dims, tuple(meta["reward_minmax"]), cfg.penalty_s)

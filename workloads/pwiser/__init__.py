@@ -10,7 +10,7 @@ from .data import IMPORTERS, load_split, make_data, model_meta
 from .evaluate import evaluate, evaluate_methods
 from .model import build_model
 from .serving import RankingPolicy
-from .train import loss
+from .train import loss, stream_columns, stream_convert
 
 TRAINER = TorchTrainer(TorchSpec(
     load_split=load_split,
@@ -20,6 +20,8 @@ TRAINER = TorchTrainer(TorchSpec(
     evaluate=evaluate,
     objective="auc_ctr",
     mode="max",
+    stream_columns=stream_columns,
+    stream_convert=stream_convert,
 ))
 
 WORKLOAD = Workload(

@@ -90,12 +90,30 @@ class PWiseRConfig(EpochConfig):
     click or conversion (adray.data.leakguard); by default such columns are dropped at import."""
     eval_batch_size: int = 8192
     """Rows per forward pass in evaluation."""
+    max_steps_per_epoch: int = 0
+    """Stop every epoch after this many steps; 0: a full pass (benchmarks, quick looks at big data)."""
+    # ---- ingest (adray.ingest)
+    ingest: Literal["auto", "memory", "stream"] = "auto"
+    """How training reads the data: ``memory`` (splits loaded by the driver), ``stream`` (Ray Data
+    from the dataset's files, per worker), ``auto``: memory up to ``ingest_memory_max_rows``."""
+    ingest_memory_max_rows: int = 1_000_000
+    """``auto``: the largest training split (rows, from the manifest) trained in memory."""
+    ingest_shuffle: bool = True
+    """Shuffle every epoch (memory: a seeded permutation; stream: seeded file order + local buffer).
+    False: stored order every epoch (both paths then give the same batches, hence the same model)."""
+    ingest_shuffle_buffer: int = 0
+    """Streaming: rows in each worker's local shuffle buffer; 0 = 8 batches."""
+    ingest_prefetch_batches: int = 2
+    """Streaming: batches each worker prepares ahead (read, converted to tensors) while it trains."""
+    ingest_eval_max_rows: int = 500_000
+    """Streaming: rows of the validation and test splits evaluated (the first ones, stored shuffled)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("embedding_dim", "num_experts", "num_specific_experts", "num_levels",
                      "mask_blocks", "mask_block_dim", "num_users", "num_items", "latent_dim",
-                     "eval_batch_size"):
+                     "eval_batch_size", "ingest_memory_max_rows", "ingest_prefetch_batches",
+                     "ingest_eval_max_rows"):
             check(getattr(self, name) >= 1, f"{name}={getattr(self, name)}: expected >= 1")
         for name in ("bottom_units", "expert_units", "tower_units", "dnn_units"):
             units = getattr(self, name)
@@ -105,6 +123,8 @@ class PWiseRConfig(EpochConfig):
         check(self.lam >= 0, f"lam={self.lam}: expected >= 0")
         check(0.0 <= self.m1 <= 1.0, f"m1={self.m1}: expected in [0, 1] (probabilities differ by <= 1)")
         check(0.0 <= self.m2 <= 1.0, f"m2={self.m2}: expected in [0, 1] (probabilities differ by <= 1)")
+        check(self.max_steps_per_epoch >= 0, f"max_steps_per_epoch={self.max_steps_per_epoch}: expected >= 0")
+        check(self.ingest_shuffle_buffer >= 0, f"ingest_shuffle_buffer={self.ingest_shuffle_buffer}: expected >= 0")
         check(self.cvr_weight >= 0, f"cvr_weight={self.cvr_weight}: expected >= 0")
         check(self.rows >= 100, f"rows={self.rows}: expected >= 100")
         check(0.0 < self.ctr < 1.0, f"ctr={self.ctr}: expected in (0, 1)")

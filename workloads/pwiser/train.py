@@ -33,8 +33,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from adray.data import FeatureMap
 
 from .config import PWiseRConfig
 
@@ -95,3 +99,42 @@ def loss(model: Any, batch: dict[str, torch.Tensor], cfg: PWiseRConfig) -> tuple
         stats["pwiser"] = float(rank.detach())
     stats["loss"] = float(total.detach())
     return total, stats
+
+
+# ----------------------------------------------------------------------------- streaming ingest
+
+
+def stream_columns(meta: dict[str, Any], cfg: PWiseRConfig) -> list[str]:
+    """TorchSpec.stream_columns: the FeatureMap's columns and labels (not ``noise_click``)."""
+    fm = FeatureMap.from_dict(meta["feature_map"])
+    return [*fm.categorical_names, *fm.numeric, *fm.labels]
+
+
+def stream_convert(batch: dict[str, np.ndarray], cfg: PWiseRConfig, meta: dict[str, Any], where: str,
+                   ) -> dict[str, np.ndarray]:
+    """TorchSpec.stream_convert: stored columns -> ``x_cat`` (B, C) int64 (out of vocab -> 0), ``x_num``
+    (B, D) float32 and the labels, exactly what ``data.load_split`` (``FeatureMap.arrays``) gives.
+
+    Integer ids, float features and 0/1 labels (what the generator and importers write) take a
+    vectorised numpy path; any other dtype goes through ``FeatureMap.arrays`` (its checks name the
+    column and row)."""
+    fm = FeatureMap.from_dict(meta["feature_map"])
+    cats, nums = fm.categorical_names, list(fm.numeric)
+    ok = (all(np.issubdtype(batch[c].dtype, np.integer) for c in cats)
+          and all(np.issubdtype(batch[c].dtype, np.floating) for c in (*nums, *fm.labels)))
+    if not ok:
+        arrays = fm.arrays(pd.DataFrame(batch), where=where)
+        return {k: arrays[k] for k in ("x_cat", "x_num", *fm.labels)}
+    x_cat = np.stack([batch[c] for c in cats], axis=1).astype(np.int64, copy=False)  # (B, C)
+    x_cat = np.where((x_cat < 0) | (x_cat >= np.asarray(fm.vocab_sizes, np.int64)), 0, x_cat)
+    x_num = (np.stack([batch[c] for c in nums], axis=1).astype(np.float32, copy=False) if nums
+             else np.zeros((len(x_cat), 0), np.float32))  # (B, D)
+    if not np.isfinite(x_num).all():
+        fm.arrays(pd.DataFrame(batch), where=where)  # raises naming the column and row
+    out = {"x_cat": x_cat, "x_num": x_num}
+    for c in fm.labels:
+        y = np.array(batch[c], np.float32)  # a copy: Ray Data's arrays may be read-only views
+        if not ((y == 0.0) | (y == 1.0)).all():
+            fm.arrays(pd.DataFrame(batch), where=where)  # raises naming the label and row
+        out[c] = y
+    return out

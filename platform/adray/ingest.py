@@ -1,0 +1,246 @@
+"""Streaming ingest: a dataset's training split read with Ray Data, straight from its files.
+
+What a Ray Train workload's rows go through on the streaming path (``TorchTrainer.train``):
+
+* the driver opens the split's files (``Dataset.split_files``: local or ``s3://``) as a lazy
+  ``ray.data.read_parquet`` of the columns the workload needs (:func:`read_split`), and hands it to
+  Ray Train (``datasets={"train": ds}``); Ray Train gives every worker an equal share
+  (``streaming_split(equal=True)``) through ``ray.train.get_dataset_shard``. The driver and the
+  object store hold a few blocks in flight, never the split.
+* every worker iterates its shard (:class:`StreamBatches`) with ``iter_torch_batches``: stored
+  columns -> the workload's tensors by ``TorchSpec.stream_convert`` in Ray Data's prefetch threads
+  (``prefetch_batches`` batches ahead), pinned and moved to the device when there is a GPU.
+* the shuffle, stated: per epoch the files are read in a seeded order that changes every epoch
+  (``FileShuffleConfig(seed, reseed_after_execution=True)``), and every worker draws its batches
+  from a local shuffle buffer of ``shuffle_buffer`` rows seeded by (seed, epoch, rank). Rows are
+  therefore mixed within a window of files and buffer, not globally: the generators and importers
+  write rows in random order, which is what makes that enough (a dataset sorted by time or label
+  needs a full ``random_shuffle`` first). ``shuffle=False``: files and rows in stored order, order
+  preserved: the batches are those of the in-memory path without shuffling (same model).
+* validation and test are read by rank 0 only, at most ``eval_max_rows`` rows of each (the first
+  rows in stored order: a random sample, as the rows are stored shuffled), in the worker
+  (:func:`read_eval_split`): bounded whatever the dataset's size.
+
+:func:`choose` picks the path: in memory up to ``memory_max_rows`` training rows (it starts faster;
+see the note in ``notes/issue21_ingest.md`` for the measurement), streaming above; a config field
+(``ingest``) forces either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
+
+import numpy as np
+
+from adray.data import DataError, read_dataset
+from adray.data.dataset import Dataset
+
+Arrays = dict[str, np.ndarray]
+Convert = Callable[[Arrays], Arrays]
+
+READ_TASK_CPUS = 0.25
+"""CPUs a Ray Data read task reserves: the Train workers hold the rest (on 2 CPUs, 2 workers and
+whole-CPU read tasks would wait for each other forever)."""
+OBJECT_STORE_BYTES_PER_WORKER = 256 * 2**20
+"""Ray Data's object store budget per Train worker: about two blocks (128 MiB at most each) in
+flight per worker. Without it Ray Data reads ahead until its share of the object store is full
+(measured: peak PSS 3.7 GB at 1M rows, 6.3 GB at 10M rows, 2 workers); the plasma pages it touched
+stay resident, so the read-ahead is what the process tree's peak grows with."""
+DATA_RESERVE_CPUS = 1.0
+"""CPUs kept out of the Train workers' reservation on the streaming path: Ray Data's file listing task
+takes one whole CPU, then the read tasks share it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestOptions:
+    """How a Ray Train workload reads its training split (the ``ingest*`` config fields)."""
+
+    mode: Literal["auto", "memory", "stream"] = "auto"
+    memory_max_rows: int = 1_000_000
+    shuffle: bool = True
+    shuffle_buffer: int = 0
+    """Rows of the local shuffle buffer; 0: 8 batches' worth."""
+    prefetch_batches: int = 2
+    eval_max_rows: int = 500_000
+
+    @classmethod
+    def of(cls, cfg: Any) -> IngestOptions:
+        """The options of a config; a workload without ``ingest*`` fields gets the defaults."""
+        d = cls()
+        return cls(mode=getattr(cfg, "ingest", d.mode),
+                   memory_max_rows=getattr(cfg, "ingest_memory_max_rows", d.memory_max_rows),
+                   shuffle=getattr(cfg, "ingest_shuffle", d.shuffle),
+                   shuffle_buffer=getattr(cfg, "ingest_shuffle_buffer", d.shuffle_buffer),
+                   prefetch_batches=getattr(cfg, "ingest_prefetch_batches", d.prefetch_batches),
+                   eval_max_rows=getattr(cfg, "ingest_eval_max_rows", d.eval_max_rows))
+
+
+def choose(opts: IngestOptions, train_rows: int, streamable: bool) -> tuple[Literal["memory", "stream"], str]:
+    """``(path, why)``: ``"memory"`` or ``"stream"`` for a training split of ``train_rows`` rows.
+
+    Raises:
+        ValueError: ``stream`` asked for a workload or config whose rows cannot stream
+            (``TorchSpec.can_stream``).
+    """
+    if opts.mode == "stream":
+        if not streamable:
+            raise ValueError("ingest=stream: this workload's rows cannot be streamed with this config (its "
+                             "TorchSpec has no stream_convert, or the config reads whole splits); use "
+                             "ingest=memory or ingest=auto")
+        return "stream", "ingest=stream"
+    if opts.mode == "memory" or not streamable:
+        return "memory", "ingest=memory" if opts.mode == "memory" else "the workload reads its splits whole"
+    if train_rows <= opts.memory_max_rows:
+        return "memory", f"{train_rows} training rows <= ingest_memory_max_rows={opts.memory_max_rows}"
+    return "stream", f"{train_rows} training rows > ingest_memory_max_rows={opts.memory_max_rows}"
+
+
+def opened(data: Any, check_files: bool = True) -> Dataset:
+    """``data`` as an opened :class:`Dataset`: given one (what the driver hands the workers: its
+    storage carries the resolved filesystem and credentials, so a worker on any node reads it without
+    the driver's environment), or a location to open here."""
+    return data if isinstance(data, Dataset) else read_dataset(data, check_files=check_files)
+
+
+def where(data: Any) -> str:
+    """A dataset's address for messages."""
+    return data.uri if isinstance(data, Dataset) else str(data)
+
+
+def split_rows(data: Any, split: str) -> int:
+    """Rows of ``split`` as the manifest states them (no file is read)."""
+    return int(opened(data, check_files=False).manifest["splits"][split]["rows"])
+
+
+def read_split(data: Any, split: str, columns: list[str] | None, *, seed: int, shuffle: bool,
+               readers: int = 1) -> Any:
+    """A lazy ``ray.data.Dataset`` of ``split``'s files (only ``columns``), read by at most ``readers``
+    concurrent tasks (one per Train worker: a task decodes far faster than a worker trains); with
+    ``shuffle``, the files in a seeded order that changes with every execution (epoch)."""
+    import ray.data
+    from ray.data import FileShuffleConfig
+
+    fs, paths = opened(data).split_files(split)
+    return ray.data.read_parquet(
+        paths, filesystem=fs, columns=columns,
+        shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True) if shuffle and len(paths) > 1 else None,
+        ray_remote_args={"num_cpus": READ_TASK_CPUS}, concurrency=max(1, readers),
+    )
+
+
+def execution_options(shuffle: bool, workers: int) -> Any:
+    """Ray Data's options for the training read: order kept when not shuffling; the object store
+    budget bounded (``OBJECT_STORE_BYTES_PER_WORKER`` per worker), whatever the dataset's size."""
+    from ray.data import ExecutionOptions, ExecutionResources
+
+    return ExecutionOptions(preserve_order=not shuffle, resource_limits=ExecutionResources(
+        object_store_memory=OBJECT_STORE_BYTES_PER_WORKER * max(1, workers)))
+
+
+def data_config(shuffle: bool, workers: int) -> Any:
+    """Ray Train's ``DataConfig``: only ``train`` split across workers, :func:`execution_options`."""
+    from ray.train import DataConfig
+
+    return DataConfig(datasets_to_split=["train"], execution_options={"train": execution_options(shuffle, workers)})
+
+
+def _collate_cls() -> type:
+    from ray.data.collate_fn import NumpyBatchCollateFn
+
+    class Collate(NumpyBatchCollateFn):
+        """Stored columns -> the workload's tensors (runs in Ray Data's prefetch threads)."""
+
+        def __init__(self, convert: Convert) -> None:
+            self.convert = convert
+
+        def __call__(self, batch: Arrays) -> dict[str, Any]:
+            import torch
+
+            return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.convert(batch).items()}
+
+    return Collate
+
+
+class StreamBatches:
+    """One rank's batches read from a Ray Data iterator (``get_dataset_shard``): a ``Batches`` of
+    :func:`adray.epochs.run_epochs`.
+
+    Args:
+        shard: the rank's ``DataIterator`` (every rank holds ``rows // world`` rows).
+        convert: a batch of stored columns -> the workload's arrays (vectorised).
+        rows: rows of the whole split (manifest); ``steps`` follows as in the in-memory path.
+        on_error: turns an exception raised while reading into the error to raise (naming the file).
+    """
+
+    def __init__(self, shard: Any, convert: Convert, *, rows: int, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1, opts: IngestOptions = IngestOptions(), device: Any = "cpu",
+                 on_error: Callable[[BaseException], BaseException] | None = None) -> None:
+        self.shard, self.convert, self.seed, self.rank, self.opts = shard, convert, seed, rank, opts
+        self.device, self.on_error = device, on_error
+        self.per_worker = max(1, batch_size // world)
+        self.steps = (rows // world) // self.per_worker
+        if self.steps < 1:
+            raise DataError(f"{rows} training rows: fewer than one batch of {self.per_worker} per worker "
+                            f"on {world} worker(s); lower batch_size")
+        self.rows_per_step = self.per_worker * world
+        self.buffer = (opts.shuffle_buffer or 8 * self.per_worker) if opts.shuffle else 0
+
+    def epoch(self, epoch: int) -> Iterable[dict[str, Any]]:
+        import torch
+
+        device = torch.device(self.device)
+        it = self.shard.iter_torch_batches(
+            batch_size=self.per_worker, collate_fn=_collate_cls()(self.convert), drop_last=True,
+            prefetch_batches=self.opts.prefetch_batches, device=device, pin_memory=device.type == "cuda",
+            local_shuffle_buffer_size=max(self.buffer, self.per_worker) if self.buffer else None,
+            local_shuffle_seed=(self.seed * 100_003 + epoch * 1_009 + self.rank) if self.buffer else None,
+        )
+        return self._guarded(it)
+
+    def _guarded(self, it: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        try:
+            done = 0
+            for batch in it:
+                if done < self.steps:  # equal shards: never more; the rest is drained, not trained
+                    done += 1
+                    yield batch
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a read task's error, re-raised naming the file
+            if self.on_error is None:
+                raise
+            raise self.on_error(exc) from exc
+
+
+def locate_bad_file(data: Any, split: str, columns: list[str] | None, exc: BaseException) -> BaseException:
+    """The error to raise when reading ``split`` failed mid-epoch with ``exc`` (a Ray Data read task's
+    error does not name the file): the split is read again file by file, row group by row group
+    (``Dataset.iter_batches``, bounded memory) until the failing file raises a DataError naming it.
+    Only on this error path; a whole pass over the split at worst."""
+    reason = " ".join(str(exc).split())[-300:]
+    try:
+        for _ in opened(data).iter_batches(split, columns=columns):
+            pass
+    except DataError as found:
+        return DataError(f"{found} (while training: {type(exc).__name__})")
+    return DataError(f"reading split {split!r} of {where(data)} failed while training and every file reads on its own "
+                     f"again (a transient storage error?): {reason}")
+
+
+def read_eval_split(data: Any, split: str, columns: list[str] | None, convert: Convert, max_rows: int) -> Arrays:
+    """The first ``max_rows`` rows of ``split`` as the workload's arrays, read here (a worker), batch
+    by batch: what rank 0 evaluates on the streaming path."""
+    parts: list[Arrays] = []
+    n = 0
+    for rb in opened(data).iter_batches(split, columns=columns):
+        batch = {name: rb.column(i).to_numpy(zero_copy_only=False)[: max_rows - n]
+                 for i, name in enumerate(rb.schema.names)}
+        parts.append(convert(batch))
+        n += len(next(iter(batch.values())))
+        if n >= max_rows:
+            break
+    if not parts:
+        raise DataError(f"{where(data)}: split {split!r} is empty; expected at least one row")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
