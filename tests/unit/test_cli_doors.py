@@ -63,3 +63,18 @@ def test_eval_and_serve_refuse_an_empty_version(published: Registry) -> None:
         load_model("pwiser@")  # what `adray eval --model pwiser@` loads
     with pytest.raises(ServeError, match="'pwiser@': no version after '@'"):
         resolve_model("pwiser@")  # `adray serve up --model pwiser@`
+
+
+def test_drlput_refuses_more_than_one_worker_instead_of_ignoring_it(tmp_path) -> None:  # noqa: ANN001
+    import pytest
+
+    from adray.config import ConfigError, load_config
+    from adray.workload import TrainContext, get_workload
+
+    wl = get_workload("drlput")
+    cfg = load_config(wl.config_cls, "smoke", wl.configs_dir, {})
+    ctx = TrainContext(data_dir=str(tmp_path), run_dir=tmp_path / "run", run_name="r", storage=str(tmp_path),
+                       num_workers=4)
+    with pytest.raises(ConfigError, match=r"--workers 4: drlput trains one RLlib learner .* use --workers 1"):
+        wl.trainer.train(cfg, ctx)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

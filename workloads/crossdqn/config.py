@@ -178,6 +178,13 @@ class CrossDQNConfig(TrainConfig):
     """Share of the logged episodes held out as test logs, drawn from the episodes the validation
     draw left (a fixed draw too): never trained on, never calibrate or choose; training and ``adray
     eval`` report the model's ``test_*`` estimates on them (selection.HeldOut.metrics)."""
+    held_out_episodes: int = 50_000
+    """At most this many episodes of each held-out split (validation, test) are read for the
+    estimates and the β calibration (a random subset of the split: the first ids of its fixed draw),
+    so they hold a bounded number of rows whatever the dataset's size (~3.5 screens an episode)."""
+    buffer_rows: int = 262_144
+    """Rows the learner's shuffle buffer holds at most (``adray.rl.StreamSampler``: blocks of the
+    logged Parquet row groups, read in a seeded random order; ~1 KB a row at the default layout)."""
     online: bool = False
     """Train online in the simulator (DQN's own sampling + replay) instead of from the logged Parquet.
     An explicit research option, off by default: it trains by interacting with the simulator, has no
@@ -211,6 +218,9 @@ class CrossDQNConfig(TrainConfig):
         check(0.0 <= self.log_spread <= 0.5, f"log_spread={self.log_spread}: expected in [0, 0.5]")
         check(self.embed_dim >= 2 and self.hidden >= 4, "embed_dim >= 2 and hidden >= 4 expected")
         check(self.iterations >= 1 and self.updates_per_iteration >= 1, "iterations, updates_per_iteration: >= 1")
+        check(self.held_out_episodes >= 1, f"held_out_episodes={self.held_out_episodes}: expected >= 1")
+        check(self.buffer_rows >= self.batch_size,
+              f"buffer_rows={self.buffer_rows}: expected >= batch_size={self.batch_size}")
         check(self.target_update_freq >= 1, f"target_update_freq={self.target_update_freq}: expected >= 1")
         check(self.eval_requests >= 10 and self.eval_seeds >= 1, "eval_requests >= 10, eval_seeds >= 1")
         check(0.0 <= self.serve_epsilon <= 1.0, f"serve_epsilon={self.serve_epsilon}: expected in [0, 1]")

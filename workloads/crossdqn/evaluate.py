@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adray.data import read_dataset
 from workloads.crossdqn.config import CrossDQNConfig
-from workloads.crossdqn.data import check_dataset
+from workloads.crossdqn.data import SPLIT, check_dataset
 from workloads.crossdqn.policies import ActFn, fixed_policy, gea_policy, random_policy
 from workloads.crossdqn.rollout import EVAL_SEED, match_pae, q_policy, rollout
 from workloads.crossdqn.selection import logged_test_metrics
@@ -134,7 +135,8 @@ def evaluate(cfg: CrossDQNConfig, data_dir: Path, model: Any,
     with torch.no_grad():
         table = {name: evaluate_policy(cfg, p, matched=name not in raw) for name, p in policies.items()}
     if (Path(data_dir) / "manifest.json").is_file():
-        path = check_dataset(cfg, Path(data_dir))
+        check_dataset(cfg, Path(data_dir))
+        files = read_dataset(data_dir).split_files(SPLIT)  # streamed: HeldOut.load reads a bounded subset
         for label, m in {"crossdqn": model, **others}.items():
-            table[label].update(logged_test_metrics(cfg, path, getattr(m, "net", m)))
+            table[label].update(logged_test_metrics(cfg, files, getattr(m, "net", m)))
     return table

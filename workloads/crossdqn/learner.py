@@ -29,7 +29,9 @@ selection.py; the simulator is not asked).
 The TD part is RLlib's ``DQNTorchLearner`` loss (1-step, uniform weights: offline batches carry
 no replay priorities, so ``weights``/``n_step`` default to ones here). The algorithm is RLlib's
 DQN with ``training_step`` replaced, for offline data, by minibatches of the logged Parquet
-transitions (see ``adray.rl`` for why they are sampled in the driver rather than through Ray Data):
+transitions, streamed from the split's row groups through a bounded shuffle buffer
+(``adray.rl.StreamSampler``: memory ``buffer_rows``, whatever the dataset's size; see ``adray.rl``
+for why not RLlib's OfflineData):
 one ``learner_group.update`` call takes many minibatches at once (RLlib's ``minibatch_size``
 split), cut so that each call covers at most ``target_update_freq`` transitions -- the learner
 syncs the target network after a call, so syncs still happen by count;
@@ -63,7 +65,7 @@ from ray.rllib.utils.metrics import (
 from adray import rl
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.model import CrossDQNModule, module_config
-from workloads.crossdqn.selection import split_masks
+from workloads.crossdqn.selection import episode_ids, held_out_ids
 from workloads.crossdqn.sim import FeedEnv, obs_layout
 
 PAE_AUX_KEY = "pae_aux_loss"
@@ -93,16 +95,31 @@ class LearnerSettings:
     """Share of logged episodes held out as test logs (selection.split_masks); never sampled either."""
     online: bool
     data_path: str
-    """The logged Parquet file ("" when ``online``)."""
+    """The logged split's first Parquet file ("" when ``online``; messages)."""
+    held_out_episodes: int = 50_000
+    buffer_rows: int = rl.BUFFER_ROWS
+    data_files: tuple[str, ...] = ()
+    """Every Parquet file of the logged split (``Dataset.split_files``), in order."""
+    data_fs: Any = None
+    """Their ``pyarrow.fs`` filesystem (None: local)."""
 
     @classmethod
-    def of(cls, cfg: CrossDQNConfig, data_path: Path | None) -> LearnerSettings:
+    def of(cls, cfg: CrossDQNConfig, data: Path | rl.Files | None) -> LearnerSettings:
+        fs, paths = rl.as_files(data) if data is not None else (None, [])
         return cls(lam=cfg.lam, tau=cfg.tau, pae_target=cfg.pae_target, eta=cfg.sim.eta, seed=cfg.seed,
                    cql_alpha=cfg.cql_alpha, pae_estimator=cfg.pae_estimator, pae_mode=cfg.pae_mode,
                    updates_per_iteration=cfg.updates_per_iteration, val_fraction=cfg.val_fraction,
                    test_fraction=cfg.test_fraction,
                    online=cfg.online,
-                   data_path=str(data_path) if data_path else "")
+                   data_path=str(data) if isinstance(data, (str, Path)) else (paths[0] if paths else ""),
+                   held_out_episodes=cfg.held_out_episodes, buffer_rows=cfg.buffer_rows,
+                   data_files=tuple(paths), data_fs=fs)
+
+    @property
+    def files(self) -> rl.Files:
+        import pyarrow.fs as pafs
+
+        return (self.data_fs or pafs.LocalFileSystem()), list(self.data_files or [self.data_path])
 
 
 def settings_of(config: Any) -> LearnerSettings:
@@ -171,16 +188,25 @@ class OfflineCrossDQN(DQN):
         self._trained = 0
         if self._online:
             return
-        cols = rl.read_transitions(s.data_path, (*LOGGED, "eps_id"))
-        val, test = split_masks(cols.pop("eps_id"), s.val_fraction, s.test_fraction)
-        train = ~(val | test)  # held-out episodes: selection and the test report only
-        cols = {k: v[train] for k, v in cols.items()}
-        rewards = cols["r_ad"] + cols["r_fee"] + s.eta * cols["r_ex"]  # Eq. 2 with this η
-        self._sampler = rl.TransitionSampler({
-            Columns.OBS: cols["obs"].astype(np.float32), Columns.NEXT_OBS: cols["new_obs"].astype(np.float32),
-            Columns.ACTIONS: cols["actions"].astype(np.int64), Columns.REWARDS: rewards.astype(np.float32),
-            Columns.TERMINATEDS: cols["terminateds"].astype(bool),
-        }, seed=s.seed)
+        val, test = held_out_ids(episode_ids(s.files), s.val_fraction, s.test_fraction)
+        held = np.union1d(val, test)  # held-out episodes: selection and the test report only
+
+        def train_rows(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # one block of the logs
+            keep = ~np.isin(b["eps_id"], held)
+            rewards = b["r_ad"][keep] + b["r_fee"][keep] + s.eta * b["r_ex"][keep]  # Eq. 2 with this η
+            return {Columns.OBS: b["obs"][keep].astype(np.float32),
+                    Columns.NEXT_OBS: b["new_obs"][keep].astype(np.float32),
+                    Columns.ACTIONS: b["actions"][keep].astype(np.int64),
+                    Columns.REWARDS: rewards.astype(np.float32),
+                    Columns.TERMINATEDS: b["terminateds"][keep].astype(bool)}
+
+        self._sampler = rl.transition_sampler(s.files, (*LOGGED, "eps_id"), train_rows, seed=s.seed,
+                                              buffer_rows=s.buffer_rows)
+
+    def cleanup(self) -> None:
+        if hasattr(getattr(self, "_sampler", None), "close"):
+            self._sampler.close()  # a StreamSampler's read-ahead thread
+        super().cleanup()
 
     def training_step(self) -> None:
         if self._online:
@@ -201,7 +227,7 @@ class OfflineCrossDQN(DQN):
         self.metrics.log_value("offline_transitions_trained", self._trained, reduce="max")
 
 
-def algorithm_config(cfg: CrossDQNConfig, data_path: Path | None, use_gpu: bool = False) -> DQNConfig:
+def algorithm_config(cfg: CrossDQNConfig, data: Path | rl.Files | None, use_gpu: bool = False) -> DQNConfig:
     """The RLlib config: everything in the driver (``adray.rl.small_machine``); with ``use_gpu`` the
     local learner (``num_learners=0``) holds one GPU (RLlib's ``get_device``: ``local_gpu_idx`` in
     the driver, the GPU Ray assigned inside a Ray worker such as a Tune trial)."""
@@ -218,7 +244,7 @@ def algorithm_config(cfg: CrossDQNConfig, data_path: Path | None, use_gpu: bool 
             num_steps_sampled_before_learning_starts=cfg.batch_size,
         )
         .learners(learner_class=CrossDQNLearner,
-                  learner_config_dict={SETTINGS_KEY: LearnerSettings.of(cfg, data_path)})
+                  learner_config_dict={SETTINGS_KEY: LearnerSettings.of(cfg, data)})
         .debugging(seed=cfg.seed)
     )
     config = rl.small_machine(config, offline=not cfg.online)

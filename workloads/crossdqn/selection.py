@@ -11,6 +11,11 @@ crossdqn`` and one imported from the serving graph's decision log (``crossdqn-lo
   (learner.py) never samples a held-out row. :func:`split_masks` also holds out ``test_fraction``
   of the episodes as test logs (a second fixed draw from the rest): they neither train, calibrate
   nor choose; the trained model's ``test_*`` are :meth:`HeldOut.metrics` on them.
+* **At scale** (issue 21): the split is drawn from the episode ids alone (:func:`held_out_ids`,
+  one streamed pass over the ``eps_id`` column: 8 bytes an episode, ~25 MB for 10M transitions;
+  the same draw as the masks), and :meth:`HeldOut.load` streams the files and keeps at most
+  ``held_out_episodes`` episodes of a held-out split (a random subset: the draw's first ids), so
+  the estimates below hold a bounded number of rows whatever the dataset's size.
 * **PAE calibration** (:func:`match_offset`): the served greedy policy's ad share on the held-out
   *logged screens* (their states; no outcome needed) is set to the PAE target by bisection on an
   offset mu of the served scores ``Q(s,a) - β·PAE(a) - mu·PAE(a)``; train.py adds mu to β. The
@@ -42,25 +47,45 @@ HELD_OUT_COLUMNS = ("obs", "new_obs", "actions", "r_ad", "r_fee", "r_ex", "termi
                     "eps_id", "t")
 
 
+def _draw_val(ids: np.ndarray, fraction: float) -> np.ndarray:
+    n_val = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1) if fraction > 0 else 0
+    return np.random.default_rng(VAL_SPLIT_SEED).choice(ids, n_val, replace=False)
+
+
+def held_out_ids(ids: np.ndarray, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The validation and test episode ids of a dataset whose sorted unique episode ids are ``ids``,
+    each in the random order of its fixed draw (a prefix is a random subset): what
+    :func:`split_masks` holds out, from the ids alone (8 bytes an episode, not the rows)."""
+    val = _draw_val(ids, val_fraction)
+    rest = np.setdiff1d(ids, val)
+    n_test = min(max(1, int(round(test_fraction * len(ids)))), len(rest) - 1)
+    n_test = max(n_test, 0) if test_fraction > 0 else 0
+    return val, np.random.default_rng(TEST_SPLIT_SEED).choice(rest, n_test, replace=False)
+
+
 def held_out_mask(eps_id: np.ndarray, fraction: float) -> np.ndarray:
     """Rows (n,) of the held-out episodes: ``round(fraction · episodes)`` episode ids (at least one,
     and at least one left to train on), drawn with :data:`VAL_SPLIT_SEED`."""
-    ids = np.unique(eps_id)
-    n_val = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1) if fraction > 0 else 0
-    chosen = np.random.default_rng(VAL_SPLIT_SEED).choice(ids, n_val, replace=False)
-    return np.isin(eps_id, chosen)
+    return np.isin(eps_id, _draw_val(np.unique(eps_id), fraction))
 
 
 def split_masks(eps_id: np.ndarray, val_fraction: float, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Rows (n,) of the validation episodes (:func:`held_out_mask`) and of the test episodes:
     ``round(test_fraction · episodes)`` of the others (at least one, and at least one left to
     train on; none if that cannot be), drawn with :data:`TEST_SPLIT_SEED`."""
-    val = held_out_mask(eps_id, val_fraction)
-    rest = np.unique(eps_id[~val])
-    n_test = min(max(1, int(round(test_fraction * len(np.unique(eps_id))))), len(rest) - 1)
-    n_test = max(n_test, 0) if test_fraction > 0 else 0
-    chosen = np.random.default_rng(TEST_SPLIT_SEED).choice(rest, n_test, replace=False)
-    return val, np.isin(eps_id, chosen)
+    val, test = held_out_ids(np.unique(eps_id), val_fraction, test_fraction)
+    return np.isin(eps_id, val), np.isin(eps_id, test)
+
+
+def episode_ids(files: rl.Files) -> np.ndarray:
+    """Sorted unique ``eps_id`` of a split's files, streamed (the ids alone are held)."""
+    ids = [np.unique(b["eps_id"]) for b in rl.scan(files, ["eps_id"])]
+    return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+
+
+def dataset_held_out(cfg: CrossDQNConfig, files: rl.Files) -> tuple[np.ndarray, np.ndarray]:
+    """(validation ids, test ids) of a dataset's logs for ``cfg``'s fractions (:func:`held_out_ids`)."""
+    return held_out_ids(episode_ids(files), cfg.val_fraction, cfg.test_fraction)
 
 
 def net_scores(net: Any, obs: np.ndarray, q_only: bool = False, chunk: int = 1024) -> np.ndarray:
@@ -115,11 +140,20 @@ class HeldOut:
     t: np.ndarray
 
     @classmethod
-    def load(cls, cfg: CrossDQNConfig, data_path: Path | str, split: Literal["val", "test"] = "val") -> HeldOut:
-        cols = rl.read_transitions(data_path, HELD_OUT_COLUMNS)
-        val, test = split_masks(cols["eps_id"], cfg.val_fraction, cfg.test_fraction)
-        keep = val if split == "val" else test
-        c = {k: v[keep] for k, v in cols.items()}
+    def load(cls, cfg: CrossDQNConfig, data: Path | str | rl.Files, split: Literal["val", "test"] = "val") -> HeldOut:
+        """The held-out rows of ``split``, streamed from the dataset's files (a Parquet path or
+        ``Dataset.split_files``): at most ``cfg.held_out_episodes`` of its episodes (the first of its
+        fixed draw: a random subset), so memory is bounded whatever the dataset's size."""
+        files = rl.as_files(data)
+        val_ids, test_ids = dataset_held_out(cfg, files)
+        keep_ids = np.sort((val_ids if split == "val" else test_ids)[:cfg.held_out_episodes])
+
+        def kept(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            keep = np.isin(b["eps_id"], keep_ids)
+            return {k: v[keep] for k, v in b.items()}
+
+        blocks = list(rl.scan(files, HELD_OUT_COLUMNS, kept))
+        c = {k: np.concatenate([b[k] for b in blocks]) for k in HELD_OUT_COLUMNS}
         return cls(obs=c["obs"].astype(np.float32), new_obs=c["new_obs"].astype(np.float32),
                    actions=c["actions"].astype(np.int64),
                    rewards=(c["r_ad"] + c["r_fee"] + cfg.sim.eta * c["r_ex"]).astype(np.float64),
@@ -152,11 +186,11 @@ class HeldOut:
                 "reward_wdr_ess": est.ess}
 
 
-def logged_test_metrics(cfg: CrossDQNConfig, data_path: Path | str, net: Any) -> dict[str, float]:
+def logged_test_metrics(cfg: CrossDQNConfig, data: Path | str | rl.Files, net: Any) -> dict[str, float]:
     """``test_*``: :meth:`HeldOut.metrics` of a network's served policy on the test logs (what
     training reports and ``adray eval crossdqn`` recomputes; none when the dataset is too small to
     hold test episodes out)."""
-    test = HeldOut.load(cfg, data_path, "test")
+    test = HeldOut.load(cfg, data, "test")
     return {f"test_{k}": v for k, v in test.metrics(net, cfg.pae_target).items()} if len(test) else {}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from adray.config import ConfigError
 from adray.workload import TrainContext, TrainResult
 from workloads.crossdqn.config import CrossDQNConfig
-from workloads.crossdqn.data import check_dataset
+from workloads.crossdqn.data import SPLIT, check_dataset
 from workloads.crossdqn.selection import (
     OBJECTIVE,
     HeldOut,
@@ -62,9 +62,9 @@ def _train(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any, prog
     from adray.runtime import torch_threads
     from workloads.crossdqn.learner import CQL_KEY, PAE_AUX_KEY, PAE_BATCH_KEY, algorithm_config
 
-    data_path = None if cfg.online else check_dataset(cfg, data_dir)
-    held = None if data_path is None else HeldOut.load(cfg, data_path)
-    algo = algorithm_config(cfg, data_path, use_gpu).build_algo()
+    files = None if cfg.online else logged_files(cfg, data_dir)
+    held = None if files is None else HeldOut.load(cfg, files)
+    algo = algorithm_config(cfg, files, use_gpu).build_algo()
     learner_module = algo.learner_group._learner.module[DEFAULT_MODULE_ID] if algo.learner_group.is_local else None
 
     def summarize(result: dict[str, Any]) -> dict[str, float]:
@@ -93,8 +93,8 @@ def _train(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any, prog
                 served = net_scores(net, held.obs)
                 offsets["val_pae_logged"] = float(action_pae[greedy_actions(served, action_pae, 0.0)].mean())
             offsets["pae_offset"] = net.pae_offset.item()
-        if validate and data_path is not None and learner_module is not None:  # the policy as exported
-            offsets.update(logged_test_metrics(cfg, data_path, learner_module.unwrapped().net))
+        if validate and files is not None and learner_module is not None:  # the policy as exported
+            offsets.update(logged_test_metrics(cfg, files, learner_module.unwrapped().net))
         rl.export_module(algo, out_dir / MODULE_DIR)
     finally:
         algo.stop()
@@ -107,6 +107,14 @@ def _train(cfg: CrossDQNConfig, data_dir: Path, out_dir: Path, report: Any, prog
         "train_transitions_per_s": transitions / sum(h["iter_time_s"] for h in history),
     })
     return metrics, history
+
+
+def logged_files(cfg: CrossDQNConfig, data_dir: Path) -> Any:
+    """``(filesystem, [Parquet files])`` of the logged split, after :func:`data.check_dataset`."""
+    from adray.data import read_dataset
+
+    check_dataset(cfg, data_dir)
+    return read_dataset(data_dir).split_files(SPLIT)
 
 
 def model_meta(cfg: CrossDQNConfig) -> dict[str, Any]:

@@ -239,6 +239,12 @@ class DRLPUTConfig(TrainConfig):
     """B of Eq. 4.1: logged requests per gradient step (and per min-max normalisation)."""
     updates_per_iteration: int = 20
     """Gradient steps per ``Algorithm.train()`` call."""
+    held_out_rows: int = 1_000_000
+    """At most this many rows of each held-out split (``val``, ``test``: their first rows in file order)
+    are read for the per-iteration estimates and the test report (bounded memory at any log size)."""
+    buffer_rows: int = 262_144
+    """Rows of the train logs the sampler's shuffle buffer holds at most (``adray.rl.StreamSampler``:
+    blocks of the split's Parquet row groups in a seeded random order; every row once an epoch)."""
     iterations: int = 10
     """RLlib ``Algorithm.train()`` calls (one report each)."""
     entropy_coeff: float = 0.0
@@ -270,6 +276,9 @@ class DRLPUTConfig(TrainConfig):
         check(self.embed_dim >= 1 and len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
               f"embed_dim={self.embed_dim}, hidden={self.hidden}: expected >= 1 and at least one layer")
         check(self.lr > 0, f"lr={self.lr}: expected > 0")
+        check(self.held_out_rows >= 1, f"held_out_rows={self.held_out_rows}: expected >= 1")
+        check(self.buffer_rows >= self.batch_size,
+              f"buffer_rows={self.buffer_rows}: expected >= batch_size={self.batch_size}")
         check(self.batch_size >= 2, f"batch_size={self.batch_size}: expected >= 2 (batch norm, min-max)")
         check(self.updates_per_iteration >= 1 and self.iterations >= 1,
               f"updates_per_iteration={self.updates_per_iteration}, iterations={self.iterations}: expected >= 1")

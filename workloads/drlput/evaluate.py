@@ -42,7 +42,7 @@ from adray import ope
 from workloads.drlput import columns as C
 from workloads.drlput.actions import ActionSpace
 from workloads.drlput.config import DRLPUTConfig
-from workloads.drlput.data import read_split
+from workloads.drlput.logs import held_out
 from workloads.drlput.reward import reward
 from workloads.drlput.sim import make_requests, observe
 from workloads.drlput.truth import (
@@ -113,8 +113,17 @@ def q_per_action(cfg: DRLPUTConfig, logs: pd.DataFrame) -> np.ndarray:
 
 
 def reward_per_action(cfg: DRLPUTConfig, data_dir: Path) -> np.ndarray:
-    """:func:`q_per_action` of the ``train`` split (fitted where the policy learns, not where it is valued)."""
-    return q_per_action(cfg, read_split(cfg, data_dir, "train", (C.ACTION, *C.OUTCOME)))
+    """:func:`q_per_action` of the ``train`` split (fitted where the policy learns, not where it is
+    valued), summed block by block as the split streams (logs.scan)."""
+    from workloads.drlput.logs import scan
+
+    size = cfg.action.num_actions
+    total, count = np.zeros(size), np.zeros(size)
+    for b in scan(cfg, data_dir, "train", (C.ACTION, *C.OUTCOME)):
+        a = b[C.ACTION].astype(np.int64)
+        total += np.bincount(a, weights=reward({k: b[k] for k in C.OUTCOME}, cfg.reward), minlength=size)
+        count += np.bincount(a, minlength=size)
+    return total / np.maximum(count, 1)
 
 
 def greedy_actions(model: Any, logs: pd.DataFrame) -> np.ndarray:
@@ -174,7 +183,7 @@ def evaluate(cfg: DRLPUTConfig, data_dir: Path, model: Any, others: Mapping[str,
     the argmax policy, and ``test_`` + the offline metrics on the ``test`` logs, as the trainer
     reports them), ``uniform``, ``best_fixed`` and ``oracle`` (true METRICS)."""
     space = ActionSpace(cfg.action)
-    logs = read_split(cfg, data_dir, "test")
+    logs = held_out(cfg, data_dir, "test")  # what training reports test_* on
     q_hat = reward_per_action(cfg, data_dir)
     out: dict[str, dict[str, float]] = {}
     for name, m in {"drlput": model, **dict(others or {})}.items():

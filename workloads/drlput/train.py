@@ -52,7 +52,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from adray import rl
-from adray.data import DataError, read_dataset
+from adray.data import DataError
 from adray.runtime import torch_threads
 from adray.workload import TrainContext, TrainResult
 from workloads.drlput import columns as C
@@ -67,6 +67,7 @@ from workloads.drlput.evaluate import (
     offline_metrics,
     reward_per_action,
 )
+from workloads.drlput.logs import check_block, held_out, split_files
 from workloads.drlput.model import DRLPUTModule, module_config
 from workloads.drlput.reward import training_reward
 from workloads.drlput.selection import choose
@@ -123,27 +124,35 @@ class OfflinePolicyGradient(Algorithm):
         extra = config.learner_config_dict
         self._cfg = DRLPUTConfig.from_dict(extra["cfg"])
         self._trained = 0
-        self._rng = np.random.default_rng(self._cfg.seed)
         if self._cfg.online:
             return
-        from workloads.drlput.data import read_logs
+        check = check_block(self._cfg.action.num_actions)
 
-        df = read_logs(extra["data_path"], self._cfg.action.num_actions, (*C.STATE, C.ACTION, C.PROPENSITY, *C.OUTCOME))
-        self._obs = df[list(C.STATE)].to_numpy(np.float32)
-        self._actions = df[C.ACTION].to_numpy(np.int64)
-        self._mu = df[C.PROPENSITY].to_numpy(np.float32)
-        self._comp = {k: df[k].to_numpy() for k in C.OUTCOME}
+        def rows(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # one checked block of the train logs
+            b = check(b)
+            return {Columns.OBS: np.stack([b[c] for c in C.STATE], 1).astype(np.float32),
+                    Columns.ACTIONS: b[C.ACTION].astype(np.int64), BEHAVIOUR_PROB: b[C.PROPENSITY].astype(np.float32),
+                    **{k: b[k] for k in C.OUTCOME}}
+
+        files = extra["data_files"] or rl.as_files(extra["data_path"])
+        self._sampler = rl.transition_sampler(files, (*C.STATE, C.ACTION, C.PROPENSITY, *C.OUTCOME), rows,
+                                              seed=self._cfg.seed, buffer_rows=self._cfg.buffer_rows)
+
+    def cleanup(self) -> None:
+        if hasattr(getattr(self, "_sampler", None), "close"):
+            self._sampler.close()  # a StreamSampler's read-ahead thread
+        super().cleanup()
 
     def _rewards(self, comp: dict[str, np.ndarray]) -> np.ndarray:
         c = self._cfg
         return training_reward(comp, c.reward, c.reward_signal, c.normalise).astype(np.float32)
 
     def _offline_batch(self, n_mb: int, size: int) -> dict[str, np.ndarray]:
-        idx = self._rng.integers(0, len(self._actions), size=(n_mb, size))
-        rewards = np.concatenate([self._rewards({k: v[i] for k, v in self._comp.items()}) for i in idx])
-        idx = idx.reshape(-1)
-        return {Columns.OBS: self._obs[idx], Columns.ACTIONS: self._actions[idx],
-                Columns.REWARDS: rewards, BEHAVIOUR_PROB: self._mu[idx]}
+        b = self._sampler.sample(n_mb * size)  # n_mb minibatches, in order; the reward is normalised per minibatch
+        rewards = np.concatenate([self._rewards({k: b[k][i * size:(i + 1) * size] for k in C.OUTCOME})
+                                  for i in range(n_mb)])
+        return {Columns.OBS: b[Columns.OBS], Columns.ACTIONS: b[Columns.ACTIONS], Columns.REWARDS: rewards,
+                BEHAVIOUR_PROB: b[BEHAVIOUR_PROB]}
 
     def _online_batch(self, n_mb: int, size: int) -> dict[str, np.ndarray]:
         parts = []
@@ -174,7 +183,9 @@ class OfflinePolicyGradient(Algorithm):
             self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
 
 
-def algorithm_config(cfg: DRLPUTConfig, data_path: Path | None, use_gpu: bool = False) -> PolicyGradientConfig:
+def algorithm_config(cfg: DRLPUTConfig, data: Path | rl.Files | None, use_gpu: bool = False) -> PolicyGradientConfig:
+    """The RLlib config; ``data``: the ``train`` split's files (``Dataset.split_files``) or one
+    Parquet file (None: online)."""
     actor_critic = cfg.algorithm == "actor_critic"
     config = (
         PolicyGradientConfig()
@@ -184,7 +195,8 @@ def algorithm_config(cfg: DRLPUTConfig, data_path: Path | None, use_gpu: bool = 
                                                model_config=module_config(cfg.embed_dim, cfg.hidden, actor_critic)))
         .training(lr=cfg.lr, gamma=0.0, train_batch_size_per_learner=cfg.batch_size, grad_clip=cfg.grad_clip or None)
         .learners(learner_config_dict={
-            "cfg": cfg.to_dict(), "data_path": str(data_path) if data_path else "", "importance": cfg.importance,
+            "cfg": cfg.to_dict(), "data_path": str(data) if isinstance(data, (str, Path)) else "",
+            "data_files": data if isinstance(data, tuple) else None, "importance": cfg.importance,
             "entropy_coeff": cfg.entropy_coeff, "vf_coeff": cfg.vf_coeff})
         .learners(num_gpus_per_learner=1 if use_gpu else 0)
         .env_runners(num_envs_per_env_runner=64 if cfg.online else 1)
@@ -201,17 +213,14 @@ def train_module(cfg: DRLPUTConfig, data_dir: Path | None, out_dir: Path, report
     (selection.py; online without logs: the last); the metrics returned are its ``val_*``, its
     ``test_*`` and ``best_iteration`` (1-based), over the last iteration's losses.
     """
-    data_path = val_logs = test_logs = q_hat = None
+    files = val_logs = test_logs = q_hat = None
     if data_dir is not None and (Path(data_dir) / "manifest.json").is_file():
-        from workloads.drlput.data import check_dataset, read_split
-
-        check_dataset(cfg, data_dir)
-        data_path = read_dataset(data_dir).split_path("train")
-        val_logs, test_logs = read_split(cfg, data_dir, "val"), read_split(cfg, data_dir, "test")
-        q_hat = reward_per_action(cfg, data_dir)  # DR's q̂ from the train split
+        files = split_files(cfg, data_dir, "train")
+        val_logs, test_logs = held_out(cfg, data_dir, "val"), held_out(cfg, data_dir, "test")  # bounded
+        q_hat = reward_per_action(cfg, data_dir)  # DR's q̂ from the train split (streamed)
     elif not cfg.online:
         raise DataError(f"{data_dir}: no logged dataset; create one with `adray data make drlput` or set online: true")
-    algo = algorithm_config(cfg, data_path, use_gpu).build_algo()
+    algo = algorithm_config(cfg, files, use_gpu).build_algo()
     module = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
     states: list[dict[str, Any]] = []  # per iteration: the module's weights (small: kept in memory)
     weights: list[np.ndarray] = []  # per iteration: π/μ (N_val,) of its serving rule on the val logs
@@ -257,6 +266,11 @@ class DRLPUTTrainer:
     mode = "max"
 
     def train(self, cfg: DRLPUTConfig, ctx: TrainContext) -> TrainResult:
+        from adray.config import ConfigError
+
+        if ctx.num_workers != 1:  # said, not ignored: the learner is one small network in the driver
+            raise ConfigError(f"--workers {ctx.num_workers}: drlput trains one RLlib learner in the driver "
+                              "(minibatches of logged requests on one small policy network); use --workers 1.")
         out = Path(ctx.run_dir) / "model"  # what is published
         out.mkdir(parents=True, exist_ok=True)
         history: list[dict[str, float]] = []
