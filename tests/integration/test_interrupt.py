@@ -23,6 +23,18 @@ EXIT_WITHIN_S = 20.0
 machine shared with other test runs."""
 
 
+def _as_from_a_terminal() -> None:
+    """The child starts as a command typed at a terminal does: SIGINT at its default and not blocked.
+
+    A signal's ignored disposition and the signal mask are inherited across fork and exec, and a
+    Python started with SIGINT ignored installs no KeyboardInterrupt handler at all. Later in the
+    full suite (after Ray and Serve have run in the test process) the command started that way and
+    never saw the Ctrl-C: what a shell's background job (``cmd &``) does on purpose, not a terminal.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(args: list[str], home: Path, ready: Callable[[], bool], ray_address: str | None = None,
               ready_within_s: float = 240.0) -> tuple[int, float, str]:
     """Run ``adray ARGS``, wait for ``ready()``, send SIGINT; (exit status, seconds to exit, output)."""
@@ -35,7 +47,7 @@ def interrupt(args: list[str], home: Path, ready: Callable[[], bool], ray_addres
     home.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "adray.cli", *args], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_from_a_terminal)
         try:
             deadline = time.monotonic() + ready_within_s
             while not ready():
