@@ -44,6 +44,7 @@ def _cli(*args: str) -> str:
     return res.output
 
 
+@pytest.mark.slow  # ~40-120 s; S3 training is also in the default suite's test_s3_storage
 def test_make_show_train_from_s3(ray_cluster, s3_server: str, tmp_path: Path,  # noqa: ANN001
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from adray.data import read_dataset
