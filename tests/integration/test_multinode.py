@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 def test_train_serve_tune_across_nodes() -> None:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "multinode.py"), "--json"], cwd=REPO, env=env,
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "multinode.py"), "--json", "--auth"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, f"multinode.py failed ({out.returncode}):\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
     print("\n".join(line for line in out.stdout.splitlines() if line.startswith("[multinode]")))  # the figures, with -s
