@@ -26,6 +26,7 @@ EXAMPLES = 60
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # 124 s in the full suite (deploys the fused graph); the in-process fuzz stays in the default run
 def test_feed_fuzz_over_http_has_no_5xx_and_no_non_finite_number(smoke_models, tmp_path: Path) -> None:  # noqa: ANN001
     import httpx
     import ray
