@@ -117,3 +117,15 @@ def test_decision_log_import_holds_out_the_latest_requests(logs: Path, tmp_path:
     df.iloc[:2].to_parquet(tmp_path / "tiny.parquet")
     with pytest.raises(DataError, match="2 row.*need at least 3"):
         import_decision_log([tmp_path / "tiny.parquet"], tmp_path / "tiny", CFG)
+
+
+def test_the_streamed_block_check_applies_the_same_rules_as_read_logs() -> None:
+    from workloads.drlput.logs import check_block
+
+    check = check_block(125)
+    ok = {C.ACTION: np.array([1, 2]), C.PROPENSITY: np.array([0.5, 1.0])}
+    assert check(ok) is ok
+    with pytest.raises(DataError, match=r"a block of 2 rows: field 'action' row 1: value 200 is not an action of A"):
+        check({C.ACTION: np.array([1, 200]), C.PROPENSITY: np.array([0.5, 0.5])})
+    with pytest.raises(DataError, match=r"field 'propensity' row 0: value 0.0 is not a propensity"):
+        check({C.ACTION: np.array([1, 2]), C.PROPENSITY: np.array([0.0, 0.5])})

@@ -131,7 +131,9 @@ def test_trains_and_publishes_without_simulator_truth(ray_cluster, home: Path,  
         out = run_training(WORKLOAD, cfg.override({"data": str(source)}), num_workers=1)
         assert out.model_ref == f"drlput@{version}", source
         m = out.metrics
-        assert 1 <= m["best_iteration"] <= cfg.iterations
+        kept = int(m["best_iteration"]) - 1  # the reported val_* are the kept iteration's, chosen on val logs
+        assert kept == m["best_iteration"] - 1 and 0 <= kept < cfg.iterations, m["best_iteration"]
+        assert m["val_snips"] == pytest.approx(out.history[kept]["val_snips"], rel=1e-12), (kept, out.history)
         assert {"val_snips", "test_snips", "test_ips", "test_dr", "test_diversity"} <= set(m), sorted(m)
         assert not any(k in m for k in ("val_reward", "val_ctr", "val_revenue")), "truth metrics reported"
         assert len(out.history) == cfg.iterations and all("val_snips" in h for h in out.history)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from adray import rl
-from adray.data import DataError, read_dataset
+from adray.data import read_dataset
 from workloads.drlput import columns as C
 from workloads.drlput.config import DRLPUTConfig
 
@@ -33,32 +33,15 @@ def split_files(cfg: DRLPUTConfig, data_dir: Path, split: str) -> rl.Files:
     return read_dataset(data_dir).split_files(split)
 
 
-def _first_bad(ok: np.ndarray, values: np.ndarray, name: str, expected: str) -> None:
-    bad = np.flatnonzero(~ok)
-    if len(bad):
-        raise DataError(f"field {name!r} row {bad[0]}: value {values[bad[0]].item()!r} {expected} "
-                        f"({len(bad)} bad row(s))")
-
-
 def check_block(num_actions: int) -> Callable[[Block], Block]:
-    """A block check with ``data.read_logs``'s rules (numbers finite, actions in A, propensities in
-    (0, 1], categorical codes in range); returns the block unchanged."""
+    """A block check: ``data.check_logs`` on the block's rows (numbers finite, actions in A,
+    propensities in (0, 1], categorical codes in range; rows counted within the block, which the
+    sampler names by file and row group); returns the block unchanged."""
+    from workloads.drlput.data import check_logs
+
     def check(block: Block) -> Block:
-        for name, v in block.items():
-            if name in (C.REQUEST_ID, C.POLICY_ID, C.MODEL_VERSIONS) or v.dtype.kind not in "biuf":
-                continue
-            _first_bad(np.isfinite(v.astype(np.float64)), v, name, "is not a finite number")
-        if C.ACTION in block:
-            a = block[C.ACTION]
-            _first_bad((a >= 0) & (a < num_actions) & (a == np.floor(a)), a, C.ACTION,
-                       f"is not an action of A (expected an integer in [0, {num_actions}))")
-        if C.PROPENSITY in block:
-            p = block[C.PROPENSITY].astype(np.float64)
-            _first_bad((p > 0) & (p <= 1), p, C.PROPENSITY, "is not a propensity (expected 0 < p <= 1)")
-        for name, card in C.CAT_FEATURES.items():
-            if name in block:
-                v = block[name]
-                _first_bad((v >= 0) & (v < card), v, name, f"outside [0, {card})")
+        n = len(next(iter(block.values()))) if block else 0
+        check_logs(pd.DataFrame(block, copy=False), f"a block of {n} rows", num_actions, tuple(block))
         return block
 
     return check
