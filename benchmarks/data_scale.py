@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+from proc_memory import tree_pss  # benchmarks/proc_memory.py (this script's folder is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 PEAK_BY_PROCESS: dict[str, float] = {}
 """The last measured command's PSS (MB) by process name at its peak (the 8 largest)."""
@@ -44,43 +46,6 @@ cfg = load_config(wl.config_cls, "default", wl.configs_dir, json.loads(sys.argv[
 out = run_training(wl, cfg, num_workers=int(sys.argv[2]), publish=False)
 print("RESULT " + json.dumps({"metrics": out.metrics, "timings": out.timings}), flush=True)
 """
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(d))
-    return kids
-
-
-def tree_pss(root: int) -> tuple[float, dict[str, float]]:
-    """PSS (MB) summed over ``root`` and all its descendants, and the same by process name."""
-    kids, todo, total, by = _children(), [root], 0, {}
-    while todo:
-        pid = todo.pop()
-        todo += kids.get(pid, [])
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                kb = next((int(x.split()[1]) for x in f if x.startswith("Pss:")), 0)
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                name = f.read().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1][:40] or "?"
-        except OSError:
-            continue
-        total += kb
-        by[name] = by.get(name, 0) + kb / 1024
-    return total / 1024, by
-
-
-def tree_pss_mb(root: int) -> float:
-    """PSS (MB) summed over ``root`` and all its descendants."""
-    return tree_pss(root)[0]
 
 
 def run_measured(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int, str, float, float]:

@@ -35,7 +35,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,58 +42,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from proc_memory import PeakPss  # benchmarks/proc_memory.py (this script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 0
-
-
-def _tree_pss_mb(root_pid: int) -> float:
-    """PSS (MB) of ``root_pid``, its descendants, and the Ray processes of this session (raylet,
-    GCS, workers: children of the Ray it started)."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d))
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        stack += children.get(pid, [])
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            continue
-    return total / 1024
-
-
-class PeakPss:
-    """Peak PSS of a process tree, sampled in a thread."""
-
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
-        self.pid, self.every_s, self.peak = pid, every_s, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_pss_mb(self.pid))
-            self._stop.wait(self.every_s)
-
-    def __enter__(self) -> PeakPss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # ----------------------------------------------------------------------------- data

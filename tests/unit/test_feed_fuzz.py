@@ -100,7 +100,7 @@ def test_every_feed_body_gets_a_named_422_or_a_finite_answer_and_log_row() -> No
     door()
     print(f"feed fuzz: {seen['examples']} bodies, {seen['refused']} refused (422), "
           f"{seen['examples'] - seen['refused']} answered; counters {graph.counters}")
-    assert seen["refused"] < seen["examples"]  # some bodies get through to the graph
+    assert 0 < seen["refused"] < seen["examples"]  # some bodies are refused at the door, some get through to the graph
 
 
 def test_the_graph_alone_keeps_answers_and_log_rows_finite_for_extreme_numbers() -> None:
