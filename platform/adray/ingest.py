@@ -97,13 +97,6 @@ def choose(opts: IngestOptions, train_rows: int, streamable: bool) -> tuple[Lite
     return "stream", f"{train_rows} training rows > ingest_memory_max_rows={opts.memory_max_rows}"
 
 
-def opened(data: Any, check_files: bool = True) -> Dataset:
-    """``data`` as an opened :class:`Dataset`: given one (what the driver hands the workers: its
-    storage carries the resolved filesystem and credentials, so a worker on any node reads it without
-    the driver's environment), or a location to open here."""
-    return data if isinstance(data, Dataset) else read_dataset(data, check_files=check_files)
-
-
 def where(data: Any) -> str:
     """A dataset's address for messages."""
     return data.uri if isinstance(data, Dataset) else str(data)
@@ -111,7 +104,7 @@ def where(data: Any) -> str:
 
 def split_rows(data: Any, split: str) -> int:
     """Rows of ``split`` as the manifest states them (no file is read)."""
-    return int(opened(data, check_files=False).manifest["splits"][split]["rows"])
+    return int(read_dataset(data, check_files=False).manifest["splits"][split]["rows"])
 
 
 def read_split(data: Any, split: str, columns: list[str] | None, *, seed: int, shuffle: bool,
@@ -122,7 +115,7 @@ def read_split(data: Any, split: str, columns: list[str] | None, *, seed: int, s
     import ray.data
     from ray.data import FileShuffleConfig
 
-    fs, paths = opened(data).split_files(split)
+    fs, paths = read_dataset(data).split_files(split)
     return ray.data.read_parquet(
         paths, filesystem=fs, columns=columns,
         shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True) if shuffle and len(paths) > 1 else None,
@@ -221,7 +214,7 @@ def locate_bad_file(data: Any, split: str, columns: list[str] | None, exc: BaseE
     Only on this error path; a whole pass over the split at worst."""
     reason = " ".join(str(exc).split())[-300:]
     try:
-        for _ in opened(data).iter_batches(split, columns=columns):
+        for _ in read_dataset(data).iter_batches(split, columns=columns):
             pass
     except DataError as found:
         return DataError(f"{found} (while training: {type(exc).__name__})")
@@ -234,7 +227,7 @@ def read_eval_split(data: Any, split: str, columns: list[str] | None, convert: C
     by batch: what rank 0 evaluates on the streaming path."""
     parts: list[Arrays] = []
     n = 0
-    for rb in opened(data).iter_batches(split, columns=columns):
+    for rb in read_dataset(data).iter_batches(split, columns=columns):
         batch = {name: rb.column(i).to_numpy(zero_copy_only=False)[: max_rows - n]
                  for i, name in enumerate(rb.schema.names)}
         parts.append(convert(batch))

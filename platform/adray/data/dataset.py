@@ -359,8 +359,11 @@ def _read_manifest(st: Storage) -> dict[str, Any]:
     return manifest
 
 
-def read_dataset(location: Path | str, check_files: bool = True) -> Dataset:
-    """Open the dataset at ``location`` (a local path or ``s3://bucket/prefix?...``).
+def read_dataset(location: Path | str | Dataset, check_files: bool = True) -> Dataset:
+    """Open the dataset at ``location`` (a local path or ``s3://bucket/prefix?...``); an opened
+    :class:`Dataset` is returned as it is (what a driver hands its workers: its storage carries the
+    resolved filesystem and credentials, so a worker on any node reads it without the driver's
+    environment).
 
     Args:
         check_files: check that every file the manifest lists exists (one metadata call per file).
@@ -368,6 +371,8 @@ def read_dataset(location: Path | str, check_files: bool = True) -> Dataset:
     Raises:
         DataError: no dataset there, storage unreachable, corrupt manifest, a listed file missing.
     """
+    if isinstance(location, Dataset):
+        return location
     st = open_location(location)
     ds = Dataset(dataset_uri(location), _read_manifest(st), st)
     if check_files:
