@@ -79,6 +79,17 @@ class FeedArgs(pydantic.BaseModel):
     max_candidates: int = pydantic.Field(MAX_ITEMS, ge=1)
     max_body_bytes: int = pydantic.Field(4 * MAX_BODY_BYTES, ge=1024)
     env: dict[str, str] = pydantic.Field(default_factory=dict)
+    metrics: bool = True
+    """Export the graph's Ray metrics (``serve_apps/feed_metrics.py``: requests, stage latency,
+    fallbacks, shed, refused charges, spend and budgets, decision-log rows) for Prometheus."""
+    metrics_advertisers: tuple[str, ...] = ()
+    """Advertisers with their own ``advertiser`` series (spend, budget); the rest count as ``other``.
+    Empty: the first ``metrics_max_advertisers`` each replica meets."""
+    metrics_max_advertisers: int = pydantic.Field(20, ge=0)
+    metrics_flush_s: float = pydantic.Field(1.0, gt=0)
+    """How often a replica hands its counters to Ray (and samples the graph's and the log's)."""
+    metrics_budget_s: float = pydantic.Field(10.0, gt=0)
+    """How often a replica asks the ledger for today's budgets and spend (the budget gauges)."""
 
 
 def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:

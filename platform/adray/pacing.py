@@ -428,6 +428,14 @@ class Ledger:
         if day >= self.day:  # an older day's state is over: nothing of it carries
             self.day, self.accounts = day, accounts
 
+    def budgets(self) -> dict[str, dict[str, float]]:
+        """Today's ``{"budget", "spent", "remaining"}`` of each registered advertiser; read-only (the
+        feed graph's metrics poll it); empty once the clock has passed the state's day."""
+        if day_and_step(self.clock(), self.settings)[0] > self.day:
+            return {}
+        return {adv: {"budget": acc["budget"], "spent": acc["spent"], "remaining": max(0.0, acc["budget"] - acc["spent"])}
+                for adv, acc in self.accounts.items()}
+
     def stats(self) -> dict[str, Any]:
         """Counters since this object was made: writes (all), ceiling_writes, refused charges, voids
         (settles refunded), refunded (their sum), tombstones (voids before their settle),
@@ -500,6 +508,9 @@ class _PacingActor:
 
     def stats(self) -> dict[str, Any]:
         return self.ledger.stats()
+
+    def budgets(self) -> dict[str, dict[str, float]]:
+        return self.ledger.budgets()
 
     def identity(self) -> tuple[str | None, str, PacingSettings]:
         return self._identity
