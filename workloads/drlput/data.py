@@ -18,12 +18,30 @@ or a non-finite number is a :class:`adray.data.DataError` naming the file and th
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from adray.data import DataError, read_dataset, read_parquet, require_columns, require_finite, write_dataset
+from adray.data import (
+    DataError,
+    DatasetWriter,
+    dataset_uri,
+    parquet_columns,
+    read_dataset,
+    read_parquet,
+    require_columns,
+    require_finite,
+)
+from adray.data.aligned import AlignedWriter
+from adray.data.csvfile import iter_parquet
+from adray.data.extsort import sorted_frames
 from workloads.drlput import columns as C
 from workloads.drlput.actions import ActionSpace, behaviour_probs
 from workloads.drlput.config import PARAMS, DRLPUTConfig
@@ -36,11 +54,10 @@ TEST_STREAM = 2**31
 and ``val`` keep the seeds 2·seed + 1 and 2·seed + 2 they had before the split existed)."""
 
 
-def log_requests(cfg: DRLPUTConfig, n: int, seed: int, probs: np.ndarray, policy_id: str,
-                 first_id: int = 0) -> pd.DataFrame:
-    """``n`` requests decided by a state-independent behaviour policy ``probs`` (A,): log rows."""
+def iter_log_requests(cfg: DRLPUTConfig, n: int, seed: int, probs: np.ndarray, policy_id: str,
+                      first_id: int = 0) -> Iterator[pd.DataFrame]:
+    """:func:`log_requests`' rows, ``CHUNK`` requests at a time (memory: one chunk)."""
     space = ActionSpace(cfg.action)
-    frames = []
     for lo in range(0, n, CHUNK):
         m = min(CHUNK, n - lo)
         rng = np.random.default_rng([seed, lo, 1])
@@ -58,25 +75,41 @@ def log_requests(cfg: DRLPUTConfig, n: int, seed: int, probs: np.ndarray, policy
             df[name] = params[:, i]
         for k in C.OUTCOME:
             df[k] = comp[k].astype(np.int64 if k == C.CAMPAIGN else np.float64)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)[list(C.LOG_COLUMNS)]
+        yield df[list(C.LOG_COLUMNS)]
+
+
+def log_requests(cfg: DRLPUTConfig, n: int, seed: int, probs: np.ndarray, policy_id: str,
+                 first_id: int = 0) -> pd.DataFrame:
+    """``n`` requests decided by a state-independent behaviour policy ``probs`` (A,): log rows."""
+    return pd.concat(list(iter_log_requests(cfg, n, seed, probs, policy_id, first_id)), ignore_index=True)
 
 
 def make_data(cfg: DRLPUTConfig, out_dir: Path) -> None:
-    """``adray data make drlput``: logs of the configured behaviour policy, split train / val / test."""
+    """``adray data make drlput``: logs of the configured behaviour policy, split train / val / test.
+
+    Written ``CHUNK`` requests at a time (memory: one chunk and one row group per split, whatever
+    ``n_requests``); the rows and the files are those of one whole-split write (the same
+    ``content_hash``): ``adray.data.aligned.AlignedWriter``."""
     b = cfg.behaviour
     space = ActionSpace(cfg.action)
     probs = behaviour_probs(space, b.policy, b.sigma)
     n_val, n_test = (max(10, int(round(b.n_requests * f))) for f in (b.val_fraction, b.test_fraction))
-    splits = {
-        "train": log_requests(cfg, b.n_requests - n_val - n_test, cfg.seed * 2 + 1, probs, b.policy),
-        "val": log_requests(cfg, n_val, cfg.seed * 2 + 2, probs, b.policy, first_id=b.n_requests),
-        "test": log_requests(cfg, n_test, cfg.seed * 2 + TEST_STREAM, probs, b.policy,
-                             first_id=b.n_requests + n_val),
+    streams = {
+        "train": (b.n_requests - n_val - n_test, cfg.seed * 2 + 1, 0),
+        "val": (n_val, cfg.seed * 2 + 2, b.n_requests),
+        "test": (n_test, cfg.seed * 2 + TEST_STREAM, b.n_requests + n_val),
     }
-    write_dataset(out_dir, splits, source=f"drlput simulator, {b.policy} behaviour policy", seed=cfg.seed,
-                  meta={"num_actions": space.size, "action": cfg.action.to_dict(), "behaviour": b.to_dict(),
-                        "sim": cfg.sim.to_dict(), "columns": list(C.LOG_COLUMNS)})
+    with DatasetWriter(out_dir, source=f"drlput simulator, {b.policy} behaviour policy", seed=cfg.seed,
+                       overwrite=True) as writer:
+        aligned = AlignedWriter(writer)
+        for split, (n, seed, first_id) in streams.items():
+            if n < 1:
+                raise DataError(f"dataset {dataset_uri(out_dir)}: split {split!r} is empty (0 rows); nothing written")
+            for chunk in iter_log_requests(cfg, n, seed, probs, b.policy, first_id=first_id):
+                aligned.write(split, chunk)
+        aligned.flush()
+        writer.close({"num_actions": space.size, "action": cfg.action.to_dict(), "behaviour": b.to_dict(),
+                      "sim": cfg.sim.to_dict(), "columns": list(C.LOG_COLUMNS)})
 
 
 def check_dataset(cfg: DRLPUTConfig, data_dir: Path | str) -> None:
@@ -104,31 +137,32 @@ def read_logs(path: Path | str, num_actions: int, columns: tuple[str, ...] = C.L
     return check_logs(df, str(path), num_actions, columns)
 
 
-def check_logs(df: pd.DataFrame, where: str, num_actions: int, columns: tuple[str, ...] = C.LOG_COLUMNS
-               ) -> pd.DataFrame:
-    """The requested ``columns`` of logged rows, checked (errors name ``where``, the field and the row)."""
+def check_logs(df: pd.DataFrame, where: str, num_actions: int, columns: tuple[str, ...] = C.LOG_COLUMNS,
+               offset: int = 0) -> pd.DataFrame:
+    """The requested ``columns`` of logged rows, checked (errors name ``where``, the field and the row:
+    ``offset`` + its position in ``df``, so a block's rows are counted from its file's first row)."""
     require_columns(df, columns, where)
     df = df[list(columns)]
     numeric = [c for c in columns if c not in (C.REQUEST_ID, C.POLICY_ID, C.MODEL_VERSIONS)]  # ids: int or str
-    require_finite(df, numeric, where)
+    require_finite(df, numeric, where, offset=offset)
     if C.ACTION in columns:
         a = df[C.ACTION].to_numpy()
         bad = np.flatnonzero((a < 0) | (a >= num_actions) | (a != np.floor(a)))
         if len(bad):
-            raise DataError(f"{where}: field {C.ACTION!r} row {bad[0]}: value {a[bad[0]].item()!r} is not an action of A "
+            raise DataError(f"{where}: field {C.ACTION!r} row {offset + bad[0]}: value {a[bad[0]].item()!r} is not an action of A "
                             f"(expected an integer in [0, {num_actions}); {len(bad)} bad row(s))")
     if C.PROPENSITY in columns:
         p = df[C.PROPENSITY].to_numpy(np.float64)
         bad = np.flatnonzero((p <= 0) | (p > 1))
         if len(bad):
-            raise DataError(f"{where}: field {C.PROPENSITY!r} row {bad[0]}: value {p[bad[0]].item()!r} is not a "
+            raise DataError(f"{where}: field {C.PROPENSITY!r} row {offset + bad[0]}: value {p[bad[0]].item()!r} is not a "
                             f"propensity (expected 0 < p <= 1; {len(bad)} bad row(s))")
     for name, card in C.CAT_FEATURES.items():
         if name in columns:
             v = df[name].to_numpy()
             bad = np.flatnonzero((v < 0) | (v >= card))
             if len(bad):
-                raise DataError(f"{where}: field {name!r} row {bad[0]}: value {v[bad[0]].item()!r} outside [0, {card})")
+                raise DataError(f"{where}: field {name!r} row {offset + bad[0]}: value {v[bad[0]].item()!r} outside [0, {card})")
     return df
 
 
@@ -140,23 +174,110 @@ def read_split(cfg: DRLPUTConfig, data_dir: Path | str, split: str, columns: tup
     return check_logs(ds.read(split), f"{ds.display} split {split!r}", cfg.action.num_actions, columns)
 
 
+LOG_FORMAT = "drlput-log"
+BLOCK_ROWS = 65_536
+"""Rows read and written at once by :func:`import_decision_log` (``adray.data.ROW_GROUP_ROWS``)."""
+
+
+def _log_files(paths: list[Path]) -> tuple[pa.Schema, list[int]]:
+    """The Arrow schema the log columns are read as (each column's type promoted across the files,
+    as concatenating them did) and each file's rows, from the files' footers."""
+    schemas, rows = [], []
+    for path in paths:
+        names = parquet_columns(path, LOG_FORMAT)  # the platform's messages for a missing/empty/bad file
+        missing = [c for c in C.LOG_COLUMNS if c not in names]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; found {names[:20]}...")
+        meta = pq.ParquetFile(path)
+        schemas.append(pa.schema([meta.schema_arrow.field(c) for c in C.LOG_COLUMNS]))
+        rows.append(meta.metadata.num_rows)
+        try:
+            pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataError(f"{path}: column types differ from {paths[0]}'s ({' '.join(str(exc).split())[:200]}); "
+                            "expected one type per column in every file") from None
+    return pa.unify_schemas(schemas, promote_options="permissive"), rows
+
+
+def _first_descent(paths: list[Path], id_type: pa.DataType) -> str | None:
+    """Where the request ids first decrease in log order (``"FILE row R"``), None if they never do:
+    one pass over the ``request_id`` column, a row group at a time."""
+    last: pa.Scalar | None = None
+    for path in paths:
+        first = 0
+        for batch in iter_parquet(path, LOG_FORMAT, [C.REQUEST_ID], 4 * BLOCK_ROWS):
+            ids = batch.column(0).cast(id_type)
+            seq = ids if last is None else pa.concat_arrays([pa.array([last.as_py()], id_type), ids])
+            i = pc.index(pc.less(seq[1:], seq[:-1]), True).as_py()
+            if i >= 0:
+                return f"{path} row {first + i + (last is None)}"
+            first, last = first + len(ids), ids[-1]
+    return None
+
+
+def _checked_frames(paths: list[Path], schema: pa.Schema, num_actions: int,
+                    ) -> Generator[pd.DataFrame, None, None]:
+    """The log rows in log order, a row group at a time, checked (messages name the row in its file)."""
+    for path in paths:
+        first = 0
+        for batch in iter_parquet(path, LOG_FORMAT, C.LOG_COLUMNS, BLOCK_ROWS):
+            yield check_logs(batch.cast(schema).to_pandas(), str(path), num_actions, offset=first)
+            first += batch.num_rows
+
+
 def import_decision_log(files: list[Path], out_dir: Path, cfg: DRLPUTConfig) -> None:
     """``adray data import drlput-log FILE...``: the serving graph's decision logs (same columns,
     reward components joined) -> a dataset. By request id: the last ``test_fraction`` of requests
     is ``test``, the ``val_fraction`` before them ``val``, the rest ``train`` (the held-out splits
-    are the most recent traffic, as the next version will meet)."""
+    are the most recent traffic, as the next version will meet, when ids increase with time; one
+    row is one request, so no request is in two splits). Rows with equal ids keep their log order.
+
+    Streams (memory bounded whatever the logs' size): the split sizes come from the files' footers;
+    one pass over the ``request_id`` column checks whether the ids already increase in log order
+    (the files in the order given, each file's rows in order: one writer numbering its requests).
+    If they do, the rows are read one row group at a time, checked and written as they come. If not
+    (several writers' segments, ids out of order), they are sorted by id on disk
+    (:func:`adray.data.extsort.sorted_frames`: sorted runs in a temporary folder, merged), which
+    reads and writes the rows once or twice more; the console says so. Either way the dataset is
+    the one the whole-frame import gave (a stable sort by id), written through
+    :class:`adray.data.DatasetWriter`; a refusal leaves nothing written. The manifest's ``split``
+    records the sizes and whether the ids were in log order (and where they first were not).
+
+    Raises:
+        DataError: no file, an unreadable file, a missing column, column types that differ between
+            files, fewer than 3 rows, or a bad value (``check_logs``: the file, the field and the
+            row in the file).
+    """
     if not files:
-        raise DataError("drlput-log import: expected at least one Parquet decision-log file")
-    df = pd.concat([read_logs(f, cfg.action.num_actions) for f in files], ignore_index=True)
-    df = df.sort_values(C.REQUEST_ID, kind="stable").reset_index(drop=True)
-    b = cfg.behaviour
-    n_val, n_test = (max(1, int(round(len(df) * f))) for f in (b.val_fraction, b.test_fraction))
-    n_train = len(df) - n_val - n_test
+        raise DataError(f"{LOG_FORMAT} import: expected at least one Parquet decision-log file")
+    paths = [Path(f) for f in files]
+    schema, rows = _log_files(paths)
+    b, n = cfg.behaviour, sum(rows)
+    n_val, n_test = (max(1, int(round(n * f))) for f in (b.val_fraction, b.test_fraction))
+    n_train = n - n_val - n_test
     if n_train < 1:
-        raise DataError(f"drlput-log import: {len(df)} row(s) in {[str(f) for f in files]}; need at least 3 "
+        raise DataError(f"{LOG_FORMAT} import: {n} row(s) in {[str(f) for f in files]}; need at least 3 "
                         f"(train, val {n_val}, test {n_test})")
-    write_dataset(out_dir, {"train": df.iloc[:n_train], "val": df.iloc[n_train:n_train + n_val],
-                            "test": df.iloc[n_train + n_val:]},
-                  source=f"drlput decision logs: {[Path(f).name for f in files]}", seed=None,
-                  meta={"num_actions": cfg.action.num_actions, "action": cfg.action.to_dict(),
-                        "columns": list(C.LOG_COLUMNS)})
+    descent = _first_descent(paths, schema.field(C.REQUEST_ID).type)
+    frames = _checked_frames(paths, schema, cfg.action.num_actions)
+    if descent is not None:
+        print(f"{LOG_FORMAT} import: request ids are not in increasing order in the log (first at {descent}): "
+              f"sorting {n} row(s) by request id on disk", file=sys.stderr)
+        frames = sorted_frames(frames, C.REQUEST_ID)
+    ends = {"train": n_train, "val": n_train + n_val, "test": n}  # rank (by id) where each split ends
+    with DatasetWriter(out_dir, source=f"drlput decision logs: {[p.name for p in paths]}", seed=None,
+                       overwrite=True) as writer, contextlib.closing(frames):  # a refusal deletes the sort's spill now
+        out, pos = AlignedWriter(writer), 0  # the row groups and part files of one whole-split write
+        for df in frames:
+            lo = 0
+            for split, end in ends.items():
+                hi = min(len(df), max(lo, end - pos))
+                if hi > lo:
+                    out.write(split, df.iloc[lo:hi])
+                lo = hi
+            pos += len(df)
+        out.flush()
+        writer.close({"num_actions": cfg.action.num_actions, "action": cfg.action.to_dict(),
+                      "columns": list(C.LOG_COLUMNS),
+                      "split": {"by": C.REQUEST_ID, "rows": {"train": n_train, "val": n_val, "test": n_test},
+                                "request_ids_in_log_order": descent is None, "first_out_of_order": descent}})

@@ -15,11 +15,13 @@ the state, as in real logs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from workloads.mtorl.config import SimConfig
-from workloads.mtorl.sequences import sequences_frame
+from workloads.mtorl.sequences import sequences_table
 
 MOMENTUM = 1.0
 FATIGUE = 0.5
@@ -29,7 +31,7 @@ HISTORY = 3
 class JourneySim:
     """A population of simulated users, each with its own clock (vectorised over users)."""
 
-    def __init__(self, cfg: SimConfig, num_users: int, seed: int) -> None:
+    def __init__(self, cfg: SimConfig, num_users: int, seed: int | list[int]) -> None:
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
         m = cfg.num_channels
@@ -80,11 +82,31 @@ class JourneySim:
         return np.where(self.rng.random(len(q)) < self.cfg.log_epsilon, uniform, greedy)
 
 
-def simulate_logs(cfg: SimConfig, seed: int) -> tuple[pd.DataFrame, dict]:
+BLOCK_STEPS = 262_144
+"""Logged steps simulated at once by :func:`simulate_logs` (memory: one block of users). A log of at
+most this many steps is exactly the one-population simulation this generator always made."""
+
+
+def simulate_logs(cfg: SimConfig, seed: int, block_steps: int = BLOCK_STEPS) -> Iterator[pa.Table]:
     """Logs of the behaviour policy: ``cfg.steps`` exposures for each of ``cfg.num_users`` users,
-    in the per-user sequence layout of ``data.py`` (gain = click, cost = channel cost)."""
-    sim = JourneySim(cfg, cfg.num_users, seed)
-    users = np.arange(cfg.num_users)
+    in the per-user sequence layout of ``data.py`` (gain = click, cost = channel cost), in blocks of
+    users (user ids 0..U-1 in order).
+
+    Users never interact, so a block is a population of its own: up to ``block_steps`` steps in all,
+    one population seeded ``seed`` (the same logs as ever); beyond, blocks of
+    ``block_steps // cfg.steps`` users, block ``b`` seeded ``(seed, b)``.
+    """
+    per_block = max(1, block_steps // cfg.steps)
+    blocks = [(0, cfg.num_users)] if cfg.num_users * cfg.steps <= block_steps else [
+        (lo, min(lo + per_block, cfg.num_users)) for lo in range(0, cfg.num_users, per_block)]
+    for b, (lo, hi) in enumerate(blocks):
+        yield _simulate(cfg, np.arange(lo, hi), seed if len(blocks) == 1 else [seed, b])
+
+
+def _simulate(cfg: SimConfig, user_ids: np.ndarray, seed: int | list[int]) -> pa.Table:
+    n = len(user_ids)
+    sim = JourneySim(cfg, n, seed)
+    users = np.arange(n)
     qs, acts, gains, costs = [], [], [], []
     for _ in range(cfg.steps):
         q = sim.observe(users)
@@ -95,11 +117,14 @@ def simulate_logs(cfg: SimConfig, seed: int) -> tuple[pd.DataFrame, dict]:
         gains.append(g)
         costs.append(w)
     # (T, U, ...) -> user-major rows ordered by user then time
-    q = np.stack(qs, 1).reshape(cfg.num_users * cfg.steps, -1)
+    q = np.stack(qs, 1).reshape(n * cfg.steps, -1)
     a, g, w = (np.stack(x, 1).ravel() for x in (acts, gains, costs))
-    user = np.repeat(users, cfg.steps)
+    user = np.repeat(user_ids, cfg.steps)
     f = np.repeat(sim.f, cfg.steps, axis=0)
-    seqs = sequences_frame(user, a, g, g.astype(np.int64), w, q, f)
-    meta = {"num_channels": cfg.num_channels, "q_dim": cfg.num_channels + 1, "f_dim": 1,
+    return sequences_table(user, a, g, g.astype(np.int64), w, q, f)
+
+
+def log_meta(cfg: SimConfig) -> dict:
+    """The manifest meta of :func:`simulate_logs`' dataset."""
+    return {"num_channels": cfg.num_channels, "q_dim": cfg.num_channels + 1, "f_dim": 1,
             "gain": "click", "costs": list(cfg.channel_costs), "sim": cfg.to_dict()}
-    return seqs, meta

@@ -65,6 +65,21 @@ def read_parquet(path: Path | str, fmt: str, columns: Sequence[str] | None = Non
         raise _unreadable(path, fmt, exc) from None
 
 
+def iter_parquet(path: Path | str, fmt: str, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The rows of one Parquet file's ``columns`` (which must exist), one row group at a time in
+    batches of at most ``batch_rows`` rows: memory is bounded by a batch, not the file. The file
+    checks and messages of :func:`read_parquet`; callers count rows to name them in the file."""
+    path = Path(path)
+    names = parquet_columns(path, fmt)
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found {names[:20]}")
+    try:
+        yield from iter_row_groups(pq.ParquetFile(path), batch_rows, list(columns))
+    except (OSError, pa.ArrowException, ValueError, EOFError) as exc:
+        raise _unreadable(path, fmt, exc) from None
+
+
 def parquet_columns(path: Path | str, fmt: str) -> list[str]:
     """The column names of one Parquet file, after the checks of :func:`read_parquet` (rows included)."""
     path = Path(path)
@@ -155,13 +170,15 @@ PARQUET_BATCH_ROWS = 262_144
 """Rows of a Parquet input read at once by :func:`iter_frames`."""
 
 
-def iter_frames(path: Path | str, fmt: str, block_bytes: int | None = None) -> Iterator[pd.DataFrame]:
+def iter_frames(path: Path | str, fmt: str, block_bytes: int | None = None,
+                column_types: Mapping[str, pa.DataType] | None = None) -> Iterator[pd.DataFrame]:
     """The rows of one CSV / Parquet file (as :func:`read_table` takes them) in chunks, streaming:
     memory is bounded by one chunk (``block_bytes`` of CSV, default ``CSV_BLOCK_BYTES``;
     ``PARQUET_BATCH_ROWS`` of Parquet), not
     the file. The same checks and messages as :func:`read_table` (a chunk's column types are those
     pyarrow infers from the file's first block; a later value that does not fit them is refused
-    naming the file and the column).
+    naming the file and the column). ``column_types``: CSV columns whose type is not inferred (e.g.
+    ``{"state": pa.string()}``, as ``dtype`` of :func:`read_table`); absent columns are ignored.
 
     Raises:
         DataError: naming the file, as :func:`read_table`.
@@ -169,7 +186,9 @@ def iter_frames(path: Path | str, fmt: str, block_bytes: int | None = None) -> I
     path = Path(path)
     kind = "Parquet" if is_parquet(path) else "CSV"
     rows = 0
-    for df in (_parquet_frames(path, fmt) if kind == "Parquet" else _csv_frames(path, fmt, block_bytes or CSV_BLOCK_BYTES)):
+    frames = (_parquet_frames(path, fmt) if kind == "Parquet"
+              else _csv_frames(path, fmt, block_bytes or CSV_BLOCK_BYTES, column_types))
+    for df in frames:
         df.columns = [str(c).strip() for c in df.columns]
         df = df.drop(columns=[c for c in df.columns if c == "" or c.startswith(UNNAMED_PREFIX)])
         if len(df.columns) == 0:
@@ -190,7 +209,8 @@ def _parquet_frames(path: Path, fmt: str) -> Iterator[pd.DataFrame]:
         raise _unreadable(path, fmt, exc) from None
 
 
-def _csv_frames(path: Path, fmt: str, block_bytes: int) -> Iterator[pd.DataFrame]:
+def _csv_frames(path: Path, fmt: str, block_bytes: int,
+                column_types: Mapping[str, pa.DataType] | None = None) -> Iterator[pd.DataFrame]:
     import pyarrow.csv as pacsv
 
     _check_file(path, fmt, "CSV")
@@ -213,7 +233,7 @@ def _csv_frames(path: Path, fmt: str, block_bytes: int) -> Iterator[pd.DataFrame
             reader = pacsv.open_csv(
                 source, read_options=pacsv.ReadOptions(block_size=block_bytes),
                 parse_options=pacsv.ParseOptions(delimiter=sep),
-                convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+                convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types=dict(column_types or {})))
         except (OSError, pa.ArrowException, ValueError, zipfile.BadZipFile) as exc:
             raise bad(exc) from None
         while True:

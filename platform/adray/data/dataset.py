@@ -411,7 +411,8 @@ def require_finite(df: pd.DataFrame, columns: Iterable[str], where: str, numeric
             )
 
 
-def require_rows(ok: np.ndarray, values: Any, where: str, field: str, expected: str, row: str = "row") -> None:
+def require_rows(ok: np.ndarray, values: Any, where: str, field: str, expected: str, row: str = "row",
+                 offset: int = 0) -> None:
     """Raise DataError naming ``where`` (the file), the first row where ``ok`` is False, ``field``, its
     value and what was ``expected``, with the number of such rows.
 
@@ -420,13 +421,14 @@ def require_rows(ok: np.ndarray, values: Any, where: str, field: str, expected: 
         values: the N values as read (shown in the message).
         row: how rows are counted in the message: ``"row"`` (0-based data row) or ``"line"`` (a CSV
             file's line, the header being line 1).
+        offset: rows before ``values`` in the file (a chunk's rows are counted from the file's first).
     """
     bad = np.flatnonzero(~np.asarray(ok, bool))
     if len(bad):
         i = int(bad[0])
         v = values.iloc[i] if isinstance(values, pd.Series) else values[i]
         v = v.item() if hasattr(v, "item") else v
-        at = f"line {i + 2}" if row == "line" else f"row {i}"
+        at = f"line {offset + i + 2}" if row == "line" else f"row {offset + i}"
         raise DataError(f"{where}: {at}: field {field!r}: {v!r}; expected {expected} ({len(bad)} such row(s))")
 
 
