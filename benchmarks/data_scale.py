@@ -83,6 +83,34 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[i
     return proc.returncode, out, wall, peak[0]
 
 
+def replicate(base: Path, out: Path, copies: int) -> Path:
+    """A dataset whose train split is ``copies`` x ``base``'s (each part file hard-linked ``copies``
+    times under new names; validation and test linked once): ``copies`` x the rows to decode and
+    train on, with no new generation and no new disk space. The manifest is ``base``'s with the
+    train split's file list repeated (sizes and sha256 as the files have them)."""
+    from adray.data.dataset import MANIFEST
+
+    if (out / MANIFEST).is_file():
+        return out
+    manifest = json.loads((base / MANIFEST).read_text())
+    tmp = out.with_name(out.name + ".tmp")
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    for split, info in manifest["splits"].items():
+        (tmp / split).mkdir(parents=True)
+        files = []
+        for _ in range(copies if split == "train" else 1):
+            for f in info["files"]:
+                name = f"part-{len(files):05d}.parquet"
+                os.link(base / split / f["name"], tmp / split / name)
+                files.append({**f, "name": name})
+        info["files"], info["rows"] = files, sum(f["rows"] for f in files)
+    manifest["content_hash"] = f"{manifest['content_hash'][:48]}x{copies:015d}"
+    manifest["source"] = f"{manifest.get('source')} (train split x{copies}: hard links, benchmarks/data_scale.py)"
+    (tmp / MANIFEST).write_text(json.dumps(manifest))
+    tmp.rename(out)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", default="1000000,10000000")
@@ -95,6 +123,9 @@ def main() -> None:
     ap.add_argument("--data-root", default="", help="where datasets go (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the generated datasets")
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--replicate-from", type=int, default=0,
+                    help="make each size from the dataset of this many rows (under --data-root) by linking its "
+                         "train files size/N times (the larger-than-RAM run: no new generation or disk space)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -105,6 +136,13 @@ def main() -> None:
     gens, runs, sizes = [], [], []
     for n in [int(x) for x in args.rows.split(",") if x]:
         data = root / f"pwiser-{n}"
+        if args.replicate_from and n > args.replicate_from:
+            base = root / f"pwiser-{args.replicate_from}"
+            train = json.loads((base / "manifest.json").read_text())["splits"]["train"]["rows"]
+            copies = max(1, round(n / args.replicate_from))
+            replicate(base, data, copies)
+            print(f"dataset {n:>11,} rows: train split = {copies} x the {train:,} training rows of {base.name} "
+                  "(hard links)", file=sys.stderr, flush=True)
         if not (data / "manifest.json").is_file():
             rc, out, wall, peak = run_measured(
                 [py, "-m", "adray.cli", "data", "make", "pwiser", "--config", "default", "--set", f"rows={n}",

@@ -26,8 +26,7 @@ collated batch: rows and bytes of the stored columns the worker received from Ra
 ``adray.epochs.MemoryBatches`` (the training arrays a worker holds on the in-memory path); the
 figures go to a named actor with the worker's rank, pid and node. Nothing in ``platform/`` changes.
 
-Placement without platform changes (what the lead wires instead, see notes/issue21_multinode.md):
-the driver's ``ray.train.ScalingConfig`` is wrapped to add ``placement_strategy="STRICT_SPREAD"``,
+Placement: ``run_training(placement="strict_spread")`` (``adray train --placement strict_spread``) puts the two Train workers on different nodes,
 the Serve app built by ``serve_apps.app.build_app`` is rebuilt with ``resources={"node_b": 0.01}``
 in the replicas' actor options, and Serve's proxy runs on the head only (three nodes on one host
 cannot each bind the same HTTP port).
@@ -303,28 +302,6 @@ def restored(path: Path, text: str | None) -> Iterator[None]:
             path.write_text(text)
 
 
-@contextlib.contextmanager
-def spread_train_workers() -> Iterator[str]:
-    """Ray Train workers of the runs started in this block on different nodes (``STRICT_SPREAD``).
-
-    What a ``placement_strategy`` parameter of ``run_training`` / ``TrainContext`` would pass to
-    ``ScalingConfig`` in ``TorchTrainer.train``; until it exists, the driver's ``ScalingConfig`` is
-    wrapped (``TorchTrainer.train`` imports it from ``ray.train`` at each call)."""
-    import ray.train
-
-    orig = ray.train.ScalingConfig
-
-    def scaling_config(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("placement_strategy", "STRICT_SPREAD")
-        return orig(*args, **kwargs)
-
-    ray.train.ScalingConfig = scaling_config  # type: ignore[misc, assignment]
-    try:
-        yield "ray.train.ScalingConfig wrapped: placement_strategy=STRICT_SPREAD"
-    finally:
-        ray.train.ScalingConfig = orig  # type: ignore[misc]
-
-
 def pinned(app: Any, resources: dict[str, float]) -> Any:
     """``app`` with ``resources`` added to the actor options of each of its deployments (Serve has no
     other way to place a replica on a node; ``AppArgs`` has no field for it yet)."""
@@ -392,8 +369,8 @@ def train(wl: Any, uri: str, ingest: str, meter: Any, labels: dict[str, str], pu
     phase = f"train-{ingest}"
     ray.get(meter.set_phase.remote(phase))
     t0 = time.perf_counter()
-    with spread_train_workers() as how:
-        out = run_training(wl, cfg, num_workers=2, publish=publish)
+    how = "run_training(placement='strict_spread'): ScalingConfig(placement_strategy='STRICT_SPREAD')"
+    out = run_training(wl, cfg, num_workers=2, publish=publish, placement="strict_spread")
     wall = time.perf_counter() - t0
     time.sleep(1.0)  # the last fire-and-forget reports
     got = ray.get(meter.take.remote(phase))

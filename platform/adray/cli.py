@@ -187,22 +187,26 @@ def train(
     gpu: Annotated[bool, typer.Option("--gpu", help="one GPU per worker (per learner for RLlib workloads)")] = False,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16 autocast where the workload allows it")] = "fp32",
     name: Annotated[str | None, typer.Option("--name", help="publish under this model name (default: the workload's)")] = None,
+    placement: Annotated[str, typer.Option(
+        "--placement", help="Ray Train workers: pack (few nodes), spread, or strict_spread (one per node)")] = "pack",
     address: AddressOpt = None,
     no_publish: Annotated[bool, typer.Option("--no-publish", help="do not publish to the registry")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a workload with its trainer (Ray Train or RLlib) and publish the model."""
     from adray.config import ConfigError
-    from adray.runtime import ensure_ray
+    from adray.runtime import check_placement, ensure_ray
     from adray.train import prepare_data, run_training
 
     if precision not in ("fp32", "bf16"):
         raise ConfigError(f"--precision {precision!r}: expected fp32 or bf16")
+    check_placement(placement)
     wl, cfg = _resolve(workload, config, set_)
     prepare_data(wl, cfg, progress=not as_json)  # a missing dataset fails before Ray starts
     ensure_ray(address)
     out = run_training(wl, cfg, num_workers=workers, use_gpu=gpu, precision=precision,  # type: ignore[arg-type]
-                       publish=not no_publish, progress=not as_json, model_name=name)
+                       publish=not no_publish, progress=not as_json, model_name=name,
+                       placement=placement)  # type: ignore[arg-type]
     _emit(as_json, {"workload": workload, "model": out.model_ref, "metrics": _finite(out.metrics)})
 
 

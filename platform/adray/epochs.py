@@ -18,6 +18,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from adray import ingest
+
 Arrays = dict[str, np.ndarray]
 
 
@@ -127,7 +129,7 @@ def run_epochs(
     model: Any,
     opt: Any,
     train: Arrays | Batches,
-    val: Arrays,
+    val: Arrays | ingest.EvalSplit,
     *,
     state: LoopState,
     device: Any = "cpu",
@@ -144,7 +146,8 @@ def run_epochs(
     Args:
         train: this rank's batches (:class:`Batches`), or arrays: :class:`MemoryBatches` of them
             (seeded permutation per epoch).
-        val: the validation split in memory (rank 0 evaluates it; custom steps draw from it).
+        val: the validation split in memory (rank 0 evaluates it; custom steps draw from it), or
+            read batch by batch at each evaluation (``ingest.EvalSplit``, the streaming path).
         spec: a ``TorchSpec`` (``loss``, ``evaluate``, ``objective``, ``mode``; optionally ``step``
             and ``step_state``: a custom optimiser step replaces loss/backward/average/clip/step).
         allreduce: averages a list of gradients across the ``world`` workers in place (None: one).
@@ -166,7 +169,10 @@ def run_epochs(
     if custom is not None and state.step_state is None and getattr(spec, "step_state", None) is not None:
         state.step_state = spec.step_state(cfg, model)
 
-    val_rows = MemoryBatches(val, 1, cfg.seed, device=device)
+    if custom is not None and not isinstance(val, dict):
+        raise ValueError("a custom step draws validation batches: it needs the validation split as arrays, "
+                         "not evaluated batch by batch (TorchSpec.eval_outputs)")
+    val_rows = MemoryBatches(val, 1, cfg.seed, device=device) if isinstance(val, dict) else None
 
     for epoch in range(state.epoch, cfg.epochs):
         model.train()
@@ -175,7 +181,7 @@ def run_epochs(
             if custom is not None:
                 def val_batch(size: int, e: int = epoch, s: int = step) -> dict[str, Any]:
                     draw = np.random.default_rng([cfg.seed, e, s, 7]).integers(0, rows(val), size)
-                    return val_rows.take(draw[rank::world])
+                    return val_rows.take(draw[rank::world])  # type: ignore[union-attr]
 
                 ctx = StepContext(rank, world, epoch, step, all_reduce_sum or (lambda t: t),
                                   torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + step),
@@ -212,7 +218,7 @@ def run_epochs(
         if rank == 0:
             model.eval()
             with torch.no_grad():
-                row |= {f"val_{k}": float(v) for k, v in spec.evaluate(model, val, cfg).items()}
+                row |= {f"val_{k}": float(v) for k, v in ingest.evaluate(spec, model, val, cfg).items()}
             score = row.get(f"val_{spec.objective}", float("nan"))
             best_score = None if state.best is None else state.best[f"val_{spec.objective}"]
             if better(score, best_score, spec.mode):

@@ -17,9 +17,12 @@ What a Ray Train workload's rows go through on the streaming path (``TorchTraine
   write rows in random order, which is what makes that enough (a dataset sorted by time or label
   needs a full ``random_shuffle`` first). ``shuffle=False``: files and rows in stored order, order
   preserved: the batches are those of the in-memory path without shuffling (same model).
-* validation and test are read by rank 0 only, at most ``eval_max_rows`` rows of each (the first
-  rows in stored order: a random sample, as the rows are stored shuffled), in the worker
-  (:func:`read_eval_split`): bounded whatever the dataset's size.
+* validation and test are read by rank 0 only, in the worker. A workload that evaluates batch by
+  batch (``TorchSpec.eval_outputs`` / ``eval_metrics``) evaluates the whole split at every evaluation,
+  streamed (:class:`EvalSplit`): memory holds the per-row outputs (a few numbers a row: predictions and
+  labels), never the split's features. Otherwise rank 0 holds the first ``eval_max_rows`` rows of each
+  as arrays (:func:`read_eval_split`; 500,000 when 0; the first rows in stored order are a random
+  sample, as the rows are stored shuffled).
 
 :func:`choose` picks the path: in memory up to ``memory_max_rows`` training rows (it starts faster;
 see the note in ``notes/issue21_ingest.md`` for the measurement), streaming above; a config field
@@ -29,6 +32,7 @@ see the note in ``notes/issue21_ingest.md`` for the measurement), streaming abov
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
@@ -48,6 +52,30 @@ OBJECT_STORE_BYTES_PER_WORKER = 256 * 2**20
 flight per worker. Without it Ray Data reads ahead until its share of the object store is full
 (measured: peak PSS 3.7 GB at 1M rows, 6.3 GB at 10M rows, 2 workers); the plasma pages it touched
 stay resident, so the read-ahead is what the process tree's peak grows with."""
+EVAL_ARRAY_ROWS = 500_000
+"""Rows of validation / test held as arrays on the streaming path when the workload cannot evaluate
+batch by batch (and ``eval_max_rows`` is 0)."""
+READ_BLOCK_BYTES = 16 * 2**20
+"""Ray Data's target block size for the training read (its default: 128 MiB). With the scanner's
+read-ahead below, what a read task holds decoded at once; measured with
+``benchmarks/data_scale.py --rows 1000000,50000000 --paths stream --steps 200`` (2 workers): the
+read processes' peak PSS 1.5-1.8 GB at 50M rows with the defaults, 1.4 GB with these two settings (0.8-0.9
+GB with the streamed evaluation beside them); the whole tree 5,283 MB -> 4,632 MB at 50M rows."""
+READ_TASK_ENV = {"RAY_DATA_ARROW_SCANNER_BATCH_READAHEAD": "1"}
+"""The read tasks' environment: pyarrow's scanner reads one batch ahead, not Ray Data's default 8
+(8 x 131,072 rows is a whole 1M-row part file decoded ahead)."""
+FOOTER_ACTORS_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
+FOOTER_ACTORS = 2
+"""Actors that read the part files' footers when an epoch's read lists the split (Ray Data's default:
+32, each a ~100 MB process, started every epoch). Measured at 400M rows (328 part files, 2 workers,
+300 steps): the footer readers were 3,398 MB of the tree's 6,446 MB peak with the default. A user's
+own ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` wins."""
+WORKERS_PER_READER = 4
+"""Train workers one concurrent read task feeds (:func:`readers_for`): a task decodes on the order of
+1M rows/s, a CPU worker trains 5-10k. Each concurrent read task is a process holding its blocks:
+one per worker (the first choice) put the tree's peak at 4,482 MB at 50M rows against 3,626 MB at 1M
+(1.24x); one for both workers, 4,049 MB against 3,637 MB (1.11x), at the same steady samples/s within
+the machine's noise (``benchmarks/data_scale.py --rows 1000000,50000000 --paths stream --steps 200``)."""
 DATA_RESERVE_CPUS = 1.0
 """CPUs kept out of the Train workers' reservation on the streaming path: Ray Data's file listing task
 takes one whole CPU, then the read tasks share it."""
@@ -63,7 +91,9 @@ class IngestOptions:
     shuffle_buffer: int = 0
     """Rows of the local shuffle buffer; 0: 8 batches' worth."""
     prefetch_batches: int = 2
-    eval_max_rows: int = 500_000
+    eval_max_rows: int = 0
+    """Rows of validation / test rank 0 evaluates on the streaming path; 0: the whole split when the
+    workload evaluates batch by batch, else :data:`EVAL_ARRAY_ROWS`."""
 
     @classmethod
     def of(cls, cfg: Any) -> IngestOptions:
@@ -110,17 +140,32 @@ def split_rows(data: Any, split: str) -> int:
 def read_split(data: Any, split: str, columns: list[str] | None, *, seed: int, shuffle: bool,
                readers: int = 1) -> Any:
     """A lazy ``ray.data.Dataset`` of ``split``'s files (only ``columns``), read by at most ``readers``
-    concurrent tasks (one per Train worker: a task decodes far faster than a worker trains); with
+    concurrent tasks (:func:`readers_for`: a task decodes far faster than a worker trains); with
     ``shuffle``, the files in a seeded order that changes with every execution (epoch)."""
     import ray.data
     from ray.data import FileShuffleConfig
 
     fs, paths = read_dataset(data).split_files(split)
-    return ray.data.read_parquet(
-        paths, filesystem=fs, columns=columns,
-        shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True) if shuffle and len(paths) > 1 else None,
-        ray_remote_args={"num_cpus": READ_TASK_CPUS}, concurrency=max(1, readers),
-    )
+    ctx = ray.data.DataContext.get_current()
+    block, ctx.target_max_block_size = ctx.target_max_block_size, READ_BLOCK_BYTES  # the Dataset keeps a copy
+    actors = os.environ.get(FOOTER_ACTORS_ENV)
+    os.environ[FOOTER_ACTORS_ENV] = actors or str(FOOTER_ACTORS)  # read once, by the indexer made here
+    try:
+        return ray.data.read_parquet(
+            paths, filesystem=fs, columns=columns,
+            shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True) if shuffle and len(paths) > 1 else None,
+            ray_remote_args={"num_cpus": READ_TASK_CPUS, "runtime_env": {"env_vars": READ_TASK_ENV}},
+            concurrency=max(1, readers),
+        )
+    finally:
+        ctx.target_max_block_size = block
+        if actors is None:
+            os.environ.pop(FOOTER_ACTORS_ENV, None)
+
+
+def readers_for(workers: int) -> int:
+    """Concurrent read tasks for ``workers`` Train workers: one per :data:`WORKERS_PER_READER`."""
+    return max(1, -(-workers // WORKERS_PER_READER))
 
 
 def execution_options(shuffle: bool, workers: int) -> Any:
@@ -222,18 +267,56 @@ def locate_bad_file(data: Any, split: str, columns: list[str] | None, exc: BaseE
                      f"again (a transient storage error?): {reason}")
 
 
-def read_eval_split(data: Any, split: str, columns: list[str] | None, convert: Convert, max_rows: int) -> Arrays:
-    """The first ``max_rows`` rows of ``split`` as the workload's arrays, read here (a worker), batch
-    by batch: what rank 0 evaluates on the streaming path."""
-    parts: list[Arrays] = []
+def eval_batches(data: Any, split: str, columns: list[str] | None, convert: Convert, max_rows: int,
+                  ) -> Iterator[Arrays]:
+    """The first ``max_rows`` rows of ``split`` (0: all), row group by row group, as the workload's arrays."""
     n = 0
     for rb in read_dataset(data).iter_batches(split, columns=columns):
-        batch = {name: rb.column(i).to_numpy(zero_copy_only=False)[: max_rows - n]
-                 for i, name in enumerate(rb.schema.names)}
-        parts.append(convert(batch))
-        n += len(next(iter(batch.values())))
-        if n >= max_rows:
-            break
+        take = rb.num_rows if not max_rows else min(rb.num_rows, max_rows - n)
+        yield convert({name: rb.column(i).to_numpy(zero_copy_only=False)[:take]
+                       for i, name in enumerate(rb.schema.names)})
+        n += take
+        if max_rows and n >= max_rows:
+            return
+
+
+def read_eval_split(data: Any, split: str, columns: list[str] | None, convert: Convert, max_rows: int) -> Arrays:
+    """The first ``max_rows`` rows of ``split`` as the workload's arrays, read here (a worker), batch
+    by batch: what rank 0 evaluates on the streaming path when the workload needs arrays."""
+    parts = list(eval_batches(data, split, columns, convert, max_rows or EVAL_ARRAY_ROWS))
     if not parts:
         raise DataError(f"{where(data)}: split {split!r} is empty; expected at least one row")
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSplit:
+    """A validation or test split evaluated batch by batch, read again at every evaluation (rank 0 on
+    the streaming path): see :func:`evaluate`."""
+
+    data: Any
+    split: str
+    columns: list[str] | None
+    convert: Convert
+    max_rows: int = 0
+    """0: every row."""
+
+    def batches(self) -> Iterator[Arrays]:
+        return eval_batches(self.data, self.split, self.columns, self.convert, self.max_rows)
+
+
+def evaluate(spec: Any, model: Any, split: Arrays | EvalSplit, cfg: Any) -> dict[str, float]:
+    """``spec``'s metrics of ``model`` (eval mode, no grad) on one split: arrays through
+    ``spec.evaluate``; an :class:`EvalSplit` batch by batch through ``spec.eval_outputs`` (per-row
+    outputs, concatenated) and ``spec.eval_metrics`` (the same numbers ``evaluate`` gives on the
+    same rows as arrays).
+
+    Raises:
+        DataError: the split has no row.
+    """
+    if not isinstance(split, EvalSplit):
+        return spec.evaluate(model, split, cfg)
+    outs = [spec.eval_outputs(model, batch, cfg) for batch in split.batches()]
+    if not outs:
+        raise DataError(f"{where(split.data)}: split {split.split!r} is empty; expected at least one row")
+    return spec.eval_metrics({k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, cfg)

@@ -293,6 +293,55 @@ def worker_cpus(num_workers: int, reserve: float = 0.0) -> float:
     return 1.0 if total >= num_workers else round(total / num_workers, 3)
 
 
+PLACEMENTS = ("pack", "spread", "strict_spread")
+"""Where Ray Train workers go (``TrainContext.placement``, ``--placement``)."""
+
+
+def check_placement(placement: str) -> Any:
+    """``placement`` if it is one of :data:`PLACEMENTS`.
+
+    Raises:
+        ResourceError: anything else, naming the option and what it accepts.
+    """
+    if placement not in PLACEMENTS:
+        raise ResourceError(f"--placement {placement!r}: expected one of {', '.join(PLACEMENTS)}")
+    return placement
+
+
+def node_cpus() -> list[float]:
+    """CPUs of each alive node that has any."""
+    return sorted((float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes()
+                   if n.get("Alive") and n["Resources"].get("CPU", 0.0) > 0), reverse=True)
+
+
+def placed_worker_cpus(cpus: float, num_workers: int, placement: str, reserve: float = 0.0) -> float:
+    """Each Train worker's CPUs (at most ``cpus``) so that the workers fit the nodes as ``placement``
+    puts them and one node keeps ``reserve`` CPUs free (Ray Data's file listing is one task of one whole
+    CPU, on one node: counted over the whole cluster, a reserve split over nodes leaves it waiting
+    forever). ``pack``: as given (Ray packs the bundles, which leaves the other nodes' CPUs whole).
+    ``spread`` / ``strict_spread``: the busiest of the largest nodes hosts ceil(workers / nodes)
+    workers beside the reserve. An autoscaling cluster is taken as it is (its future nodes are unknown).
+
+    Raises:
+        ResourceError: ``strict_spread`` with fewer nodes than workers, or no node that can hold its
+            workers beside ``reserve`` CPUs.
+    """
+    if placement == "pack" or cluster_size().autoscaling:
+        return cpus
+    nodes = node_cpus()
+    if placement == "strict_spread" and len(nodes) < num_workers:
+        raise ResourceError(f"--placement strict_spread: {num_workers} Ray Train workers need {num_workers} nodes "
+                            f"with CPUs, but the cluster has {len(nodes)}; use --placement spread or pack, or "
+                            "fewer --workers")
+    per_node = math.ceil(num_workers / max(1, len(nodes)))
+    room = (nodes[0] - reserve) / per_node if nodes else 0.0
+    if room <= 0:
+        raise ResourceError(f"--placement {placement}: streaming needs one node with {reserve:g} CPU free beside its "
+                            f"{per_node} Ray Train worker(s) for Ray Data's file listing, but the largest node has "
+                            f"{nodes[0] if nodes else 0:g} CPUs; use --placement pack or ingest=memory")
+    return min(cpus, round(room, 3))
+
+
 def stop_train_controller(controller: Any, timeout_s: float = 5.0) -> None:
     """Stop a Ray Train V2 run at once: kill its controller and release its placement group.
 

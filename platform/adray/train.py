@@ -73,14 +73,18 @@ def run_name_for(workload: str, cfg: TrainConfig, data_hash: str, num_workers: i
 def make_context(wl: Workload, cfg: TrainConfig, data_dir: Path | str, *, num_workers: int = 1, use_gpu: bool = False,
                  precision: Literal["fp32", "bf16"] = "fp32", run_name: str | None = None,
                  runs: Storage | None = None, scratch: Path | None = None, cpus_per_worker: float | None = None,
-                 progress: bool = False, reporter: Reporter | None = None) -> TrainContext:
+                 progress: bool = False, reporter: Reporter | None = None,
+                 placement: Literal["pack", "spread", "strict_spread"] = "pack") -> TrainContext:
+    from adray.runtime import check_placement
+
     manifest = read_manifest(data_dir)
     name = run_name or run_name_for(wl.name, cfg, manifest["content_hash"], num_workers, use_gpu)
     run_dir = (scratch or scratch_root()) / name
     run_dir.mkdir(parents=True, exist_ok=True)
     return TrainContext(data_dir=data_dir, run_dir=run_dir, run_name=name, storage=runs or runs_storage(),
                         num_workers=num_workers, use_gpu=use_gpu, precision=precision,
-                        cpus_per_worker=cpus_per_worker, progress=progress, reporter=reporter or Reporter())
+                        cpus_per_worker=cpus_per_worker, progress=progress, reporter=reporter or Reporter(),
+                        placement=check_placement(placement))
 
 
 def run_training(
@@ -98,6 +102,7 @@ def run_training(
     cpus_per_worker: float | None = None,
     model_name: str | None = None,
     reporter: Reporter | None = None,
+    placement: Literal["pack", "spread", "strict_spread"] = "pack",
 ) -> TrainOutcome:
     """Train ``cfg`` with the workload's trainer and (optionally) publish the model.
 
@@ -118,7 +123,7 @@ def run_training(
     check_train_workers(num_workers, use_gpu)  # before any actor starts: 64 workers on 2 CPUs would never fail
     ctx = make_context(wl, cfg, data_dir, num_workers=num_workers, use_gpu=use_gpu, precision=precision,
                        run_name=run_name, runs=runs, scratch=scratch, cpus_per_worker=cpus_per_worker,
-                       progress=progress, reporter=reporter)
+                       progress=progress, reporter=reporter, placement=placement)
     try:
         result = wl.trainer.train(cfg, ctx)
     except KeyboardInterrupt:  # the trainer stopped what it started (Ray Train: its controller and workers)

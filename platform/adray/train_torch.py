@@ -79,6 +79,19 @@ class TorchSpec:
         streams: ``cfg -> bool``: whether this config's rows can stream (default: whenever
             ``stream_convert`` is set); e.g. a protocol that samples windows across the whole split
             cannot.
+        stream_read: ``(data, split, cfg, meta, *, seed, shuffle, readers) -> ray.data.Dataset``:
+            the streaming path's training read when its rows are not the stored rows (default:
+            :func:`adray.ingest.read_split` of ``stream_columns``); e.g. VAMO's windows, made from
+            whole trajectories in the read tasks before Ray Train splits the rows.
+        stream_rows: ``(data, cfg, meta) -> rows``: how many rows that read gives (default: the
+            split's rows in the manifest); what the steps of an epoch follow from.
+        stream_eval: ``(data, split, cfg, meta, max_rows) -> Arrays``: the validation / test arrays
+            on the streaming path (``max_rows``: ``ingest_eval_max_rows``), when stored rows
+            cannot be converted batch by batch (default: :func:`adray.ingest.read_eval_split`).
+        eval_outputs: ``(model, arrays, cfg) -> Arrays``: per-row outputs (predictions, labels) of
+            any number of rows; with ``eval_metrics`` (``(outputs, cfg) -> {metric: float}``, on the
+            concatenated outputs of a split: what ``evaluate`` gives on those rows) the streaming path
+            evaluates the whole validation and test splits batch by batch (:class:`adray.ingest.EvalSplit`).
     """
 
     load_split: Callable[[Path, str, Any], Arrays]
@@ -93,9 +106,18 @@ class TorchSpec:
     stream_columns: Callable[[dict[str, Any], Any], list[str]] | None = None
     stream_convert: Callable[[Arrays, Any, dict[str, Any], str], Arrays] | None = None
     streams: Callable[[Any], bool] | None = None
+    stream_read: Callable[..., Any] | None = None
+    stream_rows: Callable[[Any, Any, dict[str, Any]], int] | None = None
+    stream_eval: Callable[[Any, str, Any, dict[str, Any], int], Arrays] | None = None
+    eval_outputs: Callable[[Any, Arrays, Any], Arrays] | None = None
+    eval_metrics: Callable[[Arrays, Any], dict[str, float]] | None = None
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
+
+    @property
+    def evaluates_batches(self) -> bool:
+        return self.eval_outputs is not None and self.eval_metrics is not None
 
     def can_stream(self, cfg: Any) -> bool:
         return self.stream_convert is not None and (self.streams is None or bool(self.streams(cfg)))
@@ -108,6 +130,13 @@ class TorchSpec:
 
     def columns(self, meta: dict[str, Any], cfg: Any) -> list[str] | None:
         return None if self.stream_columns is None else list(self.stream_columns(meta, cfg))
+
+    def read_train(self, data: Any, cfg: Any, meta: dict[str, Any], *, shuffle: bool, readers: int = 1) -> Any:
+        """The streaming path's lazy Ray Data read of the training split (``stream_read`` or its files)."""
+        if self.stream_read is not None:
+            return self.stream_read(data, self.train_split, cfg, meta, seed=cfg.seed, shuffle=shuffle, readers=readers)
+        return ingest.read_split(data, self.train_split, self.columns(meta, cfg), seed=cfg.seed, shuffle=shuffle,
+                                 readers=readers)
 
 
 def _convert(fn: Callable[..., Arrays], batch: Arrays, *, cfg: Any, meta: dict[str, Any], where: str) -> Arrays:
@@ -143,7 +172,7 @@ class TorchTrainer:
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-        from adray.runtime import stop_train_controller, worker_cpus
+        from adray.runtime import placed_worker_cpus, stop_train_controller, worker_cpus
 
         spec, timings = self.spec, {}
         t1 = time.perf_counter()
@@ -169,9 +198,8 @@ class TorchTrainer:
         if path == "memory":
             loop_config["data_ref"] = ray.put(self.load_splits(ctx.data_dir, cfg))
         else:
-            loop_config["train_rows"] = train_rows
-            datasets = {"train": ingest.read_split(data, spec.train_split, spec.columns(meta, cfg),
-                                                   seed=cfg.seed, shuffle=opts.shuffle, readers=ctx.num_workers)}
+            loop_config["train_rows"] = train_rows if spec.stream_rows is None else spec.stream_rows(data, cfg, meta)
+            datasets = {"train": spec.read_train(data, cfg, meta, shuffle=opts.shuffle, readers=ingest.readers_for(ctx.num_workers))}
         timings["data_load_s"] = time.perf_counter() - t1
         timings["ingest_stream"] = float(path == "stream")
         if ctx.progress:
@@ -182,6 +210,7 @@ class TorchTrainer:
             run.delete_dir()  # the same command again after success: train afresh
         reserve = ingest.DATA_RESERVE_CPUS if datasets else 0.0  # room for the read tasks
         cpus = ctx.cpus_per_worker if ctx.cpus_per_worker is not None else worker_cpus(ctx.num_workers, reserve)
+        cpus = placed_worker_cpus(cpus, ctx.num_workers, ctx.placement, reserve)
         resources = {"CPU": cpus} | ({"GPU": 1.0} if ctx.use_gpu else {})
         reporter = _Progress(ctx.progress, cfg.epochs)
         storage_path, storage_fs = ctx.storage.ray_storage()
@@ -189,7 +218,8 @@ class TorchTrainer:
             _train_loop,
             train_loop_config=loop_config | {"progress_queue": reporter.queue},
             scaling_config=ScalingConfig(num_workers=ctx.num_workers, use_gpu=ctx.use_gpu,
-                                         resources_per_worker=resources),
+                                         resources_per_worker=resources,
+                                         placement_strategy=ctx.placement.upper()),
             datasets=datasets, dataset_config=ingest.data_config(opts.shuffle, ctx.num_workers) if datasets else None,
             run_config=RunConfig(
                 name=ctx.run_name, storage_path=storage_path, storage_filesystem=storage_fs,
@@ -333,7 +363,7 @@ def fit_in_process(spec: TorchSpec, cfg: Any, data_dir: Path | str | None = None
     model.load_state_dict(state.best_state)
     model.eval()
     with torch.no_grad():
-        test = {k: float(v) for k, v in spec.evaluate(model, arrays[spec.test_split], cfg).items()}
+        test = {k: float(v) for k, v in ingest.evaluate(spec, model, arrays[spec.test_split], cfg).items()}
     return InProcessResult(model, state.best or {}, test, state.history, train_s)
 
 
@@ -346,10 +376,13 @@ def _stream_inputs(spec: TorchSpec, cfg: Any, meta: dict[str, Any], data: str, *
     opts = ingest.IngestOptions.of(cfg)
     columns = spec.columns(meta, cfg)
     if shard is None:
-        shard = ingest.read_split(data, spec.train_split, columns, seed=cfg.seed, shuffle=opts.shuffle)
+        shard = spec.read_train(data, cfg, meta, shuffle=opts.shuffle)
         shard.context.execution_options = ingest.execution_options(opts.shuffle, 1)
         shard = shard.iterator()
-    n = train_rows if train_rows is not None else ingest.split_rows(data, spec.train_split)
+    if train_rows is not None:
+        n = train_rows
+    else:
+        n = ingest.split_rows(data, spec.train_split) if spec.stream_rows is None else spec.stream_rows(data, cfg, meta)
 
     def on_error(exc: BaseException) -> BaseException:
         return ingest.locate_bad_file(data, spec.train_split, columns, exc)
@@ -357,12 +390,21 @@ def _stream_inputs(spec: TorchSpec, cfg: Any, meta: dict[str, Any], data: str, *
     batches = ingest.StreamBatches(shard, spec.converter(cfg, meta, f"{ingest.where(data)} split {spec.train_split!r}"),
                                    rows=n, batch_size=cfg.batch_size, seed=cfg.seed, rank=rank, world=world,
                                    opts=opts, device=device, on_error=on_error)
-    splits: dict[str, Arrays] = {spec.val_split: {}, spec.test_split: {}}
+    splits: dict[str, Arrays | ingest.EvalSplit] = {spec.val_split: {}, spec.test_split: {}}
     if rank == 0:
         for split in (spec.val_split, spec.test_split):
-            splits[split] = ingest.read_eval_split(data, split, columns,
-                                                   spec.converter(cfg, meta, f"{ingest.where(data)} split {split!r}"),
-                                                   opts.eval_max_rows)
+            if spec.stream_eval is not None:
+                splits[split] = spec.stream_eval(data, split, cfg, meta, opts.eval_max_rows)
+                continue
+            convert = spec.converter(cfg, meta, f"{ingest.where(data)} split {split!r}")
+            splits[split] = (ingest.EvalSplit(data, split, columns, convert, opts.eval_max_rows)
+                             if spec.evaluates_batches else
+                             ingest.read_eval_split(data, split, columns, convert, opts.eval_max_rows))
+    elif spec.step is not None:  # a custom step draws validation batches on every rank (StepContext.val_batch)
+        split = spec.val_split
+        splits[split] = (spec.stream_eval(data, split, cfg, meta, opts.eval_max_rows) if spec.stream_eval is not None
+                         else ingest.read_eval_split(data, split, columns, spec.converter(
+                             cfg, meta, f"{ingest.where(data)} split {split!r}"), opts.eval_max_rows))
     return splits, batches
 
 
@@ -453,7 +495,7 @@ def _train_loop(config: dict[str, Any]) -> dict[str, Any]:  # runs in every Ray 
         model.load_state_dict(state.best_state)
     model.eval()
     with torch.no_grad():
-        test_metrics = {k: float(v) for k, v in spec.evaluate(model, test, cfg).items()}
+        test_metrics = {k: float(v) for k, v in ingest.evaluate(spec, model, test, cfg).items()}
     return {"best": state.best or {}, "test": test_metrics, "history": state.history,
             "first_batch_unix": first_batch[0] if first_batch else None, "loop_start_unix": loop_start_unix,
             "resumed_from_epoch": resumed_from}

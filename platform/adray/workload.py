@@ -124,6 +124,11 @@ class TrainContext:
     """Mixed precision of the forward pass (bf16 autocast; weights and optimiser stay fp32)."""
     cpus_per_worker: float | None = None
     """Ray Train workers' CPU reservation; None = sized to the cluster."""
+    placement: Literal["pack", "spread", "strict_spread"] = "pack"
+    """Where the Ray Train workers go (``ScalingConfig.placement_strategy``): ``pack`` on as few
+    nodes as possible (Ray's default), ``spread`` over the nodes where they fit, ``strict_spread``
+    each on its own node (fails fast when the cluster has fewer nodes with room). Trainers that run
+    one learner in the driver (crossdqn, drlput) have nothing to place."""
     progress: bool = False
     reporter: Reporter = dataclasses.field(default_factory=Reporter)
 

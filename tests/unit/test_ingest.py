@@ -13,9 +13,17 @@ import pandas as pd
 import pytest
 import torch
 
-from adray.data import DataError, write_dataset
+from adray.data import DataError, DatasetWriter, write_dataset
 from adray.epochs import LoopState, MemoryBatches, run_epochs
-from adray.ingest import IngestOptions, StreamBatches, choose, locate_bad_file, read_eval_split
+from adray.ingest import (
+    EvalSplit,
+    IngestOptions,
+    StreamBatches,
+    choose,
+    evaluate,
+    locate_bad_file,
+    read_eval_split,
+)
 
 
 def test_choose_memory_up_to_the_threshold_then_stream() -> None:
@@ -181,3 +189,37 @@ def test_a_corrupt_row_group_is_named_by_file(tmp_path: Path) -> None:
     part.write_bytes(bytes(raw))
     err = locate_bad_file(str(data), "train", None, OSError("read task failed"))
     assert isinstance(err, DataError) and part.name in str(err) and "OSError" in str(err)
+
+
+class _MeanSpec:
+    """A workload that evaluates batch by batch: outputs are the rows' x; the metric their mean."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def evaluate(self, model: Any, arrays: dict[str, np.ndarray], cfg: Any) -> dict[str, float]:
+        return self.eval_metrics(self.eval_outputs(model, arrays, cfg), cfg)
+
+    def eval_outputs(self, model: Any, arrays: dict[str, np.ndarray], cfg: Any) -> dict[str, np.ndarray]:
+        self.batches.append(len(arrays["x"]))
+        return {"x": arrays["x"]}
+
+    def eval_metrics(self, out: dict[str, np.ndarray], cfg: Any) -> dict[str, float]:
+        return {"mean": float(out["x"].mean()), "rows": float(len(out["x"]))}
+
+
+def test_a_split_evaluated_batch_by_batch_gives_the_whole_split_s_metrics(tmp_path: Path) -> None:
+    """Row group by row group over several part files: every row once, the same metrics as the split
+    held as arrays; ``max_rows`` keeps the first rows."""
+    with DatasetWriter(tmp_path / "d", source="toy", part_rows=250, row_group_rows=100) as w:
+        for a in range(0, 1000, 300):
+            w.write("val", pd.DataFrame({"x": np.arange(a, min(a + 300, 1000), dtype=np.float64)}))
+        w.close()
+    spec = _MeanSpec()
+    split = EvalSplit(str(tmp_path / "d"), "val", ["x"], lambda b: {"x": b["x"] * 1})
+    assert evaluate(spec, None, split, None) == {"mean": 499.5, "rows": 1000.0}
+    assert len(spec.batches) > 4 and max(spec.batches) <= 100  # never more than a row group at a time
+    whole = {"x": np.arange(1000, dtype=np.float64)}
+    assert evaluate(spec, None, whole, None) == {"mean": 499.5, "rows": 1000.0}
+    first = EvalSplit(str(tmp_path / "d"), "val", ["x"], lambda b: {"x": b["x"] * 1}, max_rows=150)
+    assert evaluate(spec, None, first, None) == {"mean": 74.5, "rows": 150.0}

@@ -1,5 +1,6 @@
 """pwiser networks: the inference contract, configs, tune space, and a model beating AUC 0.5."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,20 @@ def test_few_steps_beat_auc_half(tmp_path: Path, name: str) -> None:
     metrics = evaluate(model, test, cfg)
     assert metrics["auc_ctr"] > 0.62, metrics
     assert metrics["auc_ctcvr"] > 0.75, metrics
+
+
+def test_sample_rows_is_a_seeded_uniform_sample_held_n_rows_at_a_time() -> None:
+    """The logistic-regression baseline's training sample, drawn from a stream of row groups."""
+    from workloads.pwiser.evaluate import sample_rows
+
+    def stream(n: int, size: int = 700) -> Iterator[dict[str, np.ndarray]]:
+        return ({"i": np.arange(a, min(a + size, n))} for a in range(0, n, size))
+
+    small = sample_rows(stream(1500), 2000, seed=3)["i"]  # fewer rows than asked: all, permuted as before
+    assert small.tolist() == np.random.default_rng(3).permutation(1500).tolist()
+    big = sample_rows(stream(100_000), 2000, seed=3)["i"]
+    assert len(big) == len(set(big.tolist())) == 2000
+    assert sample_rows(stream(100_000), 2000, seed=3)["i"].tolist() == big.tolist()  # seeded
+    assert sample_rows(stream(100_000), 2000, seed=4)["i"].tolist() != big.tolist()
+    assert abs(big.mean() - 50_000) < 3 * 100_000 / np.sqrt(12 * 2000)  # uniform over the stream
+    assert (np.histogram(big, bins=10, range=(0, 100_000))[0] > 120).all()

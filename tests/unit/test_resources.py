@@ -133,3 +133,34 @@ def test_serve_replicas_are_checked_against_the_cluster(cluster: Any) -> None:
                                             r"cluster has 2 CPUs"):
         check_app_fits(app, "adray", "--replicas 20 x --replica-cpus 0.25")
     check_app_fits(Ingress.bind(Policy.options(num_replicas=2).bind()), "adray", "--replicas 2")
+
+
+def _nodes(monkeypatch: pytest.MonkeyPatch, cpus: list[float]) -> None:
+    nodes = [{"Alive": True, "Resources": {"CPU": c}} for c in cpus] + [{"Alive": False, "Resources": {"CPU": 8.0}}]
+    monkeypatch.setattr(runtime.ray, "nodes", lambda: nodes)
+
+
+def test_spread_workers_leave_one_node_a_whole_cpu_for_the_file_listing(cluster: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data's file listing is one task of one whole CPU on one node. Two nodes of 1.5 CPUs, workers
+    spread one per node: 0.5 CPU each leaves 1.0 free on each node. Two nodes of 1 CPU: any worker
+    leaves less than 1 CPU on its node, so streaming is refused at once (it would wait forever)."""
+    cluster({"CPU": 3.0})
+    _nodes(monkeypatch, [1.5, 1.5])
+    assert runtime.placed_worker_cpus(1.0, 2, "spread", reserve=1.0) == 0.5
+    assert runtime.placed_worker_cpus(1.0, 2, "pack", reserve=1.0) == 1.0  # pack: as sized cluster-wide
+    cluster({"CPU": 2.0})
+    _nodes(monkeypatch, [1.0, 1.0])
+    with pytest.raises(ResourceError, match=r"--placement strict_spread: streaming needs one node with 1 CPU free "
+                                            r"beside its 1 Ray Train worker\(s\).*largest node has 1 CPUs"):
+        runtime.placed_worker_cpus(0.5, 2, "strict_spread", reserve=1.0)
+    assert runtime.placed_worker_cpus(1.0, 2, "strict_spread", reserve=0.0) == 1.0  # in memory: nothing to keep
+
+
+def test_strict_spread_needs_a_node_per_worker(cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster({"CPU": 8.0})
+    _nodes(monkeypatch, [8.0])
+    with pytest.raises(ResourceError, match="2 Ray Train workers need 2 nodes with CPUs, but the cluster has 1"):
+        runtime.placed_worker_cpus(1.0, 2, "strict_spread")
+    with pytest.raises(ResourceError, match="--placement 'ring': expected one of pack, spread, strict_spread"):
+        runtime.check_placement("ring")

@@ -153,8 +153,9 @@ class MTORLConfig(EpochConfig):
     """``auto``: the largest training split (users, from the manifest) trained in memory."""
     ingest_shuffle: bool = True
     """Shuffle every epoch; False: stored order (both paths then give the same model)."""
-    ingest_eval_max_rows: int = 500_000
-    """Streaming: users of the validation and test splits evaluated (the first ones)."""
+    ingest_eval_max_rows: int = 0
+    """Streaming: users of the validation and test splits evaluated (the first ones); 0: 500,000
+    (mtorl evaluates a split as arrays)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -173,8 +174,8 @@ class MTORLConfig(EpochConfig):
         check(0 <= self.dropout < 1, f"dropout={self.dropout}: expected in [0, 1)")
         check(self.mu >= 0 and self.lam >= 0, f"mu={self.mu}, lam={self.lam}: expected >= 0")
         check(self.beta > 0, f"beta={self.beta}: expected > 0")
-        check(self.ingest_memory_max_rows >= 1 and self.ingest_eval_max_rows >= 1,
-              "ingest_memory_max_rows / ingest_eval_max_rows: expected >= 1")
+        check(self.ingest_memory_max_rows >= 1, "ingest_memory_max_rows: expected >= 1")
+        check(self.ingest_eval_max_rows >= 0, "ingest_eval_max_rows: expected >= 0 (0: 500,000)")
         check(self.ingest != "stream" or self.protocol == "user",
               "ingest=stream needs protocol=user (the reference protocol samples windows from the whole data)")
         check(self.penalty_s >= 0, f"penalty_s={self.penalty_s}: expected >= 0")

@@ -7,7 +7,7 @@ from adray.workload import Headline, Workload
 
 from .config import PWiseRConfig
 from .data import IMPORTERS, load_split, make_data, model_meta
-from .evaluate import evaluate, evaluate_methods
+from .evaluate import eval_metrics, eval_outputs, evaluate, evaluate_methods
 from .model import build_model
 from .serving import RankingPolicy
 from .train import loss, stream_columns, stream_convert
@@ -22,6 +22,8 @@ TRAINER = TorchTrainer(TorchSpec(
     mode="max",
     stream_columns=stream_columns,
     stream_convert=stream_convert,
+    eval_outputs=eval_outputs,
+    eval_metrics=eval_metrics,
 ))
 
 WORKLOAD = Workload(

@@ -105,16 +105,18 @@ class PWiseRConfig(EpochConfig):
     """Streaming: rows in each worker's local shuffle buffer; 0 = 8 batches."""
     ingest_prefetch_batches: int = 2
     """Streaming: batches each worker prepares ahead (read, converted to tensors) while it trains."""
-    ingest_eval_max_rows: int = 500_000
-    """Streaming: rows of the validation and test splits evaluated (the first ones, stored shuffled)."""
+    ingest_eval_max_rows: int = 0
+    """Streaming: rows of the validation and test splits evaluated (the first ones, stored shuffled);
+    0: every row (evaluated batch by batch: only the predictions and labels are held)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("embedding_dim", "num_experts", "num_specific_experts", "num_levels",
                      "mask_blocks", "mask_block_dim", "num_users", "num_items", "latent_dim",
-                     "eval_batch_size", "ingest_memory_max_rows", "ingest_prefetch_batches",
-                     "ingest_eval_max_rows"):
+                     "eval_batch_size", "ingest_memory_max_rows", "ingest_prefetch_batches"):
             check(getattr(self, name) >= 1, f"{name}={getattr(self, name)}: expected >= 1")
+        check(self.ingest_eval_max_rows >= 0, f"ingest_eval_max_rows={self.ingest_eval_max_rows}: expected >= 0 "
+              "(0: every row)")
         for name in ("bottom_units", "expert_units", "tower_units", "dnn_units"):
             units = getattr(self, name)
             check(len(units) >= 1 and all(u >= 1 for u in units),

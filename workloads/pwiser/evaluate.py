@@ -7,17 +7,22 @@ a CTR model to do). Undefined AUCs (a split with one class) are NaN with a Metri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from adray.data import read_dataset
 from adray.metrics import auc
 
 from .config import PWiseRConfig
-from .data import load_split
+from .data import model_meta
+from .train import stream_columns, stream_convert
+
+LOGREG_ROWS = 200_000
+"""Training rows (a seeded sample) the logistic-regression baseline is fitted on."""
 
 
 @torch.no_grad()
@@ -36,58 +41,110 @@ def predict(model: Any, arrays: dict[str, np.ndarray], batch_size: int = 8192) -
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def eval_outputs(model: Any, arrays: dict[str, np.ndarray], cfg: PWiseRConfig) -> dict[str, np.ndarray]:
+    """TorchSpec.eval_outputs: per row, the labels and the predicted pCTR and pCTCVR (pCTR for
+    single-task models)."""
+    p = predict(model, arrays, cfg.eval_batch_size)
+    return {"click": arrays["click"], "ctcvr": arrays["click"] * arrays["conversion"],
+            "p_ctr": p["ctr"], "p_ctcvr": p.get("ctcvr", p["ctr"])}
+
+
+def eval_metrics(out: dict[str, np.ndarray], cfg: PWiseRConfig) -> dict[str, float]:
+    """TorchSpec.eval_metrics: ``{"auc_ctr", "auc_ctcvr"}`` of a split's :func:`eval_outputs`."""
+    return {"auc_ctr": auc(out["click"], out["p_ctr"], name="auc_ctr"),
+            "auc_ctcvr": auc(out["ctcvr"], out["p_ctcvr"], name="auc_ctcvr")}
+
+
 def evaluate(model: Any, arrays: dict[str, np.ndarray], cfg: PWiseRConfig) -> dict[str, float]:
     """TorchSpec.evaluate: ``{"auc_ctr", "auc_ctcvr"}`` on one split."""
-    p = predict(model, arrays, cfg.eval_batch_size)
-    y_ctcvr = arrays["click"] * arrays["conversion"]
-    return {
-        "auc_ctr": auc(arrays["click"], p["ctr"], name="auc_ctr"),
-        "auc_ctcvr": auc(y_ctcvr, p.get("ctcvr", p["ctr"]), name="auc_ctcvr"),
-    }
+    return eval_metrics(eval_outputs(model, arrays, cfg), cfg)
 
 
-def _one_hot_logreg(train: dict[str, np.ndarray], test: dict[str, np.ndarray], max_rows: int = 200_000,
-                    seed: int = 0) -> dict[str, float]:
-    """Baseline: logistic regression on one-hot ids + numeric features (one model per label)."""
+def split_batches(data_dir: Path | str, split: str, cfg: PWiseRConfig, max_rows: int = 0,
+                  ) -> Iterator[dict[str, np.ndarray]]:
+    """``split`` row group by row group as :func:`data.load_split`'s arrays (the first ``max_rows``
+    rows; 0: all): what evaluation reads, bounded whatever the split's size."""
+    from adray.ingest import eval_batches
+
+    meta = model_meta(data_dir, cfg)
+    where = f"{read_dataset(data_dir).display} split {split!r}"
+    return eval_batches(data_dir, split, stream_columns(meta, cfg),
+                        lambda b: stream_convert(b, cfg, meta, where), max_rows)
+
+
+def sample_rows(batches: Iterable[dict[str, np.ndarray]], n: int, seed: int) -> dict[str, np.ndarray]:
+    """A seeded uniform sample of ``n`` rows of a stream, held ``n`` rows at a time: each row gets a
+    seeded random key and the ``n`` smallest keys are kept. A stream of at most ``n`` rows: all of them,
+    in the order of ``np.random.default_rng(seed).permutation``."""
+    rng = np.random.default_rng(seed)
+    kept: dict[str, np.ndarray] = {}
+    keys = np.zeros(0)
+    for batch in batches:
+        keys = np.concatenate([keys, rng.random(len(next(iter(batch.values()))))])
+        kept = {k: np.concatenate([kept[k], v]) if kept else v for k, v in batch.items()}
+        if len(keys) > 2 * n:
+            top = np.argpartition(keys, n)[:n]
+            keys, kept = keys[top], {k: v[top] for k, v in kept.items()}
+    if len(keys) <= n:
+        order = np.random.default_rng(seed).permutation(len(keys))
+    else:
+        order = np.argpartition(keys, n)[:n]
+        order = order[np.argsort(keys[order])]
+    return {k: v[order] for k, v in kept.items()}
+
+
+def _one_hot_logreg(train: dict[str, np.ndarray], test: Callable[[], Iterable[dict[str, np.ndarray]]],
+                    ) -> dict[str, float]:
+    """Baseline: logistic regression on one-hot ids + numeric features (one model per label), fitted
+    on ``train`` (a sample of the train split), scored on the ``test`` batches."""
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    rows = np.random.default_rng(seed).permutation(len(train["x_cat"]))[:max_rows]
-    enc = OneHotEncoder(handle_unknown="ignore").fit(train["x_cat"][rows])
-    scaler = StandardScaler().fit(train["x_num"][rows])
+    enc = OneHotEncoder(handle_unknown="ignore").fit(train["x_cat"])
+    scaler = StandardScaler().fit(train["x_num"])
 
-    def design(a: dict[str, np.ndarray], idx: np.ndarray | slice) -> Any:
-        return sparse.hstack([enc.transform(a["x_cat"][idx]), sparse.csr_matrix(scaler.transform(a["x_num"][idx]))]).tocsr()
+    def design(a: dict[str, np.ndarray]) -> Any:
+        return sparse.hstack([enc.transform(a["x_cat"]), sparse.csr_matrix(scaler.transform(a["x_num"]))]).tocsr()
 
-    x_train, x_test = design(train, rows), design(test, slice(None))
-    out = {}
-    for name, y_tr, y_te in (
-        ("auc_ctr", train["click"][rows], test["click"]),
-        ("auc_ctcvr", (train["click"] * train["conversion"])[rows], test["click"] * test["conversion"]),
-    ):
-        if len(np.unique(y_tr)) < 2:
-            out[name] = auc(y_te, np.zeros(len(y_te)), name=f"logreg {name}")
-            continue
-        clf = LogisticRegression(C=0.1, max_iter=300).fit(x_train, y_tr)
-        out[name] = auc(y_te, clf.predict_proba(x_test)[:, 1], name=f"logreg {name}")
-    return out
+    x_train = design(train)
+    labels = {"auc_ctr": train["click"], "auc_ctcvr": train["click"] * train["conversion"]}
+    fitted = {name: LogisticRegression(C=0.1, max_iter=300).fit(x_train, y) for name, y in labels.items()
+              if len(np.unique(y)) >= 2}
+    scores: dict[str, list[np.ndarray]] = {name: [] for name in labels}
+    truth: dict[str, list[np.ndarray]] = {name: [] for name in labels}
+    for batch in test():
+        x = design(batch) if fitted else None
+        for name in labels:
+            truth[name].append(batch["click"] * (batch["conversion"] if name == "auc_ctcvr" else 1))
+            scores[name].append(fitted[name].predict_proba(x)[:, 1] if name in fitted else np.zeros(len(batch["click"])))
+    return {name: auc(np.concatenate(truth[name]), np.concatenate(scores[name]), name=f"logreg {name}")
+            for name in labels}
 
 
 def evaluate_methods(cfg: PWiseRConfig, data_dir: Path, model: Any,
                      others: Mapping[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """Test-split table: the given model under ``"pwiser"``, each model of ``others`` under its label
-    (e.g. a BCE-trained twin), a logistic-regression baseline trained on the train split, and a
-    constant predictor (AUC 0.5: the contract suite's trivial baseline)."""
-    test = load_split(Path(data_dir), "test", cfg)
-    train = load_split(Path(data_dir), "train", cfg)
-    table = {"pwiser": _prefixed(evaluate(model, test, cfg))}
+    (e.g. a BCE-trained twin), a logistic-regression baseline trained on a seeded sample of at most
+    ``LOGREG_ROWS`` training rows, and a constant predictor (AUC 0.5: the contract suite's trivial
+    baseline). Streamed: the test split is read row group by row group (once per model), and only the
+    predictions and labels are held, whatever the split's size."""
+    def test() -> Iterator[dict[str, np.ndarray]]:
+        return split_batches(data_dir, "test", cfg)
+
+    def on_test(m: Any) -> dict[str, float]:
+        outs = [eval_outputs(m, batch, cfg) for batch in test()]
+        return eval_metrics({k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, cfg)
+
+    table = {"pwiser": _prefixed(on_test(model))}
     for label, other in (others or {}).items():
-        table[label] = _prefixed(evaluate(other, test, cfg))
-    table["logistic_regression"] = _prefixed(_one_hot_logreg(train, test, seed=cfg.seed))
-    constant = np.zeros(len(test["click"]))
-    table["constant"] = {"test_auc_ctr": auc(test["click"], constant, name="constant auc_ctr"),
-                         "test_auc_ctcvr": auc(test["click"] * test["conversion"], constant, name="constant auc_ctcvr")}
+        table[label] = _prefixed(on_test(other))
+    train = sample_rows(split_batches(data_dir, "train", cfg), LOGREG_ROWS, cfg.seed)
+    table["logistic_regression"] = _prefixed(_one_hot_logreg(train, test))
+    labels = [(b["click"], b["click"] * b["conversion"]) for b in test()]
+    click, ctcvr = (np.concatenate([x[i] for x in labels]) for i in (0, 1))
+    table["constant"] = {"test_auc_ctr": auc(click, np.zeros(len(click)), name="constant auc_ctr"),
+                         "test_auc_ctcvr": auc(ctcvr, np.zeros(len(click)), name="constant auc_ctcvr")}
     return table
 
 
