@@ -3,8 +3,12 @@ drawn with task proportions matched to the data (Algorithm 1, line 5)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the streaming read tasks build numpy windows
+    import torch
 
 BATCH_KEYS = ("ext", "ext_valid", "prev_action", "rtg", "step", "task", "target", "valid")
 
@@ -42,6 +46,14 @@ class Sampler:
 def make_batch(arrays: dict[str, np.ndarray], m: np.ndarray, t: np.ndarray, context: int, history: int,
                rtg_scale: float) -> dict[str, torch.Tensor]:
     """Tensors of the windows ending at (m, t) (see VamoNet.forward); ``target`` and ``valid`` (B, L)."""
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in window_arrays(arrays, m, t, context, history, rtg_scale).items()}
+
+
+def window_arrays(arrays: dict[str, np.ndarray], m: np.ndarray, t: np.ndarray, context: int, history: int,
+                  rtg_scale: float) -> dict[str, np.ndarray]:
+    """:func:`make_batch` as NumPy arrays."""
     length, h = context, history
     steps = t[:, None] + np.arange(-(length + h - 1), 1)[None, :]  # (B, L+H)
     ok = steps >= 0
@@ -52,14 +64,14 @@ def make_batch(arrays: dict[str, np.ndarray], m: np.ndarray, t: np.ndarray, cont
     prev_ok = steps[:, h:] >= 1
     prev = arrays["action"][mm, np.maximum(steps[:, h:] - 1, 0)] * prev_ok
     return {
-        "ext": torch.from_numpy(np.ascontiguousarray(ext, np.float32)),
-        "ext_valid": torch.from_numpy(ok),
-        "prev_action": torch.from_numpy(prev.astype(np.float32)),
-        "rtg": torch.from_numpy((arrays["rtg"][mm, pos] * valid / rtg_scale).astype(np.float32)),
-        "step": torch.from_numpy(pos.astype(np.int64)),
-        "task": torch.from_numpy(arrays["task"][m].astype(np.int64)),
-        "target": torch.from_numpy((arrays["action"][mm, pos] * valid).astype(np.float32)),
-        "valid": torch.from_numpy(valid),
+        "ext": np.ascontiguousarray(ext, np.float32),
+        "ext_valid": ok,
+        "prev_action": prev.astype(np.float32),
+        "rtg": (arrays["rtg"][mm, pos] * valid / rtg_scale).astype(np.float32),
+        "step": pos.astype(np.int64),
+        "task": arrays["task"][m].astype(np.int64),
+        "target": (arrays["action"][mm, pos] * valid).astype(np.float32),
+        "valid": valid,
     }
 
 

@@ -169,6 +169,27 @@ class VamoConfig(EpochConfig):
     (evaluate.py); metrics are the mean over days x seeds, ``<metric>_std`` the std over seeds."""
     target_return: float = 1.5
     """At inference the return-to-go starts at this multiple of the advertiser's best logged return."""
+    max_steps_per_epoch: int = 0
+    """Stop every epoch after this many steps; 0: a full pass (benchmarks, quick looks at big data)."""
+    # ---- ingest (adray.ingest, stream.py)
+    ingest: Literal["auto", "memory", "stream"] = "auto"
+    """How training reads the data: ``memory`` (the driver loads every window: about 2.4 KB a training
+    step at context 16 + history 16), ``stream`` (Ray Data reads whole trajectories and makes their
+    windows in its read tasks; each worker gets its share of the windows), ``auto``: memory up to
+    ``ingest_memory_max_rows``."""
+    ingest_memory_max_rows: int = 250_000
+    """``auto``: the largest training split (step rows, from the manifest) trained in memory."""
+    ingest_shuffle: bool = True
+    """Shuffle every epoch (memory: a permutation of the windows; stream: row groups and each one's
+    windows in seeded orders, then a local buffer). False: stored order every epoch (one worker then
+    trains the same model on both paths)."""
+    ingest_shuffle_buffer: int = 0
+    """Streaming: windows in each worker's local shuffle buffer; 0 = 8 batches."""
+    ingest_prefetch_batches: int = 2
+    """Streaming: batches each worker prepares ahead."""
+    ingest_eval_max_rows: int = 100_000
+    """Streaming: validation / test are the windows of the first whole trajectories within this many
+    step rows (one day each; 0: all)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -190,3 +211,8 @@ class VamoConfig(EpochConfig):
         check(self.fairgrad_alpha > 0, f"fairgrad_alpha={self.fairgrad_alpha}: expected > 0")
         check(self.eval_days >= 1 and self.eval_seeds >= 1, "eval_days and eval_seeds: expected >= 1")
         check(self.target_return > 0, f"target_return={self.target_return}: expected > 0")
+        check(self.max_steps_per_epoch >= 0, f"max_steps_per_epoch={self.max_steps_per_epoch}: expected >= 0")
+        check(self.ingest_memory_max_rows >= 1 and self.ingest_prefetch_batches >= 1,
+              "ingest_memory_max_rows / ingest_prefetch_batches: expected >= 1")
+        check(self.ingest_shuffle_buffer >= 0 and self.ingest_eval_max_rows >= 0,
+              "ingest_shuffle_buffer / ingest_eval_max_rows: expected >= 0")

@@ -11,7 +11,7 @@ simulated as Ray tasks when Ray is running (one CPU each), in order otherwise.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from workloads.vamo.bidders import FixedAlpha, LpTable, logging_market
 from workloads.vamo.config import STATE_DIM, TASKS, SimConfig, VamoConfig
 from workloads.vamo.importer import parse_states
 from workloads.vamo.sim import LP_STRIDE, simulate_day
-from workloads.vamo.trajectory import STATE_COLS, to_dataset, trajectory_frame
+from workloads.vamo.trajectory import STATE_COLS, period_rows, trajectory_frame, write_periods
 
 REFERENCE_DAY = 0
 
@@ -52,17 +52,41 @@ def log_day(sim: SimConfig, seed: int, day: int, explore: float, lp: LpTable | N
     return trajectory_frame(simulate_day(sim, seed, day, market))
 
 
-def make_data(cfg: VamoConfig, out_dir: Path) -> None:
-    """Simulate the reference day, ``train_days`` training days, the validation and the test day;
-    write them through the same path as the importer (text states parsed back)."""
-    lp = lp_table(cfg.sim, cfg.seed)
-    days = range(REFERENCE_DAY + 1, REFERENCE_DAY + cfg.train_days + 3)
-    frames = map_days(log_day, [(cfg.sim, cfg.seed, d, cfg.explore, lp) for d in days])
-    frame = pd.concat(frames, ignore_index=True)
+def iter_days(fn: Callable[..., Any], calls: Sequence[tuple], parallel: bool = True) -> Iterator[Any]:
+    """``fn(*c) for c in calls``, in order: as Ray tasks (1 CPU each, as many in flight as the
+    cluster has CPUs) when Ray is initialised, so that only the days in flight are held at once."""
+    import ray
+
+    if not (parallel and ray.is_initialized() and len(calls) > 1):
+        yield from (fn(*c) for c in calls)
+        return
+    remote = ray.remote(num_cpus=1)(fn)
+    ahead = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    refs = [remote.remote(*c) for c in calls[:ahead]]
+    for i in range(len(calls)):
+        out = ray.get(refs[i])
+        refs[i] = None  # its object can go
+        if i + ahead < len(calls):
+            refs.append(remote.remote(*calls[i + ahead]))
+        yield out
+
+
+def simulated_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """One simulated day's trajectory rows -> the dataset's rows, through the importer's text path
+    (the states written as AuctionNet's text tuples and parsed back)."""
     states = parse_states(frame["state"].tolist(), Path("<simulator>"), "state", False,
                           np.zeros(len(frame), bool))
-    to_dataset(frame, states, out_dir, source="vamo-simulator", seed=cfg.seed,
-               meta={"origin": "simulator", "sim": cfg.sim.to_dict(), "explore": cfg.explore})
+    return period_rows(frame, states)
+
+
+def make_data(cfg: VamoConfig, out_dir: Path | str) -> None:
+    """Simulate the reference day, ``train_days`` training days, the validation and the test day;
+    write them day by day (``trajectory.write_periods``: memory of one day, not the dataset)."""
+    lp = lp_table(cfg.sim, cfg.seed)
+    days = list(range(REFERENCE_DAY + 1, REFERENCE_DAY + cfg.train_days + 3))
+    frames = iter_days(log_day, [(cfg.sim, cfg.seed, d, cfg.explore, lp) for d in days])
+    write_periods(out_dir, days, (simulated_rows(f) for f in frames), source="vamo-simulator", seed=cfg.seed,
+                  meta={"origin": "simulator", "sim": cfg.sim.to_dict(), "explore": cfg.explore})
 
 
 @dataclasses.dataclass
@@ -104,14 +128,10 @@ def trajectories(df: pd.DataFrame, steps: int | None = None) -> Trajectories:
     return out
 
 
-def load_split(data_dir: Path | str, split: str) -> dict[str, np.ndarray]:
-    """A split as trajectory arrays (TorchSpec.load_split).
-
-    Raises:
-        DataError: the dataset is single-task (imported without a task column or mapping): every
-            VAMO method (STL included: one model per task) trains the tasks of ``TASKS``.
-    """
-    ds = read_dataset(data_dir)
+def check_tasks(data_dir: Path | str) -> None:
+    """Raises DataError when the dataset is single-task (imported without a task column or mapping):
+    every VAMO method (STL included: one model per task) trains the tasks of ``TASKS``."""
+    ds = read_dataset(data_dir, check_files=False)
     tasks = ds.meta.get("task_mapping") or {}
     if tasks.get("mode") == "single":
         raise DataError(
@@ -120,4 +140,14 @@ def load_split(data_dir: Path | str, split: str) -> dict[str, np.ndarray]:
             "have one objective and no task. Re-import the files with a task mapping: `--option task_column=COLUMN` "
             "(a column of task indexes or names) or `--option task_column=advertiserCategoryIndex --option "
             "task_map=0:gmv,1:dir_gmv,...`")
+
+
+def load_split(data_dir: Path | str, split: str) -> dict[str, np.ndarray]:
+    """A split as trajectory arrays (TorchSpec.load_split).
+
+    Raises:
+        DataError: the dataset is single-task (:func:`check_tasks`).
+    """
+    check_tasks(data_dir)
+    ds = read_dataset(data_dir)
     return trajectories(ds.read(split), ds.meta.get("max_steps")).arrays()

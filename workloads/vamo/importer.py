@@ -1,10 +1,25 @@
 """``adray data import auctionnet-trajectory FILE... --out DIR``: AuctionNet trajectory files as they are.
 
 Reads CSV (as AuctionNet's ``rl_data_generator`` writes it) or Parquet with the columns of
-:data:`trajectory.COLUMNS`, through the platform's file reader (``adray.data.read_table``: the same
-message as every importer for a missing, empty, header-only or unreadable file). Every problem is a
-:class:`DataError` naming the file, the line (CSV: the file's line number, the header being line 1;
-Parquet: ``row``) and the field; nothing is written unless every row of every file is valid.
+:data:`trajectory.COLUMNS`, streaming, through the platform's file reader
+(``adray.data.csvfile.iter_frames``: pyarrow's streaming CSV reader, Parquet row group by row group;
+the same message as every importer for a missing, empty, header-only or unreadable file). Every
+problem is a :class:`DataError` naming the file, the line (CSV: the file's line number, the header
+being line 1; Parquet: ``row``) and the field; nothing is written unless every row of every file is
+valid (``DatasetWriter``: the manifest last).
+
+Memory is bounded by one delivery period's rows, not the files. What needs more than one row is
+per trajectory (period, advertiser): the checks below, the score penalty and the return-to-go (a
+suffix sum over the trajectory's steps); a trajectory lies in one period. So a file is read a period
+at a time: **the rows of a period must be together in a file** (AuctionNet writes one file per
+period; a file of several periods one after another is read as well), and a file in which a
+period's rows start again after another period's is refused, naming the line (sort it by
+``deliveryPeriodIndex``). A period may continue in another file (other advertisers). Each period's
+checked rows go to a local temporary spool (about the dataset's size on disk); once every file is
+read the splits are known (the last two periods are validation and test) and the periods are
+written in order, a period's rows from several files merged (a step of a trajectory found in two
+files is refused then). The day length T behind "past the day's end" is read per period of a file
+(it was per file; the same for AuctionNet's one-period files).
 Accepted state spellings: ``(0.1, 0.2, ...)``, ``[0.1, 0.2, ...]``, ``[0.1 0.2 ...]`` and NumPy 2's
 ``(np.float64(0.1), ...)``. A file whose states all have another length than 16 (e.g. 17 with a
 CPA-compliance feature) is refused as a whole, naming the length found and the 16 features expected.
@@ -32,17 +47,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from adray.data import DataError, read_table
-from adray.data.csvfile import is_parquet
+from adray.data import DataError
+from adray.data.csvfile import is_parquet, iter_frames
 from workloads.vamo.config import STATE_DIM, TASKS
-from workloads.vamo.trajectory import COLUMNS, STATE_FEATURES, TASK_COLUMN, to_dataset
+from workloads.vamo.trajectory import COLUMNS, STATE_FEATURES, TASK_COLUMN, period_rows, write_periods
 
 FORMAT = "auctionnet-trajectory"
 TRAJECTORY = ["deliveryPeriodIndex", "advertiserNumber"]
@@ -52,20 +70,24 @@ _NUMERIC = ("deliveryPeriodIndex", "advertiserNumber", "advertiserCategoryIndex"
             "reward_continuous", "done")
 _INTEGER = ("deliveryPeriodIndex", "advertiserNumber", "advertiserCategoryIndex", "timeStepIndex", "done")
 _STRIP = re.compile(r"np\.float(?:16|32|64)\(|[()\[\],]")
+CSV_BLOCK_BYTES = 32 << 20
+"""Bytes of CSV parsed at once (one chunk; a period's rows may span chunks)."""
+_TEXT = {"state": pa.string(), "next_state": pa.string()}  # never inferred (an empty first block)
+
+
+def _line(i: int, csv: bool) -> str:
+    """0-based file row ``i`` as the user finds it: ``line i + 2`` of a CSV (the header is line 1),
+    ``row i`` of a Parquet file."""
+    return f"line {i + 2}" if csv else f"row {i}"
 
 
 def _where(path: Path, i: int, csv: bool) -> str:
-    return f"{path}: line {i + 2}" if csv else f"{path}: row {i}"
+    return f"{path}: {_line(i, csv)}"
 
 
 def _plain(v: Any) -> Any:
     """A cell as the user wrote it (``inf``, ``5``), not NumPy's repr (``np.float64(inf)``)."""
     return v.item() if isinstance(v, np.generic) else v
-
-
-def _read(path: Path) -> tuple[pd.DataFrame, bool]:
-    csv = not is_parquet(path)
-    return read_table(path, FORMAT, dtype={"state": str, "next_state": str}), csv
 
 
 def _state_text(v: Any) -> str | None:
@@ -79,50 +101,57 @@ def _state_text(v: Any) -> str | None:
 
 
 def parse_states(values: Sequence[Any], path: Path, field: str, csv: bool, allow_empty: np.ndarray,
-                 ) -> np.ndarray:
-    """(R, 16) float64 from the text tuples of one column; NaN rows where empty and allowed."""
+                 offset: int = 0) -> np.ndarray:
+    """(R, 16) float64 from the text tuples of one column; NaN rows where empty and allowed.
+    ``offset``: the file row of ``values[0]`` (0-based, for messages)."""
     texts = [_state_text(v) for v in values]
     out = np.full((len(texts), STATE_DIM), np.nan)
     for i, s in enumerate(texts):
+        at = _where(path, offset + i, csv)
         if s is None:
             if not allow_empty[i]:
-                raise DataError(f"{_where(path, i, csv)}: field {field!r} is empty; expected a tuple of "
+                raise DataError(f"{at}: field {field!r} is empty; expected a tuple of "
                                 f"{STATE_DIM} floats (only a row with done = 1 may have no next_state)")
             continue
         parts = _STRIP.sub(" ", s).split()
-        if field == "state" and i == 0 and len(parts) != STATE_DIM:
+        if field == "state" and offset + i == 0 and len(parts) != STATE_DIM:
             raise DataError(
                 f"{path}: the states of this file have {len(parts)} values (line {i + 2 if csv else i}); "
                 f"this importer reads AuctionNet's {STATE_DIM}-feature state "
                 f"({', '.join(STATE_FEATURES)}); convert the file or drop the extra features")
         if len(parts) != STATE_DIM:
-            raise DataError(f"{_where(path, i, csv)}: field {field!r} has {len(parts)} values, expected "
-                            f"{STATE_DIM}: {s[:80]!r}")
+            raise DataError(f"{at}: field {field!r} has {len(parts)} values, expected {STATE_DIM}: {s[:80]!r}")
         try:
             row = [float(p) for p in parts]
         except ValueError:
-            raise DataError(f"{_where(path, i, csv)}: field {field!r} is not a tuple of numbers: "
-                            f"{s[:80]!r}") from None
+            raise DataError(f"{at}: field {field!r} is not a tuple of numbers: {s[:80]!r}") from None
         if not np.all(np.isfinite(row)):
-            raise DataError(f"{_where(path, i, csv)}: field {field!r} has NaN or inf: {s[:80]!r}")
+            raise DataError(f"{at}: field {field!r} has NaN or inf: {s[:80]!r}")
         out[i] = row
     return out
 
 
-def _check_numbers(df: pd.DataFrame, path: Path, csv: bool) -> pd.DataFrame:
+def _span(offset: int, rows: int, csv: bool) -> str:
+    """The rows of a chunk, for messages: ``lines 2-101`` / ``rows 0-99``."""
+    first = offset + 2 if csv else offset
+    return f"{'lines' if csv else 'rows'} {first}-{first + rows - 1}"
+
+
+def _check_numbers(df: pd.DataFrame, path: Path, csv: bool, offset: int = 0) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     for c in _NUMERIC:
         col = pd.to_numeric(df[c], errors="coerce")
         bad = np.flatnonzero(col.isna().to_numpy() | ~np.isfinite(col.to_numpy(dtype=float, na_value=np.nan)))
         if len(bad):
             i = int(bad[0])
-            raise DataError(f"{_where(path, i, csv)}: field {c!r}: {_plain(df[c].iloc[i])!r} is not a finite "
-                            f"number ({len(bad)} such row(s) in the file)")
+            raise DataError(f"{_where(path, offset + i, csv)}: field {c!r}: {_plain(df[c].iloc[i])!r} is not a "
+                            f"finite number ({len(bad)} such row(s) in {_span(offset, len(df), csv)})")
         if c in _INTEGER:
             frac = np.flatnonzero(col.to_numpy(dtype=float) != np.round(col.to_numpy(dtype=float)))
             if len(frac):
                 i = int(frac[0])
-                raise DataError(f"{_where(path, i, csv)}: field {c!r}: {_plain(df[c].iloc[i])!r}; expected an integer")
+                raise DataError(f"{_where(path, offset + i, csv)}: field {c!r}: {_plain(df[c].iloc[i])!r}; "
+                                "expected an integer")
         out[c] = col
     checks = [
         ("budget", out["budget"] <= 0, "expected a budget > 0"),
@@ -137,7 +166,8 @@ def _check_numbers(df: pd.DataFrame, path: Path, csv: bool) -> pd.DataFrame:
         rows = np.flatnonzero(bad.to_numpy())
         if len(rows):
             i = int(rows[0])
-            raise DataError(f"{_where(path, i, csv)}: field {field!r}: {_plain(df[field].iloc[i])!r}; {expected}")
+            raise DataError(f"{_where(path, offset + i, csv)}: field {field!r}: {_plain(df[field].iloc[i])!r}; "
+                            f"{expected}")
     return out
 
 
@@ -198,7 +228,7 @@ def _show(v: float) -> int | float:
     return int(v) if float(v).is_integer() else v
 
 
-def _tasks(df: pd.DataFrame, mapping: TaskMapping, path: Path, csv: bool) -> np.ndarray:
+def _tasks(df: pd.DataFrame, mapping: TaskMapping, path: Path, csv: bool, offset: int = 0) -> np.ndarray:
     """(R,) int64 task of each row under ``mapping`` (zeros when single-task)."""
     if mapping.column is None:
         return np.zeros(len(df), np.int64)
@@ -220,15 +250,17 @@ def _tasks(df: pd.DataFrame, mapping: TaskMapping, path: Path, csv: bool) -> np.
     bad = np.flatnonzero(task.isna().to_numpy())
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"{_where(path, i, csv)}: field {c!r}: {_plain(raw.iloc[i])!r}; expected {expected} "
-                        f"({len(bad)} such row(s) in the file)")
+        raise DataError(f"{_where(path, offset + i, csv)}: field {c!r}: {_plain(raw.iloc[i])!r}; expected {expected} "
+                        f"({len(bad)} such row(s) in {_span(offset, len(df), csv)})")
     return task.to_numpy(np.int64)
 
 
 def _check_trajectories(out: pd.DataFrame, states: np.ndarray, path: Path, csv: bool) -> None:
-    """Each (period, advertiser) runs steps 0, 1, ..., L-1 within the day and ends at its one done."""
+    """Each (period, advertiser) runs steps 0, 1, ..., L-1 within the day and ends at its one done
+    (``out``: whole trajectories, their file rows in ``_row``)."""
     order = np.lexsort((out["timeStepIndex"].to_numpy(), out["advertiserNumber"].to_numpy(),
                         out["deliveryPeriodIndex"].to_numpy()))
+    file_row = out["_row"].to_numpy()
     period = out["deliveryPeriodIndex"].to_numpy()[order].astype(np.int64)
     adv = out["advertiserNumber"].to_numpy()[order].astype(np.int64)
     step = out["timeStepIndex"].to_numpy()[order].astype(np.int64)
@@ -238,7 +270,7 @@ def _check_trajectories(out: pd.DataFrame, states: np.ndarray, path: Path, csv: 
     prev = np.r_[-1, step[:-1]]
 
     def refuse(j: int, field: str, text: str) -> None:
-        raise DataError(f"{_where(path, int(order[j]), csv)}: field {field!r}: {text} (trajectory of period "
+        raise DataError(f"{_where(path, int(file_row[order[j]]), csv)}: field {field!r}: {text} (trajectory of period "
                         f"{period[j]}, advertiser {adv[j]})")
 
     gap = np.flatnonzero(np.where(first, step != 0, step != prev + 1))
@@ -270,25 +302,28 @@ def _check_trajectories(out: pd.DataFrame, states: np.ndarray, path: Path, csv: 
 
 
 def read_auctionnet(path: Path, mapping: TaskMapping | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """One validated file: its numeric columns (+ ``taskIndex`` under ``mapping``: by default the
-    file's ``taskIndex`` column if it has one, else single-task) and its (R, 16) states."""
-    out, states, _ = _read_file(path, mapping)
+    """One validated file, whole (small files): its numeric columns (+ ``taskIndex`` under
+    ``mapping``: by default the file's ``taskIndex`` column if it has one, else single-task) and its
+    (R, 16) states, its periods in file order."""
+    groups = list(_file_periods(Path(path), mapping))
+    out = pd.concat([g[0] for g in groups], ignore_index=True).drop(columns="_row")
+    return out, np.concatenate([g[1] for g in groups])
+
+
+def _check_chunk(df: pd.DataFrame, path: Path, csv: bool, offset: int, mapping: TaskMapping,
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The row-by-row checks of one chunk (file rows ``offset``...): numbers, states, tasks."""
+    out = _check_numbers(df, path, csv, offset)
+    done = out["done"].to_numpy() == 1
+    states = parse_states(df["state"].tolist(), path, "state", csv, np.zeros(len(df), bool), offset)
+    parse_states(df["next_state"].tolist(), path, "next_state", csv, done, offset)
+    out[TASK_COLUMN] = _tasks(df, mapping, path, csv, offset)
+    out["_row"] = np.arange(offset, offset + len(df))
     return out, states
 
 
-def _read_file(path: Path, mapping: TaskMapping | None) -> tuple[pd.DataFrame, np.ndarray, TaskMapping]:
-    df, csv = _read(path)
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: line 1: missing column(s) {missing}; an AuctionNet trajectory file has "
-                        f"{list(COLUMNS)}")
-    out = _check_numbers(df, path, csv)
-    done = out["done"].to_numpy() == 1
-    states = parse_states(df["state"].tolist(), path, "state", csv, np.zeros(len(df), bool))
-    parse_states(df["next_state"].tolist(), path, "next_state", csv, done)
-    if mapping is None:
-        mapping = TaskMapping(TASK_COLUMN if TASK_COLUMN in df.columns else None)
-    out[TASK_COLUMN] = _tasks(df, mapping, path, csv)
+def _check_period(out: pd.DataFrame, states: np.ndarray, path: Path, csv: bool, mapping: TaskMapping) -> None:
+    """The per-trajectory checks of one period's rows of a file."""
     key = out.groupby(TRAJECTORY)
     for field in ("budget", "CPAConstraint", TASK_COLUMN):
         varying = key[field].nunique()
@@ -300,16 +335,101 @@ def _read_file(path: Path, mapping: TaskMapping | None) -> tuple[pd.DataFrame, n
     dup = out.duplicated([*TRAJECTORY, "timeStepIndex"]).to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
-        raise DataError(f"{_where(path, i, csv)}: field 'timeStepIndex': step {int(out['timeStepIndex'].iloc[i])} "
-                        "appears twice in the same trajectory")
+        raise DataError(f"{_where(path, int(out['_row'].iloc[i]), csv)}: field 'timeStepIndex': step "
+                        f"{int(out['timeStepIndex'].iloc[i])} appears twice in the same trajectory")
     _check_trajectories(out, states, path, csv)
-    return out, states, mapping
 
 
-def import_auctionnet(files: Sequence[Path], out_dir: Path, cfg: Any, *, task_column: str = "",
+def _file_periods(path: Path, given: TaskMapping | None,
+                  ) -> Iterator[tuple[pd.DataFrame, np.ndarray, TaskMapping]]:
+    """One file, a period at a time: ``(rows, states, mapping)`` of each period, checked, in file
+    order (``rows``: the numeric columns, ``taskIndex`` and ``_row``, the 0-based file row).
+
+    Raises:
+        DataError: a bad row or trajectory, or a period whose rows start again after another's.
+    """
+    csv = not is_parquet(path)
+    mapping, offset = given, 0
+    current: int | None = None
+    pending: list[tuple[pd.DataFrame, np.ndarray]] = []
+    finished: dict[int, int] = {}  # period -> the file row of its first row
+
+    def group() -> tuple[pd.DataFrame, np.ndarray, TaskMapping]:
+        out = pd.concat([o for o, _ in pending], ignore_index=True)
+        states = np.concatenate([st for _, st in pending])
+        assert mapping is not None
+        _check_period(out, states, path, csv, mapping)
+        return out, states, mapping
+
+    for df in iter_frames(path, FORMAT, block_bytes=CSV_BLOCK_BYTES, column_types=_TEXT):
+        if offset == 0:
+            missing = [c for c in COLUMNS if c not in df.columns]
+            if missing:
+                raise DataError(f"{path}: line 1: missing column(s) {missing}; an AuctionNet trajectory file has "
+                                f"{list(COLUMNS)}")
+            if mapping is None:
+                mapping = TaskMapping(TASK_COLUMN if TASK_COLUMN in df.columns else None)
+        out, states = _check_chunk(df.reset_index(drop=True), path, csv, offset, mapping)
+        period = out["deliveryPeriodIndex"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, period[1:] != period[:-1]])
+        for a, b in zip(starts, np.r_[starts[1:], len(period)]):
+            p = int(period[a])
+            if p != current:
+                if current is not None:
+                    yield group()
+                    finished[current] = int(pending[0][0]["_row"].iloc[0])
+                if p in finished:
+                    raise DataError(
+                        f"{_where(path, offset + int(a), csv)}: field 'deliveryPeriodIndex': period {p} again, after "
+                        f"the rows of period {current} (its rows began at {_line(finished[p], csv)}); "
+                        "this importer reads a period at a time and needs each period's rows together in a file "
+                        "(AuctionNet writes one file per period): sort the file by deliveryPeriodIndex")
+                current, pending = p, []
+            pending.append((out.iloc[a:b], states[a:b]))
+        offset += len(df)
+    if current is not None:
+        yield group()
+
+
+class _Spool:
+    """Checked periods' dataset rows in local temporary Parquet files, one per (file, period)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.files = root, {}
+
+    def add(self, rows: pd.DataFrame) -> None:
+        p = int(rows["period"].iloc[0])
+        path = self.root / f"{sum(map(len, self.files.values())):06d}.parquet"
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path)
+        self.files.setdefault(p, []).append(path)
+
+    def periods(self, files: Sequence[Path]) -> Iterator[pd.DataFrame]:
+        """Each period's rows, periods in order; a period from several files merged in (advertiser,
+        step) order, as one sort of all the rows would have them.
+
+        Raises:
+            DataError: a step of a trajectory in more than one file.
+        """
+        for p in sorted(self.files):
+            parts = [pq.read_table(f).to_pandas() for f in self.files[p]]
+            rows = parts[0]
+            if len(parts) > 1:
+                rows = pd.concat(parts, ignore_index=True)
+                dup = rows.duplicated(["advertiser", "step"]).to_numpy()
+                if dup.any():
+                    i = int(np.flatnonzero(dup)[0])
+                    raise DataError(f"{', '.join(map(str, files))}: period {p}, advertiser "
+                                    f"{int(rows['advertiser'].iloc[i])}, step {int(rows['step'].iloc[i])} appears in "
+                                    "more than one file")
+                rows = rows.sort_values(["advertiser", "step"], kind="stable").reset_index(drop=True)
+            yield rows
+
+
+def import_auctionnet(files: Sequence[Path], out_dir: Path | str, cfg: Any, *, task_column: str = "",
                       task_map: str = "") -> None:
     """Importer ``auctionnet-trajectory``: files -> dataset (train: all periods but the last two;
     val: the second last; test: the last). Periods with the same index in two files are one period.
+    Streams (see the module's docstring): memory of one period's rows.
 
     Args:
         task_column: the column that gives each trajectory's task (``--option task_column=NAME``);
@@ -320,26 +440,23 @@ def import_auctionnet(files: Sequence[Path], out_dir: Path, cfg: Any, *, task_co
     if not files:
         raise DataError(f"{FORMAT}: no files given")
     given = TaskMapping.from_options(task_column, task_map)
-    frames, states, used = [], [], {}
-    for f in files:
-        frame, st, mapping = _read_file(Path(f), given)
-        used[Path(f)] = mapping
-        frames.append(frame)
-        states.append(st)
-    first = next(iter(used))
-    for path, mapping in used.items():
-        if mapping != used[first]:
-            has, lacks = (path, first) if mapping.column else (first, path)
-            raise DataError(f"{lacks}: no task column {TASK_COLUMN!r}, but {has} has one; give every file the column, "
-                            "or none (a single-task dataset), or name the mapping with --option task_column")
-    frame = pd.concat(frames, ignore_index=True)
-    dup = frame.duplicated([*TRAJECTORY, "timeStepIndex"]).to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        raise DataError(f"{', '.join(map(str, files))}: period {int(frame['deliveryPeriodIndex'].iloc[i])}, "
-                        f"advertiser {int(frame['advertiserNumber'].iloc[i])}, step "
-                        f"{int(frame['timeStepIndex'].iloc[i])} appears in more than one file")
-    source = f"{FORMAT}:" + ",".join(Path(f).name for f in files)
-    to_dataset(frame, np.concatenate(states), out_dir, source=source, seed=getattr(cfg, "seed", None),
-               meta={"origin": "import", "task_mapping": used[first].describe(),
-                     "import_options": {"task_column": task_column, "task_map": task_map}})
+    first: tuple[Path, TaskMapping] | None = None
+    with tempfile.TemporaryDirectory(prefix="adray-vamo-import-") as tmp:
+        spool = _Spool(Path(tmp))
+        for f in files:
+            path = Path(f)
+            for out, states, mapping in _file_periods(path, given):
+                if first is None:
+                    first = (path, mapping)
+                elif mapping != first[1]:
+                    has, lacks = (path, first[0]) if mapping.column else (first[0], path)
+                    raise DataError(f"{lacks}: no task column {TASK_COLUMN!r}, but {has} has one; give every file the "
+                                    "column, or none (a single-task dataset), or name the mapping with --option "
+                                    "task_column")
+                spool.add(period_rows(out, states))
+        assert first is not None  # every file has rows (iter_frames)
+        source = f"{FORMAT}:" + ",".join(Path(f).name for f in files)
+        write_periods(out_dir, sorted(spool.files), spool.periods(files), source=source,
+                      seed=getattr(cfg, "seed", None),
+                      meta={"origin": "import", "task_mapping": first[1].describe(),
+                            "import_options": {"task_column": task_column, "task_map": task_map}})

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from adray.data import read_dataset
+from workloads.vamo import stream
 from workloads.vamo.batches import Sampler, make_batch
 from workloads.vamo.config import TASKS, VamoConfig
 from workloads.vamo.data import load_split
@@ -42,7 +43,9 @@ META_FILE = "vamo_meta.json"
 def model_meta(cfg: VamoConfig, train: dict[str, np.ndarray], data_meta: Mapping[str, Any]) -> dict[str, Any]:
     """What building the network needs besides the config: state scaling, TimesNet's periods
     (from 2,048 training history windows), return-to-go scale and inference targets. Computed on
-    the whole training split, also for STL (all K single-task models share it)."""
+    the training trajectories given (:func:`spec_meta`: the whole split up to
+    ``stream.META_SAMPLE_ROWS`` rows, a seeded sample of whole trajectories above), also for STL
+    (all K single-task models share it)."""
     mu = np.asarray(data_meta["state_mean"], np.float32)
     sd = np.asarray(data_meta["state_std"], np.float32)
     sd = np.where(sd > 1e-6 * np.maximum(1.0, np.abs(mu)), sd, 1.0)  # a constant feature is not scaled up
@@ -81,8 +84,9 @@ def load_windows(data_dir: Path, split: str, cfg: VamoConfig, tasks: tuple[int, 
 
 
 def spec_meta(data_dir: Path, cfg: VamoConfig) -> dict[str, Any]:
-    """TorchSpec.model_meta."""
-    return model_meta(cfg, load_split(data_dir, "train"), read_dataset(data_dir).meta)
+    """TorchSpec.model_meta: from a bounded sample of the training split (``stream.train_sample``:
+    the whole split up to 500,000 rows)."""
+    return model_meta(cfg, stream.train_sample(data_dir, cfg.seed), read_dataset(data_dir, check_files=False).meta)
 
 
 def mean_task_loss(model: VamoNet, batch: dict[str, torch.Tensor], cfg: VamoConfig,
@@ -110,13 +114,18 @@ def evaluate_windows(model: VamoNet, arrays: dict[str, np.ndarray], cfg: VamoCon
 
 
 def make_spec(tasks: tuple[int, ...] | None = None) -> Any:
-    """The TorchSpec of one harness run: every task (multi-task methods) or ``tasks`` only (STL)."""
+    """The TorchSpec of one harness run: every task (multi-task methods) or ``tasks`` only (STL).
+    Its rows stream (``ingest``) as windows made from whole trajectories in Ray Data's read (stream.py)."""
     from adray.train_torch import TorchSpec
 
-    load = load_windows if tasks is None else functools.partial(load_windows, tasks=tasks)
-    return TorchSpec(load_split=load, model_meta=spec_meta, build_model=build_model, loss=mean_task_loss,
-                     evaluate=evaluate_windows, objective="loss", mode="min", step=vamo_step,
-                     step_state=MultiTask)
+    def bind(fn: Any) -> Any:
+        return fn if tasks is None else functools.partial(fn, tasks=tasks)
+
+    return TorchSpec(load_split=bind(load_windows), model_meta=spec_meta, build_model=build_model,
+                     loss=mean_task_loss, evaluate=evaluate_windows, objective="loss", mode="min", step=vamo_step,
+                     step_state=MultiTask, stream_columns=stream.stream_columns,
+                     stream_convert=stream.stream_convert, stream_read=bind(stream.read_windows),
+                     stream_rows=bind(stream.stream_rows), stream_eval=bind(stream.stream_eval))
 
 
 def task_runs(cfg: VamoConfig) -> list[tuple[int, ...] | None]:

@@ -1,5 +1,5 @@
 """AuctionNet trajectories: the 16 state features, the writer of the trajectory format, and the
-conversion of parsed trajectories into the workload's dataset.
+workload's dataset written from parsed trajectories a period at a time (:func:`write_periods`).
 
 The trajectory format (AuctionNet's ``rl_data_generator``): one row per (delivery period,
 advertiser, step) with the columns :data:`COLUMNS`; ``state`` and ``next_state`` are text tuples of
@@ -9,17 +9,22 @@ sum; ``done`` = 1 at the last step or once the budget is spent (then ``next_stat
 ``realAllCost`` / ``realAllConversion`` are the advertiser's totals of the period. Our writer adds
 ``taskIndex`` (the advertiser's task); files without it are one task unless the import is given a
 task mapping (importer.py): tasks are never invented.
+
+The dataset's rows (one per step, :func:`period_rows`) are stored sorted by (period, advertiser,
+step), each trajectory's rows together and ending with its ``done`` row: what the streaming read
+(stream.py) relies on to find whole trajectories in any row group.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from adray.data import DataError, write_dataset
+from adray.data import DataError, DatasetWriter
 from workloads.vamo.config import STATE_DIM, TASKS
 from workloads.vamo.sim import DayLog, DayResult, score_table
 
@@ -116,15 +121,12 @@ def write_trajectories_csv(frame: pd.DataFrame, path: Path | str) -> None:
     frame.to_csv(path, index=False)
 
 
-def to_dataset(frame: pd.DataFrame, states: np.ndarray, out_dir: Path | str, *, source: str,
-               seed: int | None, meta: dict | None = None) -> None:
-    """Validated rows (one per step, ``states`` (R, 16)) -> the workload's dataset: split ``train``
-    (every period but the last two), ``val`` (the second last: the held-out day of Algorithm 1) and
-    ``test`` (the last: the paper's test day, offline).
-
-    Adds per trajectory its score (AuctionNet) and the return-to-go ``rtg`` = penalty x sum of the
-    rewards from the step on (y(tau) of Eq. 2 / 11).
-    """
+def period_rows(frame: pd.DataFrame, states: np.ndarray) -> pd.DataFrame:
+    """Validated rows of whole trajectories (in the importer's columns, ``states`` (R, 16)) -> the
+    dataset's rows, sorted by (period, advertiser, step), with each trajectory's score penalty
+    (AuctionNet) and the return-to-go ``rtg`` = penalty x sum of the rewards from the step on
+    (y(tau) of Eq. 2 / 11). Everything here is per trajectory: a period at a time gives the rows
+    the whole data would."""
     df = pd.DataFrame({
         "period": frame["deliveryPeriodIndex"].to_numpy(np.int64),
         "advertiser": frame["advertiserNumber"].to_numpy(np.int64),
@@ -153,27 +155,136 @@ def to_dataset(frame: pd.DataFrame, states: np.ndarray, out_dir: Path | str, *, 
     df = df.merge(traj, on=key, how="left", validate="many_to_one")
     rev = df.iloc[::-1].groupby(key, sort=False)["reward"].cumsum().iloc[::-1]
     df["rtg"] = (rev.to_numpy() * df["penalty"].to_numpy()).astype(np.float32)
-    periods = np.sort(df["period"].unique())
+    return df
+
+
+class _Summary:
+    """What the manifest records about the rows, kept as they are written (bounded: a few numbers
+    per period, 4 bytes per trajectory for the mean score, one count per distinct day-length reading).
+
+    ``state_mean`` / ``state_std`` of the training rows: Chan's parallel update of the mean and the
+    squared deviations in float64. ``state_std`` = sqrt of the variance rounded to float32, as pandas
+    took it from the whole frame before (the same values). ``state_mean`` is the float64 mean rounded
+    to float32, where pandas summed the float32 column in float32: it may differ from the
+    whole-frame value in the last float32 digit (measured: 6 of 16 features, at most 1.1e-7
+    relative, on the smoke data), so a model trained on a re-made dataset may differ in the last
+    digits too.
+    """
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, np.zeros(STATE_DIM), np.zeros(STATE_DIM)
+        self.starts: list[np.ndarray] = []  # tasks of the training trajectories, per block
+        self.scores: list[np.ndarray] = []  # rtg at step 0 of every trajectory, in written order
+        self.day: dict[float, int] = {}  # step / (1 - timeleft) -> rows (the day length, read per row)
+        self.max_step = 0
+        self.lengths: dict[str, dict[tuple[int, int], int]] = {}  # split -> (task, length) -> trajectories
+
+    def add(self, split: str, rows: pd.DataFrame) -> None:
+        step, first = rows["step"].to_numpy(), rows["step"].to_numpy() == 0
+        self.scores.append(rows["rtg"].to_numpy()[first])
+        left = rows["s0"].to_numpy(np.float64)  # s0 = timeleft = (T - t) / T
+        known = (step > 0) & (left < 1)
+        for v, c in zip(*np.unique(step[known] / (1 - left[known]), return_counts=True)):
+            self.day[float(v)] = self.day.get(float(v), 0) + int(c)
+        self.max_step = max(self.max_step, int(step.max()))
+        ends = rows["done"].to_numpy() == 1  # a trajectory's last row (checked at import)
+        per = self.lengths.setdefault(split, {})
+        pairs, counts = np.unique(np.stack([rows["task"].to_numpy()[ends], step[ends] + 1], 1), axis=0,
+                                  return_counts=True)
+        for (k, length), c in zip(pairs.tolist(), counts.tolist()):
+            per[(k, length)] = per.get((k, length), 0) + c
+        if split != "train":
+            return
+        self.starts.append(rows["task"].to_numpy()[first])
+        x = rows[list(STATE_COLS)].to_numpy(np.float64)
+        nb, mb = len(x), x.mean(0)
+        m2b = ((x - mb) ** 2).sum(0)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.n = n
+
+    def steps_per_day(self) -> int:
+        """``round(median(step / (1 - timeleft)))`` over the rows with step > 0 (np.median's value)."""
+        if not self.day:
+            return self.max_step + 1
+        values = np.array(sorted(self.day))
+        ends = np.cumsum([self.day[v] for v in values])
+        total = int(ends[-1])
+
+        def nth(i: int) -> float:
+            return float(values[int(np.searchsorted(ends, i, side="right"))])
+
+        mid = nth(total // 2) if total % 2 else (nth(total // 2 - 1) + nth(total // 2)) / 2
+        return int(round(mid))
+
+    def meta(self, periods: list[int], single: bool) -> dict[str, Any]:
+        starts = np.concatenate(self.starts)
+        counts = ({"single task": len(starts)} if single
+                  else {TASKS[k]: int((starts == k).sum()) for k in range(len(TASKS))})
+        per_day = self.steps_per_day()
+        var = (self.m2 / (self.n - 1)).astype(np.float32) if self.n > 1 else np.full(STATE_DIM, np.nan, np.float32)
+        std = np.where(np.isfinite(var), np.sqrt(var), 1.0)
+        return {"tasks": list(TASKS), "state_features": list(STATE_FEATURES), "train_trajectories": counts,
+                "periods": periods, "val_period": periods[-2], "test_period": periods[-1],
+                "mean_score": float(pd.Series(np.concatenate(self.scores)).mean()), "steps_per_day": per_day,
+                "max_steps": max(per_day, self.max_step + 1),
+                "state_mean": [float(v) for v in self.mean.astype(np.float32)],
+                "state_std": [float(v) for v in std],
+                "trajectory_lengths": {s: sorted([k, length, c] for (k, length), c in per.items())
+                                       for s, per in self.lengths.items()}}
+
+
+class _RowGroups:
+    """Blocks of a split held back until they fill whole row groups, so that the part files are
+    those of one whole-frame write (memory: less than a row group per split, plus one block)."""
+
+    def __init__(self, writer: DatasetWriter) -> None:
+        self.writer, self.pending, self.rows = writer, {}, {}
+
+    def add(self, split: str, rows: pd.DataFrame) -> None:
+        self.pending.setdefault(split, []).append(rows)
+        self.rows[split] = self.rows.get(split, 0) + len(rows)
+        size = self.writer.row_group_rows
+        if self.rows[split] >= size:
+            block = pd.concat(self.pending[split], ignore_index=True)
+            cut = len(block) // size * size
+            self.writer.write(split, block.iloc[:cut])
+            self.pending[split], self.rows[split] = [block.iloc[cut:]], len(block) - cut
+
+    def flush(self) -> None:
+        for split, blocks in self.pending.items():
+            if self.rows[split]:
+                self.writer.write(split, pd.concat(blocks, ignore_index=True))
+
+
+def write_periods(out_dir: Path | str, periods: Sequence[int], blocks: Iterable[pd.DataFrame], *, source: str,
+                  seed: int | None, meta: dict | None = None) -> None:
+    """The workload's dataset from the rows of each period (:func:`period_rows`), given in the order
+    of ``periods`` (sorted), streamed through ``DatasetWriter``: split ``train`` (every period but
+    the last two), ``val`` (the second last: the held-out day of Algorithm 1) and ``test`` (the
+    last: the paper's test day, offline). Memory: one period's rows and less than a row group per
+    split; the manifest's statistics are kept as the rows go by (:class:`_Summary`).
+
+    Raises:
+        DataError: fewer than three periods (nothing is written).
+    """
+    periods = [int(p) for p in periods]
     if len(periods) < 3:
-        raise DataError(f"{source}: {len(periods)} delivery period(s) ({periods.tolist()}); VAMO needs at least "
+        raise DataError(f"{source}: {len(periods)} delivery period(s) ({periods}); VAMO needs at least "
                         "three: training days, the held-out validation day and the test day (the last two)")
-    train_df = df[df["period"] < periods[-2]].reset_index(drop=True)
-    val_df = df[df["period"] == periods[-2]].reset_index(drop=True)
-    test_df = df[df["period"] == periods[-1]].reset_index(drop=True)
-    starts = train_df.loc[train_df["step"] == 0, "task"]
-    if (meta or {}).get("task_mapping", {}).get("mode") == "single":
-        counts = {"single task": len(starts)}
-    else:
-        counts = {TASKS[k]: int((starts == k).sum()) for k in range(len(TASKS))}
-    scores = df.loc[df["step"] == 0, "rtg"]
-    step, left = df["step"].to_numpy(), df["s0"].to_numpy(np.float64)  # s0 = timeleft = (T - t) / T
-    known = (step > 0) & (left < 1)
-    per_day = int(round(float(np.median(step[known] / (1 - left[known]))))) if known.any() else int(step.max()) + 1
-    info = {"tasks": list(TASKS), "state_features": list(STATE_FEATURES), "train_trajectories": counts,
-            "periods": periods.tolist(), "val_period": int(periods[-2]), "test_period": int(periods[-1]),
-            "mean_score": float(scores.mean()), "steps_per_day": per_day,
-            "max_steps": max(per_day, int(df["step"].max()) + 1),
-            "state_mean": train_df[list(STATE_COLS)].mean().tolist(),
-            "state_std": train_df[list(STATE_COLS)].std().fillna(1.0).tolist(), **(meta or {})}
-    write_dataset(out_dir, {"train": train_df, "val": val_df, "test": test_df}, source=source, seed=seed,
-                  meta=info)
+    if periods != sorted(set(periods)):
+        raise ValueError(f"write_periods: periods {periods} are not sorted and distinct")
+    split_of = {p: "train" for p in periods[:-2]} | {periods[-2]: "val", periods[-1]: "test"}
+    summary = _Summary()
+    with DatasetWriter(out_dir, source=source, seed=seed, overwrite=True) as writer:
+        groups = _RowGroups(writer)
+        for p, rows in zip(periods, blocks, strict=True):
+            if len(rows) == 0 or (rows["period"].to_numpy() != p).any():
+                raise ValueError(f"write_periods: the block of period {p} has rows of another period or none")
+            summary.add(split_of[p], rows)
+            groups.add(split_of[p], rows)
+        groups.flush()
+        single = (meta or {}).get("task_mapping", {}).get("mode") == "single"
+        writer.close({**summary.meta(periods, single), **(meta or {})})
