@@ -128,7 +128,7 @@ class TrainContext:
     """Where the Ray Train workers go (``ScalingConfig.placement_strategy``): ``pack`` on as few
     nodes as possible (Ray's default), ``spread`` over the nodes where they fit, ``strict_spread``
     each on its own node (fails fast when the cluster has fewer nodes with room). Trainers that run
-    one learner in the driver (crossdqn, drlput) have nothing to place."""
+    one learner in the driver (the RLlib workloads) have nothing to place."""
     progress: bool = False
     reporter: Reporter = dataclasses.field(default_factory=Reporter)
 

@@ -98,6 +98,7 @@ def _context(cfg: VamoConfig, data: Path, tmp: Path, workers: int):  # noqa: ANN
     return make_context(WORKLOAD, cfg, data, num_workers=workers, runs=Storage(tmp / "runs"), scratch=tmp / "scratch")
 
 
+@pytest.mark.slow  # 52-82 s in the default run; an STL task is still trained by test_vamo_streaming.py (in process)
 @pytest.mark.ray
 def test_stl_is_one_ray_train_run_per_task(smoke, ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     cfg, data, _, _ = smoke
