@@ -93,10 +93,10 @@ def sample_rows(batches: Iterable[dict[str, np.ndarray]], n: int, seed: int) -> 
     return {k: v[order] for k, v in kept.items()}
 
 
-def _one_hot_logreg(train: dict[str, np.ndarray], test: Callable[[], Iterable[dict[str, np.ndarray]]],
-                    ) -> dict[str, float]:
+def _one_hot_logreg(train: dict[str, np.ndarray]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Baseline: logistic regression on one-hot ids + numeric features (one model per label), fitted
-    on ``train`` (a sample of the train split), scored on the ``test`` batches."""
+    on ``train`` (a sample of the train split); returns the scorer of a batch (``p_ctr``, ``p_ctcvr``:
+    0 where a label has one class in the sample)."""
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -108,18 +108,21 @@ def _one_hot_logreg(train: dict[str, np.ndarray], test: Callable[[], Iterable[di
         return sparse.hstack([enc.transform(a["x_cat"]), sparse.csr_matrix(scaler.transform(a["x_num"]))]).tocsr()
 
     x_train = design(train)
-    labels = {"auc_ctr": train["click"], "auc_ctcvr": train["click"] * train["conversion"]}
+    labels = {"p_ctr": train["click"], "p_ctcvr": train["click"] * train["conversion"]}
     fitted = {name: LogisticRegression(C=0.1, max_iter=300).fit(x_train, y) for name, y in labels.items()
               if len(np.unique(y)) >= 2}
-    scores: dict[str, list[np.ndarray]] = {name: [] for name in labels}
-    truth: dict[str, list[np.ndarray]] = {name: [] for name in labels}
-    for batch in test():
+
+    def score(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         x = design(batch) if fitted else None
-        for name in labels:
-            truth[name].append(batch["click"] * (batch["conversion"] if name == "auc_ctcvr" else 1))
-            scores[name].append(fitted[name].predict_proba(x)[:, 1] if name in fitted else np.zeros(len(batch["click"])))
-    return {name: auc(np.concatenate(truth[name]), np.concatenate(scores[name]), name=f"logreg {name}")
-            for name in labels}
+        return {name: fitted[name].predict_proba(x)[:, 1] if name in fitted else np.zeros(len(batch["click"]))
+                for name in labels}
+
+    return score
+
+
+def _aucs(out: dict[str, np.ndarray], p_ctr: np.ndarray, p_ctcvr: np.ndarray, who: str) -> dict[str, float]:
+    return {"test_auc_ctr": auc(out["click"], p_ctr, name=f"{who} auc_ctr"),
+            "test_auc_ctcvr": auc(out["ctcvr"], p_ctcvr, name=f"{who} auc_ctcvr")}
 
 
 def evaluate_methods(cfg: PWiseRConfig, data_dir: Path, model: Any,
@@ -127,24 +130,21 @@ def evaluate_methods(cfg: PWiseRConfig, data_dir: Path, model: Any,
     """Test-split table: the given model under ``"pwiser"``, each model of ``others`` under its label
     (e.g. a BCE-trained twin), a logistic-regression baseline trained on a seeded sample of at most
     ``LOGREG_ROWS`` training rows, and a constant predictor (AUC 0.5: the contract suite's trivial
-    baseline). Streamed: the test split is read row group by row group (once per model), and only the
-    predictions and labels are held, whatever the split's size."""
-    def test() -> Iterator[dict[str, np.ndarray]]:
-        return split_batches(data_dir, "test", cfg)
-
-    def on_test(m: Any) -> dict[str, float]:
-        outs = [eval_outputs(m, batch, cfg) for batch in test()]
-        return eval_metrics({k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, cfg)
-
-    table = {"pwiser": _prefixed(on_test(model))}
-    for label, other in (others or {}).items():
-        table[label] = _prefixed(on_test(other))
-    train = sample_rows(split_batches(data_dir, "train", cfg), LOGREG_ROWS, cfg.seed)
-    table["logistic_regression"] = _prefixed(_one_hot_logreg(train, test))
-    labels = [(b["click"], b["click"] * b["conversion"]) for b in test()]
-    click, ctcvr = (np.concatenate([x[i] for x in labels]) for i in (0, 1))
-    table["constant"] = {"test_auc_ctr": auc(click, np.zeros(len(click)), name="constant auc_ctr"),
-                         "test_auc_ctcvr": auc(ctcvr, np.zeros(len(click)), name="constant auc_ctcvr")}
+    baseline). Streamed: the test split is read once, row group by row group, every method scoring
+    each batch; only the predictions and labels are held, whatever the split's size."""
+    models = {"pwiser": model, **(others or {})}
+    logreg = _one_hot_logreg(sample_rows(split_batches(data_dir, "train", cfg), LOGREG_ROWS, cfg.seed))
+    parts: dict[str, list[dict[str, np.ndarray]]] = {label: [] for label in (*models, "logistic_regression")}
+    for batch in split_batches(data_dir, "test", cfg):
+        for label, m in models.items():
+            parts[label].append(eval_outputs(m, batch, cfg))
+        parts["logistic_regression"].append(logreg(batch))
+    out = {label: {k: np.concatenate([o[k] for o in chunks]) for k in chunks[0]} for label, chunks in parts.items()}
+    table = {label: _prefixed(eval_metrics(out[label], cfg)) for label in models}
+    labels, lr = out["pwiser"], out["logistic_regression"]
+    table["logistic_regression"] = _aucs(labels, lr["p_ctr"], lr["p_ctcvr"], "logreg")
+    zeros = np.zeros(len(labels["click"]))
+    table["constant"] = _aucs(labels, zeros, zeros, "constant")
     return table
 
 
