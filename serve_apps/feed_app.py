@@ -55,8 +55,27 @@ class FeedArgs(pydantic.BaseModel):
     stage_cpus: float = pydantic.Field(0.25, gt=0)
     stage_timeout_s: float = pydantic.Field(1.0, gt=0)
     batch_wait_s: float = pydantic.Field(0.0, ge=0)
-    """Fused mode: gather concurrent requests' calls to a stage for up to this long and decide them
-    in one forward pass (0: each request on its own; see benchmarks/graph_load.py)."""
+    """Fused mode: an idle stage holds a call this long for company before it starts (0: starts at
+    once). Either way the calls that arrive while a stage runs go together in its next batch
+    (``serve_apps.feed_batching``)."""
+    max_batch: int = pydantic.Field(32, ge=1)
+    """Fused mode: most requests in one stage batch."""
+    deadline_ms: float = pydantic.Field(100.0, gt=0, le=10_000)
+    """Each feed request's deadline unless its ``x-deadline-ms`` header sets one: past it no stage is
+    started (fallbacks), and a request that arrives past it is shed (``serve_apps.feed_admission``)."""
+    max_in_flight: int = pydantic.Field(8, ge=1)
+    """Most requests one replica decides at once; one more is shed with a 503 and Retry-After. The
+    limit in force adapts below it to the CPU the replica gets (``lag_target_ms``)."""
+    lag_target_ms: float = pydantic.Field(10.0, gt=0)
+    latency_target: float = pydantic.Field(0.3, gt=0, le=1)
+    """The admission limit falls while the replica's event loop runs later than ``lag_target_ms``
+    or requests take longer than ``latency_target`` x their deadline here (its CPU is short), and
+    rises again up to ``max_in_flight`` while neither holds (``serve_apps.feed_admission``)."""
+    retry_after_s: int = pydantic.Field(1, ge=0)
+    """``Retry-After`` of a shed request's 503."""
+    max_queued_requests: int = pydantic.Field(64, ge=1)
+    """Serve's bound behind the admission check: requests a replica holds beyond ``max_in_flight``
+    (while they are checked and shed) or that wait for one (Serve answers 503 beyond it)."""
     manual_weights: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     fixed_ad_slots: tuple[int, ...] = (1, 3)
     fallback_alpha_ratio: float = pydantic.Field(1.0, ge=0)
@@ -160,6 +179,9 @@ def build_feed_app(args: FeedArgs) -> Application:
     state_uri = args.state_uri or os.environ.get("ADRAY_STORAGE") or _home()
     return FeedIngress.options(
         num_replicas=args.num_replicas,
+        max_ongoing_requests=args.max_in_flight + args.max_queued_requests,
+        max_queued_requests=args.max_queued_requests,
+        backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
         ray_actor_options={"num_cpus": args.replica_cpus, "runtime_env": runtime_env},
     ).bind(args.model_dump(), refs, metas, registry, handles, state_uri)
 

@@ -31,7 +31,10 @@ to the call (this graph's id, a sequence number, the request id). Then:
   positions. Without a ledger (or when its view failed) no auto-bidding ad enters the auction.
 
 Ranking, bidding, utility and channel run concurrently; allocation needs the ranked list. Each
-stage call has a timeout; a stage that is not deployed, raises, times out or answers a non-finite
+stage call has a timeout (``stage_timeout_s``), cut to the request's deadline when it has one
+(``decide(req, deadline)``; the ingress gives every request one, ``serve_apps.feed_admission``):
+the first four stages get until :data:`PHASES` [0] of the time left at the start, allocation until
+[1], the ledger's settle the rest. A stage whose share is spent is not started; a stage that is not deployed, raises, times out or answers a non-finite
 number is replaced by its safe default (``GraphSettings``: constant pCTR/pCVR, alpha = ratio x CPA,
 manual weights, fixed ad slots, no channel decision) and the answer's ``fallbacks`` names it.
 Without a ledger, auto-bidding ads are not shown at all (a budget that cannot be checked is never
@@ -75,6 +78,11 @@ from serve_apps.feed_log import log_row, repair_nonfinite
 from serve_apps.feed_schema import stage_workloads
 
 PARAMS = ("w_click", "w_long", "w_conv", "reserve")
+PHASES = (0.6, 0.8)
+"""Shares of a request's time budget by which the concurrent stages, then allocation, must be done
+(the settle gets the rest): a late ranking leaves allocation and billing their time."""
+DEADLINE = "past the request's deadline"
+"""How a fallback for want of time begins (``feed_metrics`` counts it as reason ``deadline``)."""
 VOID_ATTEMPTS = 12
 """Tries of one void before it is given up (logged): backoff from 0.05 s doubling up to 5 s, ~26 s
 of waiting in all (plus each try's timeout)."""
@@ -171,21 +179,33 @@ class FeedGraph:
         # alphas being decided now: requests that need one of them wait for it instead of asking again
         self._deciding: dict[str, tuple[tuple[int, int], asyncio.Future[float | None]]] = {}
 
+    def _timeout(self, until: float | None) -> tuple[float, str]:
+        """The wait allowed for a call that must be done by ``until`` (perf_counter; None: no
+        deadline), and what its fallback says if it runs out."""
+        left = math.inf if until is None else until - time.perf_counter()
+        if left < self.settings.stage_timeout_s:
+            return left, f"{DEADLINE} ({max(left, 0) * 1e3:.1f} ms were left)"
+        return self.settings.stage_timeout_s, f"timed out after {self.settings.stage_timeout_s} s"
+
     async def _call(self, role: str, requests: list[dict[str, Any]], timings: dict[str, float],
-                    fallbacks: dict[str, str]) -> list[dict[str, Any]] | None:
+                    fallbacks: dict[str, str], until: float | None = None) -> list[dict[str, Any]] | None:
         stage = self.stages.get(role)
         if stage is None:
             fallbacks[role] = "not deployed"
             return None
+        timeout, late = self._timeout(until)
+        if timeout <= 0:
+            fallbacks[role] = f"{late}: not started"
+            return None
         t0 = time.perf_counter()
         try:
-            answers = await asyncio.wait_for(stage.decide(requests), self.settings.stage_timeout_s)
+            answers = await asyncio.wait_for(stage.decide(requests), timeout)
             if (bad := _nonfinite(answers)) is not None:
                 fallbacks[role] = f"non-finite answer ({bad})"
                 return None
             return answers
         except TimeoutError:
-            fallbacks[role] = f"timed out after {self.settings.stage_timeout_s} s"
+            fallbacks[role] = late
         except Exception as exc:  # noqa: BLE001 - any stage failure is served by the fallback
             fallbacks[role] = f"{type(exc).__name__}: {exc}"[:300]
         finally:
@@ -193,7 +213,8 @@ class FeedGraph:
         return None
 
     async def _call_each(self, role: str, requests: list[dict[str, Any]], names: list[str],
-                         timings: dict[str, float], fallbacks: dict[str, str]) -> list[dict[str, Any] | None] | None:
+                         timings: dict[str, float], fallbacks: dict[str, str], until: float | None = None
+                         ) -> list[dict[str, Any] | None] | None:
         """The stage's answer to each of ``requests`` (one per ``names``), a failure costing only its
         own: if the batch raises, each request is decided alone; one that raises, times out or answers
         a non-finite number is None, named ``role:name`` in ``fallbacks``. None: the whole stage fell
@@ -202,7 +223,10 @@ class FeedGraph:
         if stage is None:
             fallbacks[role] = "not deployed"
             return None
-        timeout = self.settings.stage_timeout_s
+        timeout, late = self._timeout(until)
+        if timeout <= 0:
+            fallbacks[role] = f"{late}: not started"
+            return None
         t0 = time.perf_counter()
         try:
             try:
@@ -210,7 +234,7 @@ class FeedGraph:
                 if len(got) != len(requests):
                     raise ValueError(f"{len(got)} answers to {len(requests)} requests")
             except TimeoutError:
-                fallbacks[role] = f"timed out after {timeout} s"
+                fallbacks[role] = late
                 return None
             except Exception as exc:  # noqa: BLE001 - decided again one by one: only the culprit falls back
                 left = max(timeout - (time.perf_counter() - t0), 0.05)
@@ -224,7 +248,7 @@ class FeedGraph:
             if isinstance(ans, list):  # decided alone: its one answer
                 ans = ans[0] if len(ans) == 1 else ValueError(f"{len(ans)} answers to 1 request")
             if isinstance(ans, BaseException):
-                failed[name] = (f"timed out after {timeout} s" if isinstance(ans, TimeoutError)
+                failed[name] = (late if isinstance(ans, TimeoutError)
                                 else f"{type(ans).__name__}: {ans}")
             elif (bad := _nonfinite(ans)) is not None:
                 failed[name] = f"non-finite answer ({bad})"
@@ -237,8 +261,8 @@ class FeedGraph:
             self.counters["advertiser_fallbacks"] += 1
         return out
 
-    async def _bids(self, req: dict[str, Any], timings: dict[str, float], fallbacks: dict[str, str]
-                    ) -> dict[str, float]:
+    async def _bids(self, req: dict[str, Any], timings: dict[str, float], fallbacks: dict[str, str],
+                    until: float | None = None) -> dict[str, float]:
         """alpha of each auto-bidding advertiser for the current decision step.
 
         AuctionNet bids once per step: an advertiser's alpha is decided at its first request of the
@@ -267,7 +291,7 @@ class FeedGraph:
             self._deciding.update({adv: (now, f) for adv, f in mine.items()})
             try:
                 out.update(await self._decide_alphas(req["request_id"], [specs[a] for a in todo], now, timings,
-                                                     fallbacks))
+                                                     fallbacks, until))
             finally:
                 for adv, f in mine.items():
                     if not f.done():
@@ -280,11 +304,15 @@ class FeedGraph:
         return {adv: a for adv, a in out.items() if self._refused.get(adv) != now}
 
     async def _decide_alphas(self, rid: str, specs: list[dict[str, Any]], now: tuple[int, int],
-                             timings: dict[str, float], fallbacks: dict[str, str]) -> dict[str, float]:
+                             timings: dict[str, float], fallbacks: dict[str, str], until: float | None = None
+                             ) -> dict[str, float]:
         """Ledger views -> AuctionNet states -> the bidding model, for advertisers without an alpha."""
         t0 = time.perf_counter()
         try:
-            views = await asyncio.wait_for(self.ledger.views(specs), self.settings.stage_timeout_s)  # type: ignore[union-attr]
+            timeout, late = self._timeout(until)
+            if timeout <= 0:
+                raise TimeoutError(late)
+            views = await asyncio.wait_for(self.ledger.views(specs), timeout)  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001
             fallbacks["pacing"] = f"ledger unavailable ({type(exc).__name__}: {exc}); auto-bidding ads not shown"[:300]
             return {}
@@ -306,7 +334,7 @@ class FeedGraph:
             except Exception as exc:  # noqa: BLE001 - this advertiser's state: only it falls back
                 fallbacks[f"bidding:{adv}"] = f"{type(exc).__name__}: {exc}"[:300]
                 self.counters["advertiser_fallbacks"] += 1
-        answers = await self._call_each("bidding", requests, asked, timings, fallbacks) if requests else None
+        answers = await self._call_each("bidding", requests, asked, timings, fallbacks, until) if requests else None
         for adv, ans in zip(asked, answers or [None] * len(asked), strict=True):
             if ans is None:
                 continue
@@ -330,9 +358,11 @@ class FeedGraph:
             return f"task {task!r} is outside the bidding model's tasks 0..{n - 1 if n is not None else 'n'}"
         return None
 
-    async def decide(self, req: dict[str, Any]) -> Outcome:
-        """``req``: a validated FeedRequest as a plain dict."""
+    async def decide(self, req: dict[str, Any], deadline: float | None = None) -> Outcome:
+        """``req``: a validated FeedRequest as a plain dict; ``deadline``: when the answer is due
+        (``time.perf_counter()``; None: only the stages' own timeouts)."""
         t_start = time.perf_counter()
+        until = (None, None) if deadline is None else tuple(t_start + p * (deadline - t_start) for p in PHASES)
         s, rid, user = self.settings, req["request_id"], req["user"]
         timings: dict[str, float] = {}
         fallbacks: dict[str, str] = {}
@@ -340,10 +370,10 @@ class FeedGraph:
         util_req = {**(user.get("utility_state") or {}), "request_id": rid}
         chan_req = {**user["journey"], "request_id": rid} if user.get("journey") else None
         rank, util, chan, alphas = await asyncio.gather(
-            self._call("ranking", [rank_req], timings, fallbacks),
-            self._call("utility", [util_req], timings, fallbacks),
-            self._call("channel", [chan_req], timings, fallbacks) if chan_req else _none(),
-            self._bids(req, timings, fallbacks),
+            self._call("ranking", [rank_req], timings, fallbacks, until[0]),
+            self._call("utility", [util_req], timings, fallbacks, until[0]),
+            self._call("channel", [chan_req], timings, fallbacks, until[0]) if chan_req else _none(),
+            self._bids(req, timings, fallbacks, until[0]),
         )
         if chan_req is None:
             fallbacks["channel"] = "not deployed" if self.stages.get("channel") is None else "no journey in the request"
@@ -371,7 +401,7 @@ class FeedGraph:
         # ---- allocation
         gate = s.feed_channel is not None and chan is not None and int(chan[0]["channel"]) != s.feed_channel
         alloc_req = self._alloc_request(req, ranked)
-        alloc = None if gate else await self._call("allocation", [alloc_req], timings, fallbacks)
+        alloc = None if gate else await self._call("allocation", [alloc_req], timings, fallbacks, until[1])
         if gate:
             slots = [False] * s.window
         elif alloc:
@@ -379,7 +409,7 @@ class FeedGraph:
         else:
             slots = [k in s.fixed_ad_slots for k in range(s.window)]
         feed, shown = self._mix(slots, ranked, req["organic"])
-        refused = await self._charge(rid, feed, shown, ranked, alphas, timings, fallbacks)
+        refused = await self._charge(rid, feed, shown, ranked, alphas, timings, fallbacks, deadline)
         if refused:  # their positions go to organic items; no other ad: it was not charged
             slots = [want and not (pos < len(shown) and shown[pos] in refused) for pos, want in enumerate(slots)]
             feed = _unshow(feed, shown, refused, req["organic"])
@@ -453,9 +483,11 @@ class FeedGraph:
         return feed, shown
 
     async def _charge(self, rid: str, feed: list[dict[str, Any]], shown: list[int], ranked: list[dict[str, Any]],
-                      alphas: dict[str, float], timings: dict[str, float], fallbacks: dict[str, str]) -> set[int]:
+                      alphas: dict[str, float], timings: dict[str, float], fallbacks: dict[str, str],
+                      until: float | None = None) -> set[int]:
         """Settle every auto-bidding ad of the auction with the ledger (the shown ones as won); the
-        ranked indices of the shown ones not to show: refused, or all of them if the settle failed."""
+        ranked indices of the shown ones not to show: refused, or all of them if the settle failed
+        or there was no time left to start it."""
         if not alphas or self.ledger is None:
             return set()
         shown_at = {ai: pos for pos, ai in enumerate(shown) if ai >= 0}
@@ -474,10 +506,14 @@ class FeedGraph:
             return set()
         key = f"{self.graph_id}:{next(self._seq)}:{rid}"
         won = {i for i, ev in zip(which, events, strict=True) if ev["won"]}
+        timeout, late = self._timeout(until)
+        if timeout <= 0:  # never sent: nothing billed, nothing to void
+            fallbacks["pacing"] = f"{late}: settle not started; auto-bidding ads removed"
+            return won
         self.counters["settles"] += 1
         t0 = time.perf_counter()
         try:
-            granted = await asyncio.wait_for(self.ledger.settle(events, key), self.settings.stage_timeout_s)
+            granted = await asyncio.wait_for(self.ledger.settle(events, key), timeout)
             if not isinstance(granted, list | tuple) or len(granted) != len(events):
                 raise ValueError(f"the ledger answered {len(events)} events with {granted!r:.80}")
         except BaseException as exc:  # timeout, error, cancellation: it may have run all the same
@@ -485,7 +521,8 @@ class FeedGraph:
             self._void_soon(key)
             if not isinstance(exc, Exception):
                 raise  # cancelled: nothing is shown; the void undoes what the settle may have done
-            fallbacks["pacing"] = f"settle failed ({type(exc).__name__}: {exc}); auto-bidding ads removed"[:300]
+            why = late if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            fallbacks["pacing"] = f"settle failed ({why}); auto-bidding ads removed"[:300]
             return won
         finally:
             timings["settle"] = round((time.perf_counter() - t0) * 1e3, 3)

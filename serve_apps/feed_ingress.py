@@ -19,84 +19,12 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from adray.serving import BodyLimit
+from serve_apps.feed_admission import DEADLINE_KEY, Admission
+from serve_apps.feed_batching import LocalStage, Waves
 from serve_apps.feed_graph import FeedGraph, GraphSettings
 from serve_apps.feed_log import log_schema
 from serve_apps.feed_metrics import AdvertiserTags, FeedMetrics, MetricsPump
 from serve_apps.feed_schema import FeedResponse, feed_request_schema, stage_workloads
-
-
-class LocalStage:
-    """A policy loaded in this replica, called in a worker thread (so a stage timeout can fire).
-
-    With ``batch_wait_s`` > 0 the calls of concurrent feed requests are gathered for up to that
-    long (or ``max_batch`` requests) and decided in one ``decide`` call: one forward pass for the
-    batch. A float32 answer then depends on its batch-mates in the last bits (BLAS picks kernels by
-    size), as with ``concat_batches`` of the single-model app; 0 decides each request on its own.
-    A batch that raises is decided again caller by caller, so one caller's bad request fails only
-    that caller.
-    """
-
-    def __init__(self, ref: str, registry: str, batch_wait_s: float = 0.0, max_batch: int = 16) -> None:
-        from adray.serving import PolicyHandle
-
-        self.handle = PolicyHandle(ref, registry)
-        self.ref = self.handle.ref
-        self.batch_wait_s, self.max_batch = batch_wait_s, max_batch
-        self._queue: list[tuple[list[dict[str, Any]], asyncio.Future[list[dict[str, Any]]]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._alone: set[asyncio.Future[None]] = set()
-
-    async def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if self.batch_wait_s <= 0:
-            return await asyncio.to_thread(lambda: [self.handle.decide([r])[0] for r in requests])
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
-        self._queue.append((requests, fut))
-        if sum(len(r) for r, _ in self._queue) >= self.max_batch:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.batch_wait_s, self._flush)
-        return await fut
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        batch, self._queue = self._queue, []
-        if not batch:
-            return
-        flat = [r for reqs, _ in batch for r in reqs]
-        task = asyncio.ensure_future(asyncio.to_thread(self.handle.decide, flat))
-
-        def done(t: asyncio.Future[list[dict[str, Any]]]) -> None:
-            if t.exception() is not None:
-                for reqs, f in batch:
-                    if f.done():
-                        continue
-                    if len(batch) == 1:
-                        f.set_exception(t.exception())  # type: ignore[arg-type]
-                    else:  # whose request failed it? each caller's decided alone
-                        alone = asyncio.ensure_future(self._decide_alone(reqs, f))
-                        self._alone.add(alone)
-                        alone.add_done_callback(self._alone.discard)
-                return
-            answers, start = t.result(), 0
-            for reqs, f in batch:
-                if not f.done():
-                    f.set_result(answers[start:start + len(reqs)])
-                start += len(reqs)
-
-        task.add_done_callback(done)
-
-    async def _decide_alone(self, requests: list[dict[str, Any]], fut: asyncio.Future[list[dict[str, Any]]]) -> None:
-        try:
-            answers = await asyncio.to_thread(self.handle.decide, requests)
-        except Exception as exc:  # noqa: BLE001 - handed to its one caller
-            if not fut.done():
-                fut.set_exception(exc)
-            return
-        if not fut.done():
-            fut.set_result(answers)
 
 
 class RemoteStage:
@@ -110,16 +38,64 @@ class RemoteStage:
 
 
 class ActorLedger:
-    """The pacing ledger actor (adray.pacing) as the graph calls it."""
+    """The pacing ledger actor (adray.pacing) as the graph calls it.
+
+    The settles made in one turn of the loop (the requests of one wave, ``feed_batching.Waves``)
+    go in one actor call (``settle_many``): one round trip and one actor task instead of one per
+    request. A settle whose caller is gone before it is sent is not sent (the graph voids its key
+    all the same, which leaves a tombstone); one sent is voided after it, in the caller's order,
+    as before.
+    """
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
+        self._settles: list[tuple[list[dict[str, Any]], str | None, asyncio.Future[list[bool]]]] = []
+        self._flush: asyncio.Handle | None = None
+        self._sent: set[asyncio.Task[None]] = set()
 
     async def views(self, specs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return await self.actor.views.remote(specs)
 
     async def settle(self, events: list[dict[str, Any]], key: str | None = None) -> list[bool]:
-        return await self.actor.settle.remote(events, key)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[bool]] = loop.create_future()
+        self._settles.append((events, key, fut))
+        if self._flush is None:
+            self._flush = loop.call_soon(self._send)
+        return await fut
+
+    def _send(self) -> None:
+        self._flush = None
+        calls, self._settles = [c for c in self._settles if not c[2].done()], []
+        if not calls:
+            return
+        many = getattr(self.actor, "settle_many", None)  # None: a ledger actor started by an older adray
+        if many is None:
+            for events, key, fut in calls:
+                task = asyncio.ensure_future(self._answer(self.actor.settle.remote(events, key), [fut], one=True))
+                self._sent.add(task)
+                task.add_done_callback(self._sent.discard)
+            return
+        ref = many.remote([(events, key) for events, key, _ in calls])
+        task = asyncio.ensure_future(self._answer(ref, [fut for _, _, fut in calls]))
+        self._sent.add(task)
+        task.add_done_callback(self._sent.discard)
+
+    @staticmethod
+    async def _answer(ref: Any, futs: list[asyncio.Future[list[bool]]], one: bool = False) -> None:
+        try:
+            answers = [await ref] if one else await ref
+        except Exception as exc:  # noqa: BLE001 - the actor call failed: every caller's settle did
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for fut, ans in zip(futs, answers, strict=True):
+            if not fut.done():
+                if isinstance(ans, str):
+                    fut.set_exception(RuntimeError(f"the ledger refused the settle: {ans}"))
+                else:
+                    fut.set_result(ans)
 
     async def void(self, key: str) -> dict[str, Any]:
         return await self.actor.void.remote(key)
@@ -151,7 +127,7 @@ class FeedIngress:
             elif role in handles:
                 stages[role] = RemoteStage(handles[role], ref)
             else:
-                stages[role] = LocalStage(ref, registry, batch_wait_s=args["batch_wait_s"])
+                stages[role] = LocalStage.load(ref, registry, args["batch_wait_s"], args["max_batch"])
         window = int(metas["allocation"]["obs_layout"]["window"]) if refs.get("allocation") else 5
         tasks = len(stage_workloads()["bidding"][1].task_names(metas["bidding"])) if refs.get("bidding") else None
         steps = args["steps_per_day"] or int(metas.get("bidding", {}).get("steps_per_day", 48))
@@ -162,6 +138,7 @@ class FeedIngress:
         pacing = PacingSettings(steps_per_day=steps, day_seconds=args["day_seconds"])
         actor = get_ledger(args["ledger_name"], state_uri, "pacing/" + args["ledger_name"], pacing)
         self.graph = FeedGraph(stages, ActorLedger(actor), settings, pacing)
+        self.waves = Waves(args["max_batch"])
         self.log = DecisionLog(Storage(state_uri), args["log_stream"], log_schema(stage_workloads()["utility"][1]),
                                writer_id=f"feed-{_replica_tag()}", batch_rows=args["log_batch_rows"],
                                flush_every_s=args["log_flush_s"])
@@ -207,7 +184,8 @@ class FeedIngress:
                     metrics.request("invalid")
                 return JSONResponse(status_code=422, content={"detail": detail})
             try:
-                out = await self.graph.decide(body)
+                deadline = request.scope.get("state", {}).get(DEADLINE_KEY)
+                out = await self.waves.run(lambda: self.graph.decide(body, deadline))
             except BaseException as exc:
                 if metrics is not None:
                     metrics.request("error" if isinstance(exc, Exception) else "cancelled")
@@ -226,19 +204,30 @@ class FeedIngress:
                               "schema": {"$ref": "#/components/schemas/FeedRequest"}}}}})
         _document_request(api, FeedRequest)
 
+        admission = Admission(BodyLimit(api, self.args["max_body_bytes"]), self.args["deadline_ms"],
+                              self.args["max_in_flight"], self.args["retry_after_s"],
+                              self.args["lag_target_ms"], self.args["latency_target"],
+                              on_shed=self.metrics.shed if self.metrics is not None else None)
+
         @api.get("/v1/graph")
         async def graph() -> dict[str, Any]:
             stats = self.log.stats()
+            batching = {role: {"batches": st.batches, "decided": st.decided} for role, st in
+                        self.graph.stages.items() if isinstance(st, LocalStage)}
             return {"models": self.refs, "mode": self.args["mode"], "settings": self.args,
                     "decision_log": {"appended": stats.appended, "flushed": stats.flushed, "dropped": stats.dropped,
                                      "rejected": stats.rejected, "last_error": stats.last_error},
-                    "counters": self.graph.counters, "out_of_vocab": self.graph.out_of_vocab}
+                    "counters": self.graph.counters, "out_of_vocab": self.graph.out_of_vocab,
+                    "admission": {"in_flight": admission.in_flight, "limit": round(admission.limit, 2),
+                                  "lag_ms": round(admission.lag_s * 1e3, 2), "shed": dict(admission.shed),
+                                  "waves": self.waves.waves, "started": self.waves.started},
+                    "batching": batching}
 
         @api.get("/healthz")
         async def healthz() -> dict[str, str]:
             return {"status": "ok"}
 
-        return BodyLimit(api, self.args["max_body_bytes"])
+        return admission
 
     def __del__(self) -> None:
         pump = getattr(self, "pump", None)

@@ -75,6 +75,8 @@ OUTCOMES = ("ok", "fallback", "invalid", "error", "cancelled", "shed")
 SHED_REASONS = ("deadline", "overload")
 """Why a request was shed (the load shedder, when it comes, picks from these or adds one here)."""
 REASONS = (
+    ("past the request's deadline", "deadline"),  # feed_graph.DEADLINE: its time share was spent
+    ("settle failed", "settle_failed"),
     ("not deployed", "not_deployed"),  # a stage given as none: its default by configuration
     ("no journey in the request", "no_input"),  # channel stage without a journey
     ("timed out", "timeout"),
@@ -82,7 +84,6 @@ REASONS = (
     ("answered alpha", "nonfinite"),
     ("ledger unavailable", "ledger_unavailable"),
     ("no ledger", "no_ledger"),
-    ("settle failed", "settle_failed"),
     ("is not a finite number > 0", "bad_settings"),
     ("is outside the bidding model's tasks", "bad_settings"),
     ("the ledger holds task", "bad_settings"),

@@ -494,6 +494,18 @@ class _PacingActor:
     def settle(self, events: list[dict[str, Any]], key: str | None = None) -> list[bool]:
         return self.ledger.settle(events, key)
 
+    def settle_many(self, calls: list[tuple[list[dict[str, Any]], str | None]]) -> list[list[bool] | str]:
+        """Several settles in one actor call (a feed replica's concurrent requests): each run as
+        :meth:`settle` runs it, in order, atomically one by one. One that raises answers its error's
+        text and the others stand (each has its own key)."""
+        out: list[list[bool] | str] = []
+        for events, key in calls:
+            try:
+                out.append(self.ledger.settle(events, key))
+            except Exception as exc:  # noqa: BLE001 - that caller's error, not the batch's
+                out.append(f"{type(exc).__name__}: {exc}")
+        return out
+
     def void(self, key: str) -> dict[str, Any]:
         return self.ledger.void(key)
 

@@ -55,12 +55,34 @@ port for ``..._MIN_DRAINING_PERIOD_S`` (Ray's default, 30 s, is for external loa
 deregister it; nothing here does, and a 30 s stop makes every redeploy slow)."""
 
 
+INGRESSES = ("proxy", "haproxy")
+DEFAULT_INGRESS = "proxy"
+"""What listens on Serve's HTTP port of a cluster adray starts (``ADRAY_SERVE_INGRESS``): ``proxy``,
+Serve's Python proxy actor, or ``haproxy``, Serve's HAProxy ingress (``adray.haproxy``: HAProxy in
+C routes each app's prefix straight to its replicas' direct ports). Either way each replica also
+answers on its own port (direct ingress). Measured side by side in ``benchmarks/graph_load.py``
+(``--path``); the README's feed-graph section has the table."""
+
+
 def serve_fast_path_env() -> dict[str, str]:
-    """The Serve settings a cluster adray starts gets (:data:`SERVE_FAST_PATH`); {} when opted out.
-    A value already in the environment wins."""
+    """The Serve settings a cluster adray starts gets (:data:`SERVE_FAST_PATH`, and the ingress's,
+    :data:`INGRESSES`); {} when opted out. A value already in the environment wins.
+
+    Raises:
+        ValueError: ``ADRAY_SERVE_INGRESS`` names no ingress.
+        RuntimeError: the HAProxy ingress is asked for and no haproxy binary can be had.
+    """
     if os.environ.get("ADRAY_SERVE_FAST", "1") == "0":
         return {}
-    return {k: os.environ.get(k, v) for k, v in SERVE_FAST_PATH.items()}
+    env = dict(SERVE_FAST_PATH)
+    ingress = os.environ.get("ADRAY_SERVE_INGRESS", DEFAULT_INGRESS)
+    if ingress not in INGRESSES:
+        raise ValueError(f"ADRAY_SERVE_INGRESS={ingress!r}: expected one of {', '.join(INGRESSES)}")
+    if ingress == "haproxy":
+        from adray.haproxy import ensure_haproxy, haproxy_env
+
+        env.update(haproxy_env(ensure_haproxy()))
+    return {k: os.environ.get(k, v) for k, v in env.items()}
 
 
 class ResourceError(RuntimeError):

@@ -22,8 +22,9 @@ from adray.config import load_config
 from adray.data.features import CategoricalFeature, FeatureMap
 from adray.pacing import Ledger, LocalLedgerClient, PacingSettings
 from adray.workload import get_workload
+from serve_apps.feed_batching import LocalStage
 from serve_apps.feed_graph import FeedGraph, GraphSettings
-from serve_apps.feed_ingress import LocalStage, stage_schemas
+from serve_apps.feed_ingress import stage_schemas
 from serve_apps.feed_schema import feed_request_schema
 from workloads.drlput import columns as C
 
@@ -93,17 +94,9 @@ def feed_request() -> type[pydantic.BaseModel]:
     return feed_request_schema(stage_schemas(metas(), refs, MAX_ITEMS), MAX_ITEMS)
 
 
-class _Handle:
-    def __init__(self, policy: Any) -> None:
-        self.decide = policy.decide
-
-
 def local_stage(policy: Any, batch_wait_s: float = 0.0) -> LocalStage:
     """The ingress's LocalStage around ``policy`` (no registry)."""
-    stage = object.__new__(LocalStage)
-    stage.handle, stage.ref, stage.batch_wait_s, stage.max_batch = _Handle(policy), policy.ref, batch_wait_s, 16
-    stage._queue, stage._timer, stage._alone = [], None, set()
-    return stage
+    return LocalStage(policy, batch_wait_s, max_batch=16)
 
 
 def ledger() -> Ledger:

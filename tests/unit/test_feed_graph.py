@@ -240,17 +240,17 @@ def test_settings_are_checked() -> None:
 
 
 def test_local_stage_decides_concurrent_calls_in_one_batch() -> None:
-    from serve_apps.feed_ingress import LocalStage
+    from serve_apps.feed_batching import LocalStage
 
     class Handle:
+        ref = "m"
         calls: list[int] = []
 
         def decide(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
             self.calls.append(len(requests))
             return [{"echo": r["i"]} for r in requests]
 
-    stage = object.__new__(LocalStage)  # no registry: the handle is replaced
-    stage.handle, stage.ref, stage.batch_wait_s, stage.max_batch, stage._queue, stage._timer = Handle(), "m", 0.02, 16, [], None
+    stage = LocalStage(Handle(), batch_wait_s=0.02, max_batch=16)
 
     async def many() -> list[Any]:
         return await asyncio.gather(*(stage.decide([{"i": i}, {"i": i + 100}]) for i in range(3)))
