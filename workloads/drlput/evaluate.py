@@ -68,13 +68,15 @@ def action_probs(model: Any, obs: np.ndarray, batch: int = 8192) -> np.ndarray:
     net = policy_net(model)
     device = next(net.parameters()).device
     was_training = net.training
-    net.eval()
+    if was_training:  # a served net is in eval mode already: no walk over its modules per call
+        net.eval()
     try:
         with torch.no_grad():
             out = [torch.softmax(net(torch.as_tensor(obs[i : i + batch], dtype=torch.float32, device=device)), -1)
                    .cpu().numpy() for i in range(0, len(obs), batch)]
     finally:
-        net.train(was_training)
+        if was_training:
+            net.train()
     return np.concatenate(out).astype(np.float64)
 
 
