@@ -11,17 +11,26 @@ dataset (``serve_apps.feed_requests``). If no app named ``--name`` is running, t
 deployed (``--mode``, ``--replicas``, ``--batch-wait-ms``; a running one is rolled to these options
 unless ``--reuse``) on the local Ray (``adray serve`` starts one if needed). Requests go to the
 graph replicas' own ports, round-robin, when the cluster runs Serve's direct ingress (clusters
-adray starts do: ``adray.runtime.SERVE_FAST_PATH``), else, or with ``--path proxy``, through the
-Serve proxy; the line's ``path`` says which. Each replica first gets ``WARMUP`` requests, not counted.
+adray starts do: ``adray.runtime.SERVE_FAST_PATH``), else, or with ``--path proxy``, to Serve's
+HTTP port; the line's ``path`` says which: ``direct``, ``proxy`` (Serve's Python proxy) or
+``haproxy`` (Serve's HAProxy ingress: start the cluster with ``ADRAY_SERVE_INGRESS=haproxy``).
+Each replica first gets ``WARMUP`` requests, not counted. The client is a lean HTTP/1.1 one
+(``benchmarks/http1.py``) at the niceness of Ray's workers: it shares the cores with the graph.
 
 Load is open loop: request i is sent at t0 + i / rps whatever the answers before it did, so a
-slow server shows as latency, not as a lower sending rate. Per rate, one JSON line: ``rps`` (the
-rate asked), ``achieved_rps`` (answers per second), ``requests``, ``errors``, ``p50_ms``, ``p90_ms``,
-``p99_ms`` (client side, send to answer), ``stage_p50_ms`` (the graph's own per-stage times, from
-the answers), ``fallback_share`` (answers with any stage fallen back). Then one line ``direct``:
-the same requests through the same FeedGraph in this process (stages called in threads, an
-in-memory ledger: no HTTP, no Serve, no actor hops), sequentially: its p50/p99 per request is the
-floor that Serve's hops and queueing add to.
+slow server shows as latency, not as a lower sending rate. Every request carries ``x-deadline-ms``
+(``--deadline-ms``, 100). Per rate, one JSON line: ``rps`` (the rate asked), ``achieved_rps``
+(answers per second), ``requests``, ``errors`` (failures other than deliberate shedding),
+``p50_ms``, ``p90_ms``, ``p99_ms`` (of answered requests, client side, send to answer), ``shed``,
+``shed_share``, ``shed_p99_ms`` (503s of the admission or Serve's bounded queue), ``goodput_rps``
+(answers within the deadline per second), ``late_share``, ``deadline_ms``, ``stage_p50_ms`` (the
+graph's own per-stage times, from the answers), ``fallback_share`` (answers with any stage fallen
+back), ``deadline_fallback_share`` (with a stage not run for want of time). ``--recovery
+OVER,NORMAL,SECONDS`` adds a line: OVER req/s for SECONDS then NORMAL req/s, and how many seconds
+after the switch every 1 s window is back to normal latency. Then one line ``direct``: the same
+requests through the same FeedGraph in this process (stages on the loop, an in-memory ledger: no
+HTTP, no Serve, no actor hops), sequentially: its p50/p99 per request is the floor that Serve's
+hops and queueing add to.
 """
 
 from __future__ import annotations
@@ -123,6 +132,15 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
             "stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(stages.items())},
             "fallback_share": round(fallbacks / max(len(lat), 1), 4),
             "deadline_fallback_share": round(late_fallbacks / max(len(lat), 1), 4), "seconds": round(wall, 1)}
+
+
+def port_ingress() -> str:
+    """What answers on Serve's HTTP port: ``haproxy`` (Serve's HAProxy ingress, a cluster started with
+    ``ADRAY_SERVE_INGRESS=haproxy``) or ``proxy`` (Serve's Python proxy)."""
+    from ray.util.state import list_actors
+
+    alive = list_actors(filters=[("class_name", "=", "HAProxyManager"), ("state", "=", "ALIVE")])
+    return "haproxy" if alive else "proxy"
 
 
 def recovery(urls: list[str], requests: list[dict[str, Any]], over: float, normal: float, seconds: float,
@@ -230,7 +248,7 @@ def main() -> None:
                                  batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True,  # latest versions
                                  **extra), port=args.port, name=args.name)
         urls = direct_urls(args.name) if args.path == "direct" else []
-        path = "direct" if urls else "proxy"
+        path = "direct" if urls else port_ingress()
         urls = urls or [http_url()]
     ray.shutdown()  # the load generator is no Ray driver: it would also receive every worker's log lines
     # Ray runs its workers, the graph's replicas among them, at niceness 15 (the raylet's

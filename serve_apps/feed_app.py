@@ -67,7 +67,7 @@ class FeedArgs(pydantic.BaseModel):
     """Most requests one replica decides at once; one more is shed with a 503 and Retry-After. The
     limit in force adapts below it to the CPU the replica gets (``lag_target_ms``)."""
     lag_target_ms: float = pydantic.Field(10.0, gt=0)
-    latency_target: float = pydantic.Field(0.3, gt=0, le=1)
+    latency_target: float = pydantic.Field(0.5, gt=0, le=1)
     """The admission limit falls while the replica's event loop runs later than ``lag_target_ms``
     or requests take longer than ``latency_target`` x their deadline here (its CPU is short), and
     rises again up to ``max_in_flight`` while neither holds (``serve_apps.feed_admission``)."""

@@ -181,8 +181,10 @@ def direct_urls(name: str) -> list[str]:
 
     client = _get_global_client()
     bind = client.http_config.host  # replicas bind the proxy's host
-    # without direct ingress the controller answers with the proxies' groups (app_name "")
-    groups = ray.get(client._controller.get_target_groups.remote(name))
+    # without direct ingress the controller answers with the proxies' groups (app_name ""); with
+    # Serve's HAProxy ingress, with HAProxy's unless asked as its manager is (Ray 2.60,
+    # controller.get_target_groups: case 6 of its docstring)
+    groups = ray.get(client._controller.get_target_groups.remote(name, from_proxy_manager=True))
     return [f"http://{t.ip if bind in ('0.0.0.0', '::', '', None) else bind}:{t.port}"
             for g in groups if g.app_name == name and str(g.protocol).endswith("HTTP") for t in g.targets]
 
