@@ -63,7 +63,7 @@ def connect(address: str | None = None, start_local: bool = True) -> None:
     ray_bin = Path(sys.executable).with_name("ray")
     typer.echo("[adray] no local Ray running: starting one with `ray start --head` (stop: `ray stop`)")
     subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats"], check=True, capture_output=True,
-                   env={**os.environ, **serve_fast_path_env()})
+                   env={**os.environ, **serve_fast_path_env(default_ingress="haproxy")})
     if running_head_address() is None:
         raise ConnectionError("`ray start --head` finished but no cluster answers at its address file")
     ensure_ray("auto")
