@@ -67,6 +67,7 @@ def note(msg: str) -> None:
 
 def num(v: float) -> float | None:
     """JSON-safe: None for NaN/inf (a quantile without data), whole numbers as ints."""
+    v = float(v)
     return None if not math.isfinite(v) else int(v) if v.is_integer() else round(v, 6)
 
 
