@@ -2,7 +2,10 @@
 
 Routes: ``POST /v1/feed``, ``GET /v1/graph`` (models, settings, decision-log counters),
 ``GET /healthz``; OpenAPI at ``/docs``. A request that does not validate is a 422 naming the field
-(the stages' own schemas are nested in the FeedRequest); a body over the limit is a 413.
+(the stages' own schemas are nested in the FeedRequest); a body over the limit is a 413; a request
+the replica cannot answer by its deadline is shed with a 503 and Retry-After before its body is read
+(``serve_apps.feed_admission``). ``/v1/graph`` also reports the admission limit in force, the
+event loop's lag, the shed counts and the mean stage batch.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.

@@ -8,14 +8,14 @@ config pointing at every alive Ray node's ``metrics_export_port``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from adray.apt import apt_binary
 
 
 def ensure_prometheus() -> str:
@@ -24,24 +24,8 @@ def ensure_prometheus() -> str:
     Raises:
         RuntimeError: not found and not installable here (says what to install).
     """
-    found = shutil.which("prometheus")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        raise RuntimeError("prometheus is not installed and cannot be installed here (needs root and apt-get): "
-                           "install it (Debian: apt-get install -y prometheus; or a release binary on PATH)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = [apt, "install", "-y", "--no-install-recommends", "prometheus"]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run([apt, "update"], env=env, capture_output=True, timeout=900, check=False)
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if out.returncode != 0:
-            raise RuntimeError(f"apt-get install prometheus failed ({out.returncode}): {out.stderr[-2000:]}")
-    found = shutil.which("prometheus")
-    if not found:
-        raise RuntimeError("apt-get installed prometheus, but no prometheus binary is on PATH")
-    return found
+    return apt_binary("prometheus", "prometheus",
+                      "install it (Debian: apt-get install -y prometheus; or a release binary on PATH)")
 
 
 def ray_metrics_targets() -> list[str]:

