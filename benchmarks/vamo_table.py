@@ -1,6 +1,6 @@
 """VAMO against its baselines in the simulator: the shapes of the paper's Table 1, Table 3 and Fig. 4.
 
-    python benchmarks/vamo_table.py train  --seed S [--variants table1,table3,lambda] [--budget-min 9]
+    python benchmarks/vamo_table.py train  --seed S [--variants table1,table3,lambda] [--budget-min 9] [--threads 2]
     python benchmarks/vamo_table.py eval   --seed S [--groups table1,table3,lambda]
     python benchmarks/vamo_table.py report [--json results/vamo/table.json]
     (all take --config bench, --set k=v, --out results/vamo; ``train`` and ``eval`` resume)
@@ -11,7 +11,10 @@ registry under ``--out``/home as ``vamo-<variant>-s<S>``. ``train`` trains the v
 published, in this process through ``adray.train_torch.fit_in_process`` (the harness's epoch loop
 and VAMO step: what ``adray train vamo`` runs on Ray Train workers); after the first, it starts a
 variant only while one as long as the longest so far fits in ``--budget-min`` minutes: call it again
-to continue. ``eval`` runs, per group,
+to continue. ``--threads`` pins torch's intra-op threads (recorded in the train log and the model's
+metrics): a seed gives bit-identical weights only at one thread count, since the thread count changes
+float summation order (issue 22: left to the shell's ``OMP_NUM_THREADS`` / core count, two runs of
+one seed differed). ``eval`` runs, per group,
 ``adray eval vamo --model vamo-vamo-s<S>@latest --compare LABEL=vamo-LABEL-s<S>@latest ... --json``
 (every model bids in the same fresh simulated days against the same opponents: evaluate.py; STL is
 in every group, so each group's Delta m% is against the same STL models) and keeps its ``methods``
@@ -85,12 +88,15 @@ def variants(names: str) -> dict[str, dict[str, Any]]:
 
 
 def train(args: argparse.Namespace) -> None:
+    import torch
+
     from adray.data import read_manifest
     from adray.models import finish_model_dir
     from adray.registry import Registry, RegistryError
     from workloads.vamo.train import fit, save_model
 
     cfg, data = setup(args)
+    torch.set_num_threads(args.threads)  # part of what a seed reproduces: the summation order
     reg, t_start = Registry(), time.perf_counter()
     log = Path(args.out) / "train-log.jsonl"
     past = [json.loads(line)["train_s"] for line in log.read_text().splitlines()] if log.is_file() else []
@@ -121,9 +127,11 @@ def train(args: argparse.Namespace) -> None:
             mv = reg.publish(name, tmp, {"workload": "vamo", "config": vcfg.to_dict(),
                                          "dataset": str(data.absolute()),
                                          "dataset_hash": read_manifest(data)["content_hash"],
-                                         "metrics": {"val_loss": best, "train_s": train_s}})
+                                         "metrics": {"val_loss": best, "train_s": train_s,
+                                                     "torch_threads": args.threads}})
         row = {"variant": label, "seed": args.seed, "ref": mv.ref, "train_s": train_s, "best_val_loss": best,
-               "epochs": vcfg.epochs, "loadavg_1m_before": load0, "loadavg_1m_after": os.getloadavg()[0]}
+               "epochs": vcfg.epochs, "torch_threads": args.threads, "loadavg_1m_before": load0,
+               "loadavg_1m_after": os.getloadavg()[0]}
         with log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"{mv.ref}: {train_s:.0f} s, best val loss {best:.4f}, load {load0:.1f}", flush=True)
@@ -231,6 +239,8 @@ def main() -> None:
     ap.add_argument("--variants", default="table1,table3,lambda")
     ap.add_argument("--groups", default="table1,table3,lambda")
     ap.add_argument("--budget-min", type=float, default=9.0)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch intra-op threads for train (2: torch's default on 2 cores, what vamo-vamo-s0@v0001 was trained with)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     {"train": train, "eval": evaluate, "report": report}[args.command](args)

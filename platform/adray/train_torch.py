@@ -337,6 +337,8 @@ def fit_in_process(spec: TorchSpec, cfg: Any, data_dir: Path | str | None = None
     Same loop, seeds and best-epoch rule as the Ray Train workers; no Ray Train, no checkpoints.
     ``ingest_path="stream"``: the training split read with Ray Data as the workers read it (needs a
     running Ray and ``data_dir``); validation and test as rank 0 reads them on that path.
+    It trains at the caller's torch thread count (the workers: ``runtime.torch_threads()``): a seed
+    gives bit-identical weights at one thread count, not across counts (float summation order).
     """
     import torch
 
