@@ -31,7 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-from proc_memory import tree_pss  # benchmarks/proc_memory.py (this script's folder is on sys.path)
+from proc_memory import (  # benchmarks/proc_memory.py (this script's folder is on sys.path)
+    communicate_or_kill,
+    tree_pss,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK_BY_PROCESS: dict[str, float] = {}
@@ -67,12 +70,7 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[i
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, _ = proc.communicate()
-        out += f"\n[data_scale] killed after {timeout:.0f} s"
+    out = communicate_or_kill(proc, timeout, "data_scale")
     wall = time.perf_counter() - t0
     stop.set()
     th.join()

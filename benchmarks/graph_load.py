@@ -237,6 +237,7 @@ def main() -> None:
     refs = latest_models(registry, args.train_missing)
     requests = sample_feed_requests(model_sources(refs, registry), args.requests, n_ads=50, n_organic=20,
                                     n_advertisers=20, budget=1e9, seed=0)
+    deployed: FeedArgs | None = None  # None: an app as it ran (--url, --reuse): its options are not known here
     if args.url:
         urls, path = [args.url.rstrip("/")], "url"
     else:
@@ -244,9 +245,10 @@ def main() -> None:
         if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
             extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("lag_target_ms", args.lag_target_ms))
                      if v is not None}
-            serve_graph(FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
-                                 batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True,  # latest versions
-                                 **extra), port=args.port, name=args.name)
+            deployed = FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
+                                batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True,  # latest versions
+                                **extra)
+            serve_graph(deployed, port=args.port, name=args.name)
         urls = direct_urls(args.name) if args.path == "direct" else []
         path = "direct" if urls else port_ingress()
         urls = urls or [http_url()]
@@ -256,8 +258,10 @@ def main() -> None:
     # measures whenever it wants it (28x a niced process's weight). Same niceness: a fair share.
     os.nice(max(0, CLIENT_NICE - os.nice(0)))
     traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
-    head = {"mode": args.mode, "path": path, "replicas": args.replicas, "batch_wait_ms": args.batch_wait_ms,
-            "max_in_flight": args.max_in_flight or FeedArgs.model_fields["max_in_flight"].default}
+    head = {"path": path, "deployed": deployed is not None,
+            **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,
+                "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms}
+               if deployed is not None else {})}
     for rps in (float(r) for r in args.rps.split(",")):
         out = asyncio.run(open_loop(urls, requests, rps, args.seconds, traces.setdefault(f"{rps:g}", []),
                                     deadline_ms=args.deadline_ms))

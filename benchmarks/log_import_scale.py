@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -47,7 +46,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from proc_memory import PeakPss  # benchmarks/proc_memory.py (this script's folder is on sys.path)
+from proc_memory import (  # benchmarks/proc_memory.py (this script's folder is on sys.path)
+    PeakPss,
+    communicate_or_kill,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 IMPORTERS = ("crossdqn-log", "crossdqn-log-sim", "drlput-log", "drlput-log-unordered")
@@ -164,12 +166,7 @@ def run_import(importer: str, module: str, files: list[Path], out: Path, timeout
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                             start_new_session=True)
     with PeakPss(proc.pid, every_s=0.1) as peak:
-        try:
-            text, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            text, _ = proc.communicate()
-            text += f"\n[log_import_scale] killed after {timeout:.0f} s"
+        text = communicate_or_kill(proc, timeout, "log_import_scale")
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
     return proc.returncode, text, time.perf_counter() - t0, cpu, peak.peak

@@ -64,3 +64,17 @@ class PeakPss:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def communicate_or_kill(proc: Any, timeout: float, tag: str) -> str:
+    """The output of ``proc`` (a ``Popen`` started with ``start_new_session=True``, text stdout); past
+    ``timeout`` seconds its whole process group is killed and the output says so after ``[tag]``."""
+    import subprocess
+
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        out, _ = proc.communicate()
+        out += f"\n[{tag}] killed after {timeout:.0f} s"
+    return out

@@ -24,8 +24,8 @@ adray_feed_fallbacks_total          counter   stage, reason, scope     answers' 
                                                                        :data:`REASONS`), scope ``request`` (the
                                                                        stage fell back) or ``advertiser``
                                                                        (``bidding:<adv>``/``pacing:<adv>``)
-adray_feed_shed_total               counter   reason                   requests shed (:data:`SHED_REASONS`; 0 until
-                                                                       load shedding exists: the series are there)
+adray_feed_shed_total               counter   reason                   requests shed by the admission
+                                                                       (``feed_admission``; :data:`SHED_REASONS`)
 adray_feed_refused_charges_total    counter   -                        shown ads whose charge the ledger refused
                                                                        (budget spent): their slots went organic
 adray_feed_settles_total            counter   result                   settle calls to the ledger: ``ok``/``failed``
@@ -73,7 +73,7 @@ STAGES = ("ranking", "utility", "channel", "bidding", "pacing", "allocation", "s
 FALLBACK_STAGES = ("ranking", "utility", "channel", "bidding", "pacing", "allocation")
 OUTCOMES = ("ok", "fallback", "invalid", "error", "cancelled", "shed")
 SHED_REASONS = ("deadline", "overload")
-"""Why a request was shed (the load shedder, when it comes, picks from these or adds one here)."""
+"""Why the admission (``serve_apps.feed_admission``) shed a request."""
 REASONS = (
     ("past the request's deadline", "deadline"),  # feed_graph.DEADLINE: its time share was spent
     ("settle failed", "settle_failed"),
@@ -245,7 +245,7 @@ class FeedMetrics:
         self._add("adray_feed_requests_total", (("outcome", outcome if outcome in OUTCOMES else "error"),))
 
     def shed(self, reason: str) -> None:
-        """Count a shed request (the load shedder calls this; ``reason`` from :data:`SHED_REASONS`)."""
+        """Count a shed request (the admission calls this; ``reason`` from :data:`SHED_REASONS`)."""
         self._add("adray_feed_shed_total", (("reason", reason if reason in SHED_REASONS else OTHER),))
         self._add("adray_feed_requests_total", (("outcome", "shed"),))
 

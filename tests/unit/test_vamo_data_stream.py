@@ -19,9 +19,9 @@ from workloads.vamo.bidders import logging_market
 from workloads.vamo.config import TASKS, SimConfig, VamoConfig
 from workloads.vamo.data import load_split, log_day, lp_table, make_data
 from workloads.vamo.importer import import_auctionnet, parse_states
-from workloads.vamo.sim import score_table, simulate_day
+from workloads.vamo.sim import simulate_day
 from workloads.vamo.train import load_windows
-from workloads.vamo.trajectory import STATE_COLS, STATE_FEATURES, TASK_COLUMN, trajectory_frame
+from workloads.vamo.trajectory import STATE_COLS, STATE_FEATURES, TASK_COLUMN, period_rows, trajectory_frame
 
 SMALL = SimConfig(impressions=20_000, steps=12, task_advertisers=(4, 4, 2), chunk_rows=2048)
 
@@ -37,33 +37,8 @@ def _frames(days=(1, 2, 3, 4, 5), seed: int = 0) -> pd.DataFrame:
 
 def whole_frame(frame: pd.DataFrame, states: np.ndarray, single: bool = False) -> tuple[dict[str, pd.DataFrame], dict]:
     """``trajectory.to_dataset`` as it was before streaming (the splits and the manifest's meta)."""
-    df = pd.DataFrame({
-        "period": frame["deliveryPeriodIndex"].to_numpy(np.int64),
-        "advertiser": frame["advertiserNumber"].to_numpy(np.int64),
-        "category": frame["advertiserCategoryIndex"].to_numpy(np.int64),
-        "task": frame[TASK_COLUMN].to_numpy(np.int64) if TASK_COLUMN in frame else np.zeros(len(frame), np.int64),
-        "budget": frame["budget"].to_numpy(np.float64),
-        "cpa": frame["CPAConstraint"].to_numpy(np.float64),
-        "step": frame["timeStepIndex"].to_numpy(np.int64),
-        "action": frame["action"].to_numpy(np.float32),
-        "reward": frame["reward"].to_numpy(np.float32),
-        "reward_continuous": frame["reward_continuous"].to_numpy(np.float32),
-        "done": frame["done"].to_numpy(np.int8),
-    })
-    for i, c in enumerate(STATE_COLS):
-        df[c] = states[:, i].astype(np.float32)
-    df = df.sort_values(["period", "advertiser", "step"], kind="stable").reset_index(drop=True)
-    key = ["period", "advertiser"]
-    traj = (frame.groupby(["deliveryPeriodIndex", "advertiserNumber"])
-            .agg(conv=("realAllConversion", "first"), cost=("realAllCost", "first"),
-                 cpa=("CPAConstraint", "first")).reset_index())
-    tab = score_table(traj["conv"].to_numpy(), traj["cost"].to_numpy(), traj["conv"].to_numpy(), traj["cpa"].to_numpy())
-    traj = pd.DataFrame({"period": traj["deliveryPeriodIndex"].to_numpy(np.int64),
-                         "advertiser": traj["advertiserNumber"].to_numpy(np.int64),
-                         "penalty": tab["penalty"].astype(np.float32)})
-    df = df.merge(traj, on=key, how="left", validate="many_to_one")
-    rev = df.iloc[::-1].groupby(key, sort=False)["reward"].cumsum().iloc[::-1]
-    df["rtg"] = (rev.to_numpy() * df["penalty"].to_numpy()).astype(np.float32)
+    # the rows, penalties and return-to-go are per trajectory: the whole frame at once
+    df = period_rows(frame if TASK_COLUMN in frame else frame.assign(**{TASK_COLUMN: 0}), states)
     periods = np.sort(df["period"].unique())
     train = df[df["period"] < periods[-2]].reset_index(drop=True)
     splits = {"train": train, "val": df[df["period"] == periods[-2]].reset_index(drop=True),
