@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,11 +82,13 @@ def run_measured(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[i
     return proc.returncode, out, wall, peak[0]
 
 
-def replicate(base: Path, out: Path, copies: int) -> Path:
-    """A dataset whose train split is ``copies`` x ``base``'s (each part file hard-linked ``copies``
-    times under new names; validation and test linked once): ``copies`` x the rows to decode and
-    train on, with no new generation and no new disk space. The manifest is ``base``'s with the
-    train split's file list repeated (sizes and sha256 as the files have them)."""
+def replicate(base: Path, out: Path, copies: int, mode: str = "link") -> Path:
+    """A dataset whose train split is ``copies`` x ``base``'s (each part file hard-linked, or with
+    ``mode="copy"`` copied, ``copies`` times under new names; validation and test linked once):
+    ``copies`` x the rows to decode and train on, with no new generation. Links take no new disk
+    space (the page cache can then hold the files); copies take it (a split larger than RAM on disk
+    too). The manifest is ``base``'s with the train split's file list repeated (sizes and sha256 as
+    the files have them)."""
     from adray.data.dataset import MANIFEST
 
     if (out / MANIFEST).is_file():
@@ -99,11 +102,15 @@ def replicate(base: Path, out: Path, copies: int) -> Path:
         for _ in range(copies if split == "train" else 1):
             for f in info["files"]:
                 name = f"part-{len(files):05d}.parquet"
-                os.link(base / split / f["name"], tmp / split / name)
+                if mode == "copy" and split == "train":
+                    shutil.copyfile(base / split / f["name"], tmp / split / name)
+                else:
+                    os.link(base / split / f["name"], tmp / split / name)
                 files.append({**f, "name": name})
         info["files"], info["rows"] = files, sum(f["rows"] for f in files)
     manifest["content_hash"] = f"{manifest['content_hash'][:48]}x{copies:015d}"
-    manifest["source"] = f"{manifest.get('source')} (train split x{copies}: hard links, benchmarks/data_scale.py)"
+    how = "copies" if mode == "copy" else "hard links"
+    manifest["source"] = f"{manifest.get('source')} (train split x{copies}: {how}, benchmarks/data_scale.py)"
     (tmp / MANIFEST).write_text(json.dumps(manifest))
     tmp.rename(out)
     return out
@@ -118,12 +125,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--steps", type=int, default=400, help="steps of the one epoch (global batch 2048)")
     ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--readers", type=int, default=0, help="ingest_readers (0: the platform's default)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="another pwiser config override (repeatable), e.g. --set model='\"sharedbottom\"' "
+                         "--set 'bottom_units=[32]': a lighter model measures the data path, not the model")
     ap.add_argument("--data-root", default="", help="where datasets go (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the generated datasets")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--replicate-from", type=int, default=0,
                     help="make each size from the dataset of this many rows (under --data-root) by linking its "
                          "train files size/N times (the larger-than-RAM run: no new generation or disk space)")
+    ap.add_argument("--replicate-mode", choices=("link", "copy"), default="link",
+                    help="hard links (no disk space) or copies (the train split's Parquet larger than RAM on disk)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -131,6 +144,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, ADRAY_HOME=str(root / "home"), RAY_TRAIN_V2_ENABLED="1")
     py = sys.executable
+    extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     gens, runs, sizes = [], [], []
     for n in [int(x) for x in args.rows.split(",") if x]:
         data = root / f"pwiser-{n}"
@@ -138,9 +152,9 @@ def main() -> None:
             base = root / f"pwiser-{args.replicate_from}"
             train = json.loads((base / "manifest.json").read_text())["splits"]["train"]["rows"]
             copies = max(1, round(n / args.replicate_from))
-            replicate(base, data, copies)
+            replicate(base, data, copies, args.replicate_mode)
             print(f"dataset {n:>11,} rows: train split = {copies} x the {train:,} training rows of {base.name} "
-                  "(hard links)", file=sys.stderr, flush=True)
+                  f"({args.replicate_mode})", file=sys.stderr, flush=True)
         if not (data / "manifest.json").is_file():
             rc, out, wall, peak = run_measured(
                 [py, "-m", "adray.cli", "data", "make", "pwiser", "--config", "default", "--set", f"rows={n}",
@@ -155,7 +169,7 @@ def main() -> None:
             if path == "memory" and n > args.memory_max_rows:
                 continue
             over = {"data": str(data), "ingest": path, "epochs": 1, "max_steps_per_epoch": args.steps,
-                    "batch_size": args.batch_size}
+                    "batch_size": args.batch_size, "ingest_readers": args.readers} | extra
             rc, out, wall, peak = run_measured([py, "-c", TRAIN, json.dumps(over), str(args.workers)], env,
                                                args.timeout)
             line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
@@ -168,7 +182,9 @@ def main() -> None:
             row = {"rows": n, "path": path, "peak_mb": round(peak), "first_batch_s": round(t.get("first_batch_s", 0), 1),
                    "samples_per_s": round(m.get("steady_samples_per_s", m.get("samples_per_s", 0))),
                    "epoch_samples_per_s": round(m.get("samples_per_s", 0)), "wall_s": round(wall, 1),
-                   "data_load_s": round(t.get("data_load_s", 0), 1), "val_auc_ctr": round(m.get("val_auc_ctr", 0), 4)}
+                   "data_load_s": round(t.get("data_load_s", 0), 1), "val_auc_ctr": round(m.get("val_auc_ctr", 0), 4),
+                   "workers": args.workers, "readers": args.readers, "batch_size": args.batch_size,
+                   "steps": args.steps, "set": extra}
             runs.append(row | {"ok": True, "peak_by_process": dict(PEAK_BY_PROCESS)})
             sizes.append({k: row[k] for k in ("rows", "peak_mb", "first_batch_s", "samples_per_s", "path")})
             print(f"train {path:6} {n:>11,} rows: peak {peak:7.0f} MB, first batch {row['first_batch_s']:6.1f} s, "

@@ -94,6 +94,8 @@ class IngestOptions:
     eval_max_rows: int = 0
     """Rows of validation / test rank 0 evaluates on the streaming path; 0: the whole split when the
     workload evaluates batch by batch, else :data:`EVAL_ARRAY_ROWS`."""
+    readers: int = 0
+    """Concurrent read tasks of the training read; 0: :func:`readers_for` the worker count."""
 
     @classmethod
     def of(cls, cfg: Any) -> IngestOptions:
@@ -104,7 +106,8 @@ class IngestOptions:
                    shuffle=getattr(cfg, "ingest_shuffle", d.shuffle),
                    shuffle_buffer=getattr(cfg, "ingest_shuffle_buffer", d.shuffle_buffer),
                    prefetch_batches=getattr(cfg, "ingest_prefetch_batches", d.prefetch_batches),
-                   eval_max_rows=getattr(cfg, "ingest_eval_max_rows", d.eval_max_rows))
+                   eval_max_rows=getattr(cfg, "ingest_eval_max_rows", d.eval_max_rows),
+                   readers=getattr(cfg, "ingest_readers", d.readers))
 
 
 def choose(opts: IngestOptions, train_rows: int, streamable: bool) -> tuple[Literal["memory", "stream"], str]:
@@ -163,9 +166,10 @@ def read_split(data: Any, split: str, columns: list[str] | None, *, seed: int, s
             os.environ.pop(FOOTER_ACTORS_ENV, None)
 
 
-def readers_for(workers: int) -> int:
-    """Concurrent read tasks for ``workers`` Train workers: one per :data:`WORKERS_PER_READER`."""
-    return max(1, -(-workers // WORKERS_PER_READER))
+def readers_for(workers: int, asked: int = 0) -> int:
+    """Concurrent read tasks for ``workers`` Train workers: ``asked`` (``ingest_readers``) when set,
+    else one per :data:`WORKERS_PER_READER`."""
+    return asked if asked > 0 else max(1, -(-workers // WORKERS_PER_READER))
 
 
 def execution_options(shuffle: bool, workers: int) -> Any:

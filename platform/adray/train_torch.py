@@ -199,7 +199,7 @@ class TorchTrainer:
             loop_config["data_ref"] = ray.put(self.load_splits(ctx.data_dir, cfg))
         else:
             loop_config["train_rows"] = train_rows if spec.stream_rows is None else spec.stream_rows(data, cfg, meta)
-            datasets = {"train": spec.read_train(data, cfg, meta, shuffle=opts.shuffle, readers=ingest.readers_for(ctx.num_workers))}
+            datasets = {"train": spec.read_train(data, cfg, meta, shuffle=opts.shuffle, readers=ingest.readers_for(ctx.num_workers, opts.readers))}
         timings["data_load_s"] = time.perf_counter() - t1
         timings["ingest_stream"] = float(path == "stream")
         if ctx.progress:

@@ -23,6 +23,7 @@ from adray.ingest import (
     evaluate,
     locate_bad_file,
     read_eval_split,
+    readers_for,
 )
 
 
@@ -43,6 +44,17 @@ def test_options_come_from_the_config() -> None:
     cfg = PWiseRConfig().override({"ingest": "stream", "ingest_memory_max_rows": 5, "ingest_shuffle": False})
     assert IngestOptions.of(cfg) == IngestOptions(mode="stream", memory_max_rows=5, shuffle=False)
     assert IngestOptions.of(object()) == IngestOptions()  # a workload without ingest fields
+
+
+def test_read_tasks_follow_the_worker_count_unless_asked() -> None:
+    from adray.config import ConfigError
+    from workloads.pwiser.config import PWiseRConfig
+
+    assert [readers_for(w) for w in (1, 2, 4, 5, 8)] == [1, 1, 1, 2, 2]  # one per 4 Train workers
+    assert readers_for(2, 3) == 3
+    assert IngestOptions.of(PWiseRConfig().override({"ingest_readers": 2})).readers == 2
+    with pytest.raises(ConfigError, match="ingest_readers=-1"):
+        PWiseRConfig().override({"ingest_readers": -1})
 
 
 def test_pwiser_stream_convert_equals_the_in_memory_loader(tmp_path: Path) -> None:

@@ -108,6 +108,9 @@ class PWiseRConfig(EpochConfig):
     ingest_eval_max_rows: int = 0
     """Streaming: rows of the validation and test splits evaluated (the first ones, stored shuffled);
     0: every row (evaluated batch by batch: only the predictions and labels are held)."""
+    ingest_readers: int = 0
+    """Streaming: concurrent Ray Data read tasks (each a process holding its blocks); 0: one per 4
+    Train workers (adray.ingest.readers_for). More read faster and hold more memory."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -127,6 +130,7 @@ class PWiseRConfig(EpochConfig):
         check(0.0 <= self.m2 <= 1.0, f"m2={self.m2}: expected in [0, 1] (probabilities differ by <= 1)")
         check(self.max_steps_per_epoch >= 0, f"max_steps_per_epoch={self.max_steps_per_epoch}: expected >= 0")
         check(self.ingest_shuffle_buffer >= 0, f"ingest_shuffle_buffer={self.ingest_shuffle_buffer}: expected >= 0")
+        check(self.ingest_readers >= 0, f"ingest_readers={self.ingest_readers}: expected >= 0 (0: one per 4 workers)")
         check(self.cvr_weight >= 0, f"cvr_weight={self.cvr_weight}: expected >= 0")
         check(self.rows >= 100, f"rows={self.rows}: expected >= 100")
         check(0.0 < self.ctr < 1.0, f"ctr={self.ctr}: expected in (0, 1)")

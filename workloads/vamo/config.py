@@ -190,6 +190,9 @@ class VamoConfig(EpochConfig):
     ingest_eval_max_rows: int = 100_000
     """Streaming: validation / test are the windows of the first whole trajectories within this many
     step rows (one day each; 0: all)."""
+    ingest_readers: int = 0
+    """Streaming: concurrent Ray Data read tasks (each a process holding its blocks); 0: one per 4
+    Train workers (adray.ingest.readers_for). More read faster and hold more memory."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -216,3 +219,4 @@ class VamoConfig(EpochConfig):
               "ingest_memory_max_rows / ingest_prefetch_batches: expected >= 1")
         check(self.ingest_shuffle_buffer >= 0 and self.ingest_eval_max_rows >= 0,
               "ingest_shuffle_buffer / ingest_eval_max_rows: expected >= 0")
+        check(self.ingest_readers >= 0, f"ingest_readers={self.ingest_readers}: expected >= 0 (0: one per 4 workers)")
