@@ -9,7 +9,7 @@ path). The platform (cli, train, tune, evaluate, serving, registry) reaches a wo
 * ``make_data`` / ``importers``: generators or simulators, and readers of real public formats.
   Generation is only ever explicit: ``adray data make``, or a config whose ``data`` is the literal
   ``generate`` (the dataset ``make_data`` builds from the config's ``generator_fields``, kept under
-  ``$ADRAY_HOME/data/<workload>-<hash>``); any other ``data`` is a path that must hold a dataset;
+  ``$ADRAY_STORAGE/data/<workload>-<hash>``); any other ``data`` is a path that must hold a dataset;
 * ``trainer``: ONE training entry (:class:`Trainer`) returning ONE result type
   (:class:`TrainResult`), whether it runs on Ray Train (``adray.train_torch.TorchTrainer``) or on
   RLlib (the workload's own trainer). The trainer names its loop-length field (``epochs``,
@@ -394,11 +394,14 @@ def generator_key(wl: Workload, cfg: TrainConfig) -> str:
 
 def data_dir_for(wl: Workload, cfg: TrainConfig) -> Path | str:
     """Where ``cfg``'s dataset is: the ``data`` path or storage URI (``s3://bucket/x``, kept a
-    string), ``data/<workload>``, or the generated one."""
+    string), ``data/<workload>``, or the generated one: ``data/<workload>-<generator key>`` on the
+    storage every node sees (``$ADRAY_STORAGE``, by default ``$ADRAY_HOME``), so a Train worker or
+    Tune trial on another node reads the dataset the driver generated."""
     if cfg.data == GENERATE:
-        from adray.paths import home
+        from adray.paths import storage
 
-        return home() / "data" / f"{wl.name}-{generator_key(wl, cfg)}"
+        place = storage().child("data", f"{wl.name}-{generator_key(wl, cfg)}")
+        return place.local_path() if place.is_local else place.uri
     if "://" in cfg.data:
         return cfg.data
     return Path(cfg.data) if cfg.data else Path("data") / wl.name

@@ -137,3 +137,26 @@ def test_bucket_refusing_credentials_is_named(tmp_path: Path, monkeypatch: pytes
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_generated_data_lives_on_the_storage_uri(s3_server: str, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``data: generate`` under ``$ADRAY_STORAGE=s3://...`` is made in the bucket (every node reads it
+    there), not under the driver's local ``$ADRAY_HOME``; the second run reuses it."""
+    from adray.config import load_config
+    from adray.data import read_dataset
+    from adray.train import prepare_data
+    from adray.workload import data_dir_for, get_workload
+
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("ADRAY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ADRAY_STORAGE", f"s3://{BUCKET}/gen?{_bucket(s3_server)}")
+    wl = get_workload("pwiser")
+    cfg = load_config(wl.config_cls, "smoke", wl.configs_dir)
+    where = data_dir_for(wl, cfg)
+    assert isinstance(where, str) and where.startswith(f"s3://{BUCKET}/gen/data/pwiser-"), where
+    assert prepare_data(wl, cfg) == where
+    first = read_dataset(where).manifest["content_hash"]
+    assert not list(tmp_path.rglob("*.parquet"))  # nothing on the driver's disk
+    assert prepare_data(wl, cfg) == where and read_dataset(where).manifest["content_hash"] == first

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from adray.data import read_dataset
+from adray.data import dataset_exists, read_dataset
 from workloads.crossdqn.config import CrossDQNConfig
 from workloads.crossdqn.data import SPLIT, check_dataset
 from workloads.crossdqn.policies import ActFn, fixed_policy, gea_policy, random_policy
@@ -134,8 +134,8 @@ def evaluate(cfg: CrossDQNConfig, data_dir: Path, model: Any,
     raw = {"fixed", "random"}  # not PAE-matched
     with torch.no_grad():
         table = {name: evaluate_policy(cfg, p, matched=name not in raw) for name, p in policies.items()}
-    if (Path(data_dir) / "manifest.json").is_file():
-        check_dataset(cfg, Path(data_dir))
+    if dataset_exists(data_dir):  # a local folder or a storage URI
+        check_dataset(cfg, data_dir)
         files = read_dataset(data_dir).split_files(SPLIT)  # streamed: HeldOut.load reads a bounded subset
         for label, m in {"crossdqn": model, **others}.items():
             table[label].update(logged_test_metrics(cfg, files, getattr(m, "net", m)))

@@ -52,7 +52,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from adray import rl
-from adray.data import DataError
+from adray.data import DataError, dataset_exists
 from adray.runtime import torch_threads
 from adray.workload import TrainContext, TrainResult
 from workloads.drlput import columns as C
@@ -214,7 +214,7 @@ def train_module(cfg: DRLPUTConfig, data_dir: Path | None, out_dir: Path, report
     ``test_*`` and ``best_iteration`` (1-based), over the last iteration's losses.
     """
     files = val_logs = test_logs = q_hat = None
-    if data_dir is not None and (Path(data_dir) / "manifest.json").is_file():
+    if data_dir is not None and dataset_exists(data_dir):  # a local folder or a storage URI
         files = split_files(cfg, data_dir, "train")
         val_logs, test_logs = held_out(cfg, data_dir, "val"), held_out(cfg, data_dir, "test")  # bounded
         q_hat = reward_per_action(cfg, data_dir)  # DR's q̂ from the train split (streamed)
