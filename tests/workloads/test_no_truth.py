@@ -102,7 +102,8 @@ class Forbidding:
 
 def forbidding_spec(spec: Any, targets: tuple[str, ...], calls: Path) -> Any:
     wrap = {f: Forbidding(getattr(spec, f), targets, str(calls))
-            for f in ("load_split", "model_meta", "build_model", "loss", "evaluate", "step", "step_state")
+            for f in ("load_split", "model_meta", "build_model", "loss", "evaluate", "eval_outputs", "eval_metrics",
+                      "step", "step_state")
             if getattr(spec, f) is not None}
     return dataclasses.replace(spec, **wrap)
 

@@ -154,8 +154,12 @@ class MTORLConfig(EpochConfig):
     ingest_shuffle: bool = True
     """Shuffle every epoch; False: stored order (both paths then give the same model)."""
     ingest_eval_max_rows: int = 0
-    """Streaming: users of the validation and test splits evaluated (the first ones); 0: 500,000
-    (mtorl evaluates a split as arrays)."""
+    """Streaming: users of the validation and test splits evaluated (the first ones in stored order);
+    0: every user. Rank 0 evaluates a split batch by batch (``evaluate.eval_outputs``), holding a few
+    numbers per valid step, never the split's windows."""
+    ingest_readers: int = 0
+    """Streaming: concurrent Ray Data read tasks (each a process holding its blocks); 0: one per 4
+    Train workers (adray.ingest.readers_for). More read faster and hold more memory."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -175,7 +179,9 @@ class MTORLConfig(EpochConfig):
         check(self.mu >= 0 and self.lam >= 0, f"mu={self.mu}, lam={self.lam}: expected >= 0")
         check(self.beta > 0, f"beta={self.beta}: expected > 0")
         check(self.ingest_memory_max_rows >= 1, "ingest_memory_max_rows: expected >= 1")
-        check(self.ingest_eval_max_rows >= 0, "ingest_eval_max_rows: expected >= 0 (0: 500,000)")
+        check(self.ingest_eval_max_rows >= 0,
+              f"ingest_eval_max_rows={self.ingest_eval_max_rows}: expected >= 0 (0: every user)")
+        check(self.ingest_readers >= 0, f"ingest_readers={self.ingest_readers}: expected >= 0 (0: one per 4 workers)")
         check(self.ingest != "stream" or self.protocol == "user",
               "ingest=stream needs protocol=user (the reference protocol samples windows from the whole data)")
         check(self.penalty_s >= 0, f"penalty_s={self.penalty_s}: expected >= 0")

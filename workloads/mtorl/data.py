@@ -12,7 +12,8 @@ source, the split rule and sizes, and the train split's reward envelope (``rewar
 Importers and the generator stream (memory bounded by a chunk of the file and a partition of
 users, whatever the file's size and order): see ``sequences.py``.
 
-``load_split`` returns, for N windows of n steps (right-padded, mask 0 on padding):
+``load_split`` returns (``iter_split_windows``: the same, in batches of users), for N windows of n
+steps (right-padded, mask 0 on padding):
 ``action`` (N, n) int64, ``reward`` (N, n) float32 = MinMaxNorm(g - s*w) with min/max from the
 train split (Eq. 3), ``gain_cls`` (N, n) int64, ``state`` (N, n, q_dim + f_dim) float32 = s_t =
 concat(q_t, f), ``mask`` (N, n) float32, ``reward_minmax`` (N, 2) float32: the (min, max) of
@@ -72,6 +73,11 @@ to ~32 blocks ahead in the background (measured on a 440 MB file: 507 MB of inpu
 with 32 MB blocks, 147 MB with 4 MB blocks): the reader holds about 36 blocks, whatever the file."""
 KEY_BLOCK_USERS = 1 << 20
 """Simulated users whose split keys are computed at once."""
+SEQ_COLUMNS = ("user_id", "length", "action", "gain", "gain_cls", "cost", "q", "f")
+"""The stored columns of a user row (module docstring)."""
+EVAL_USERS_PER_BATCH = 8192
+"""Users windowed at once by :func:`iter_split_windows` (its default): at n=20 and 20 state
+features about 2 KB of windows a user, some 16 MB a batch."""
 
 
 def default_kuairand_path() -> Path:
@@ -273,7 +279,7 @@ def make_data(cfg: MTORLConfig, out: Path) -> None:
 # ----------------------------------------------------------------------------- windowing
 
 
-def _dataset(data_dir: Path, cfg: MTORLConfig) -> Dataset:
+def _dataset(data_dir: Path | str, cfg: MTORLConfig) -> Dataset:
     ds = read_dataset(data_dir)
     if ds.manifest.get("source") != cfg.source:
         raise DataError(
@@ -286,11 +292,11 @@ def _dataset(data_dir: Path, cfg: MTORLConfig) -> Dataset:
 def read_sequences(data_dir: Path, split: str, cfg: MTORLConfig) -> tuple[pd.DataFrame, dict]:
     ds = _dataset(data_dir, cfg)
     df = ds.read(split)
-    require_columns(df, ["user_id", "length", "action", "gain", "gain_cls", "cost", "q", "f"], f"{ds.display} split {split!r}")
+    require_columns(df, SEQ_COLUMNS, f"{ds.display} split {split!r}")
     return df, ds.meta
 
 
-def reward_range(data_dir: Path, cfg: MTORLConfig) -> tuple[float, float]:
+def reward_range(data_dir: Path | str, cfg: MTORLConfig) -> tuple[float, float]:
     """Min and max of g - s*w over the train split (the MinMaxNorm of Eq. 3): from the manifest's
     ``reward_envelope`` (recorded at write time, any s), else streamed from the split's ``gain`` and
     ``cost`` columns one row group at a time."""
@@ -335,19 +341,47 @@ def windows(seqs: pd.DataFrame, starts: np.ndarray, rows: np.ndarray, n: int, me
     return out
 
 
-def load_split(data_dir: Path, split: str, cfg: MTORLConfig) -> dict[str, np.ndarray]:
-    """Windows of ``cfg.n`` steps for one split under ``cfg.protocol`` (see module docstring)."""
+def user_windows(seqs: pd.DataFrame, meta: dict, rng_minmax: tuple[float, float], cfg: MTORLConfig,
+                 ) -> dict[str, np.ndarray]:
+    """The user protocol's windows: one per user row, its last (or first, ``cfg.truncate``) ``cfg.n`` steps."""
+    lengths = seqs["length"].to_numpy()
+    starts = np.maximum(lengths - cfg.n, 0) if cfg.truncate == "last" else np.zeros(len(seqs), np.int64)
+    return windows(seqs, starts, np.arange(len(seqs)), cfg.n, meta, rng_minmax, cfg.penalty_s)
+
+
+def load_split(data_dir: Path | str, split: str, cfg: MTORLConfig) -> dict[str, np.ndarray]:
+    """Windows of ``cfg.n`` steps for one split under ``cfg.protocol`` (see module docstring), all
+    held at once (:func:`iter_split_windows` gives the user protocol's in batches of users)."""
     data_dir = Path(data_dir)
     if split not in SPLITS:
         raise DataError(f"split {split!r}: expected one of {SPLITS}")
     rng_minmax = reward_range(data_dir, cfg)
     if cfg.protocol == "user":
         seqs, meta = read_sequences(data_dir, split, cfg)
-        lengths = seqs["length"].to_numpy()
-        starts = np.maximum(lengths - cfg.n, 0) if cfg.truncate == "last" else np.zeros(len(seqs), np.int64)
-        return windows(seqs, starts, np.arange(len(seqs)), cfg.n, meta, rng_minmax, cfg.penalty_s)
+        return user_windows(seqs, meta, rng_minmax, cfg)
     seqs, meta, rows, starts, take = reference_windows(data_dir, cfg)
     return windows(seqs, starts[take[split]], rows[take[split]], cfg.n, meta, rng_minmax, cfg.penalty_s)
+
+
+def iter_split_windows(data_dir: Path | str, split: str, cfg: MTORLConfig,
+                       users_per_batch: int = EVAL_USERS_PER_BATCH) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`load_split`'s windows of ``split``, in its order, at most ``users_per_batch`` users at a
+    time: concatenated, the batches are ``load_split(data_dir, split, cfg)``. User protocol: memory
+    holds one batch of stored user rows and their windows, never the split. The reference protocol
+    samples its windows with replacement over every split: one batch, the whole split (``load_split``).
+
+    ``data_dir``: a local path or an ``s3://`` URI (kept as given)."""
+    if split not in SPLITS:
+        raise DataError(f"split {split!r}: expected one of {SPLITS}")
+    if users_per_batch < 1:
+        raise ValueError(f"users_per_batch={users_per_batch}: expected >= 1")
+    if cfg.protocol != "user":
+        yield load_split(data_dir, split, cfg)
+        return
+    ds = _dataset(data_dir, cfg)
+    rng_minmax = reward_range(data_dir, cfg)
+    for rb in ds.iter_batches(split, columns=list(SEQ_COLUMNS), batch_rows=users_per_batch):
+        yield user_windows(rb.to_pandas(), ds.meta, rng_minmax, cfg)
 
 
 def reference_windows(

@@ -24,18 +24,31 @@ from workloads.mtorl.model import choose, predict
 from workloads.mtorl.sim import JourneySim
 
 
-def channel_ratios(probs_reward: np.ndarray, arrays: dict[str, np.ndarray], tau: float, alpha: float,
-                   m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(P explicit, P̂ implicit, P_initial) from logged windows and predicted rewards (N, T)."""
+def channel_sums(probs_reward: np.ndarray, arrays: dict[str, np.ndarray], tau: float, m: int) -> np.ndarray:
+    """(3, m): per channel j, over the valid steps of these windows, N_j, Σ r_t and Σ 1(r̂_t > τ)
+    (predicted rewards (N, T)). Sums: those of a split's batches add up to the split's, which is
+    all :func:`channel_ratios` needs of it."""
     valid = arrays["mask"] > 0
     a, g = arrays["action"][valid], arrays["reward"][valid]
-    n_j = np.bincount(a, minlength=m).astype(float)
-    ctr = np.bincount(a, weights=g, minlength=m) / np.maximum(n_j, 1.0)
-    hat = np.bincount(a, weights=(probs_reward[valid] > tau).astype(float), minlength=m) / np.maximum(n_j, 1.0)
+    return np.stack([np.bincount(a, minlength=m).astype(float), np.bincount(a, weights=g, minlength=m),
+                     np.bincount(a, weights=(probs_reward[valid] > tau).astype(float), minlength=m)])
+
+
+def ratios_of_sums(sums: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P explicit, P̂ implicit, P_initial) from :func:`channel_sums` (Eq. 17)."""
+    n_j, clicks, hits = sums
+    m = len(n_j)
+    ctr, hat = clicks / np.maximum(n_j, 1.0), hits / np.maximum(n_j, 1.0)
     def norm(x: np.ndarray) -> np.ndarray:
         return x / x.sum() if x.sum() > 0 else np.full(m, 1.0 / m)
     p, p_hat = norm(ctr), norm(hat)
     return p, p_hat, (1 - alpha) * p + alpha * p_hat
+
+
+def channel_ratios(probs_reward: np.ndarray, arrays: dict[str, np.ndarray], tau: float, alpha: float,
+                   m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P explicit, P̂ implicit, P_initial) from logged windows and predicted rewards (N, T)."""
+    return ratios_of_sums(channel_sums(probs_reward, arrays, tau, m), alpha)
 
 
 class Memory:

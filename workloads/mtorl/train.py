@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from adray.data import DataError
-from workloads.mtorl.data import windows
+from workloads.mtorl.data import SEQ_COLUMNS, user_windows
 from workloads.mtorl.model import DecisionTransformer, returns_to_go
 
 
@@ -89,9 +89,6 @@ def loss(model: Any, batch: dict[str, torch.Tensor], cfg: Any) -> tuple[torch.Te
 
 # ----------------------------------------------------------------------------- streaming ingest
 
-SEQ_COLUMNS = ["user_id", "length", "action", "gain", "gain_cls", "cost", "q", "f"]
-
-
 def streams(cfg: Any) -> bool:
     """TorchSpec.streams: the user protocol (one window per stored user row) streams; the reference
     protocol samples windows with replacement from all users of all splits: in memory only."""
@@ -105,7 +102,7 @@ def stream_columns(meta: dict[str, Any], cfg: Any) -> list[str]:
 def stream_convert(batch: dict[str, np.ndarray], cfg: Any, meta: dict[str, Any], where: str,
                    ) -> dict[str, np.ndarray]:
     """TorchSpec.stream_convert (user protocol): each stored user row -> its window of ``cfg.n`` steps,
-    exactly ``data.load_split``'s windows (the same :func:`data.windows`, rewards normalised with the
+    exactly ``data.load_split``'s windows (the same :func:`data.user_windows`, rewards normalised with the
     train split's min/max that ``model_meta`` carries)."""
     if meta.get("source") is not None and meta["source"] != cfg.source:
         raise DataError(f"{where}: dataset source is {meta['source']!r} but config source={cfg.source!r}; "
@@ -114,6 +111,5 @@ def stream_convert(batch: dict[str, np.ndarray], cfg: Any, meta: dict[str, Any],
                          for c in SEQ_COLUMNS})
     f_dim = len(seqs["f"].iloc[0]) if len(seqs) else 0
     dims = {"q_dim": int(meta["state_dim"]) - f_dim, "f_dim": f_dim}
-    lengths = seqs["length"].to_numpy()
-    starts = np.maximum(lengths - cfg.n, 0) if cfg.truncate == "last" else np.zeros(len(seqs), np.int64)
-    return windows(seqs, starts, np.arange(len(seqs)), cfg.n, dims, tuple(meta["reward_minmax"]), cfg.penalty_s)
+    lo, hi = meta["reward_minmax"]
+    return user_windows(seqs, dims, (lo, hi), cfg)
