@@ -77,6 +77,36 @@ def bid_days(sim: Any, seed: int, days: list[int], make: Any, lp: Any, opponent_
     }
 
 
+def capacity_efficiency(data_dir: Path) -> np.ndarray:
+    """(K,) per task: the 90th percentile over the logged training trajectories of score / capacity,
+    capacity = budget / CPA constraint (the conversions the budget buys at the constraint). From the
+    logs only, as the model's own ``rtg_target`` is."""
+    import pandas as pd
+
+    from adray.data import read_dataset
+    from workloads.vamo.config import TASKS
+
+    d = read_dataset(data_dir).read("train", columns=["period", "advertiser", "task", "budget", "cpa", "step", "rtg"])
+    first = d.sort_values("step").groupby(["period", "advertiser"]).first()
+    eff = pd.Series(first["rtg"].to_numpy() * first["cpa"].to_numpy() / first["budget"].to_numpy(), index=first.index)
+    task = first["task"].to_numpy()
+    return np.array([float(np.quantile(eff[task == k], 0.9)) for k in range(len(TASKS))])
+
+
+def capacity_bidder(model: Any, eff: np.ndarray, multiple: float) -> Any:
+    """Experimental (inference only, the network unchanged): a ModelBidder whose starting
+    return-to-go is per advertiser, ``multiple`` x eff[task] x budget / CPA, instead of the model's
+    one target per task."""
+    from workloads.vamo.policy import ModelBidder
+
+    class CapacityBidder(ModelBidder):
+        def start(self, result: Any, idx: np.ndarray) -> None:
+            cap = result.day.budget[idx] / result.day.cpa[idx]
+            self.rtg0 = multiple * eff[result.adv.task[idx]] * cap
+
+    return CapacityBidder(model)
+
+
 def with_target(model: Any, target: float) -> Any:
     """The model bidding at another return target (its cfg's ``target_return``)."""
     return dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, target_return=target))
@@ -117,6 +147,9 @@ def main() -> None:
     ap.add_argument("--baselines", default="pid_budget,pid_cpa,online_lp")
     ap.add_argument("--days", choices=("eval", "val"), default="eval")
     ap.add_argument("--target-returns", default="", help="also bid each model at these target_return values")
+    ap.add_argument("--capacity-targets", default="",
+                    help="experimental: also bid each model with a per-advertiser return target, these multiples "
+                         "of the logs' 90th-percentile score per unit of budget / CPA (capacity_bidder)")
     ap.add_argument("--out", default=str(REPO / "results" / "vamo"))
     ap.add_argument("--replot", default="", help="only redraw the PNG of a pacing*.json written before")
     args = ap.parse_args()
@@ -148,8 +181,14 @@ def main() -> None:
             name = label if t == m.cfg.target_return and len(targets) == 1 else f"{label}@rtg{t:g}"
             results[name] = bid_days(sim, seed, days, lambda m=with_target(m, t): ModelBidder(m), lp, seeds)
             print(f"{name:>22}: score {results[name]['score']:7.1f}", file=sys.stderr, flush=True)
+        for c in [float(t) for t in args.capacity_targets.split(",") if t]:
+            eff = capacity_efficiency(out / "data")
+            name = f"{label}@cap{c:g}"
+            results[name] = bid_days(sim, seed, days, lambda m=m, c=c, eff=eff: capacity_bidder(m, eff, c), lp, seeds)
+            print(f"{name:>22}: score {results[name]['score']:7.1f}", file=sys.stderr, flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    tag = "" if args.days == "eval" and not args.target_returns else f"_{args.days}" + ("_rtg" if args.target_returns else "")
+    tag = "" if args.days == "eval" and not (args.target_returns or args.capacity_targets) else (
+        f"_{args.days}" + ("_rtg" if args.target_returns else "") + ("_cap" if args.capacity_targets else ""))
     plot(results, out / f"pacing{tag}.png", f"{args.days} days {days}, {seeds} opponent seeds; score in the legend")
     (out / f"pacing{tag}.json").write_text(json.dumps(results))
     summary = {k: {f: v for f, v in r.items() if not isinstance(v, list)} for k, r in results.items()}
