@@ -43,16 +43,25 @@ class Sampler:
         return np.divmod(np.sort(np.concatenate(list(self.positions.values()))), self.steps)
 
 
+def rtg_unit(arrays: dict[str, np.ndarray], norm: str) -> np.ndarray:
+    """(M,) what each trajectory's return-to-go is counted in (config ``rtg_norm``): 1, or its
+    capacity budget / CPA constraint."""
+    if norm == "capacity":
+        return np.asarray(arrays["budget"], np.float64) / np.asarray(arrays["cpa"], np.float64)
+    return np.ones(len(arrays["task"]))
+
+
 def make_batch(arrays: dict[str, np.ndarray], m: np.ndarray, t: np.ndarray, context: int, history: int,
-               rtg_scale: float) -> dict[str, torch.Tensor]:
+               rtg_scale: float, norm: str = "none") -> dict[str, torch.Tensor]:
     """Tensors of the windows ending at (m, t) (see VamoNet.forward); ``target`` and ``valid`` (B, L)."""
     import torch
 
-    return {k: torch.from_numpy(v) for k, v in window_arrays(arrays, m, t, context, history, rtg_scale).items()}
+    return {k: torch.from_numpy(v)
+            for k, v in window_arrays(arrays, m, t, context, history, rtg_scale, norm).items()}
 
 
 def window_arrays(arrays: dict[str, np.ndarray], m: np.ndarray, t: np.ndarray, context: int, history: int,
-                  rtg_scale: float) -> dict[str, np.ndarray]:
+                  rtg_scale: float, norm: str = "none") -> dict[str, np.ndarray]:
     """:func:`make_batch` as NumPy arrays."""
     length, h = context, history
     steps = t[:, None] + np.arange(-(length + h - 1), 1)[None, :]  # (B, L+H)
@@ -67,7 +76,7 @@ def window_arrays(arrays: dict[str, np.ndarray], m: np.ndarray, t: np.ndarray, c
         "ext": np.ascontiguousarray(ext, np.float32),
         "ext_valid": ok,
         "prev_action": prev.astype(np.float32),
-        "rtg": (arrays["rtg"][mm, pos] * valid / rtg_scale).astype(np.float32),
+        "rtg": (arrays["rtg"][mm, pos] * valid / (rtg_scale * rtg_unit(arrays, norm)[mm])).astype(np.float32),
         "step": pos.astype(np.int64),
         "task": arrays["task"][m].astype(np.int64),
         "target": (arrays["action"][mm, pos] * valid).astype(np.float32),

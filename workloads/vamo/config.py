@@ -143,7 +143,13 @@ class VamoConfig(EpochConfig):
     head_hidden: int = 64
     """Hidden width of each task head f_theta_k."""
     rtg_scale: float = 0.0
-    """Return-to-go y(tau) is divided by this; 0 = the mean daily score of the training data."""
+    """Return-to-go y(tau) is divided by this; 0 = the mean daily score of the training data (with
+    ``rtg_norm: capacity``, the mean score per unit of capacity)."""
+    rtg_norm: Literal["none", "capacity"] = "none"
+    """What the return-to-go is counted in: conversions (none), or conversions per unit of the
+    advertiser's capacity, budget / CPA constraint (the conversions its budget buys at the
+    constraint): then a target means "as efficient as", whatever the advertiser's size, and the
+    policy needs the advertiser's budget."""
     # ---- multi-task weighting (weighting.py)
     weighting: Weighting = "vamo"
     """How task gradients are combined: stl (one model per task), vanilla (equal), dwa, famo, pcgrad,

@@ -30,9 +30,10 @@ MAX_ALPHA_RATIO = 10.0  # alpha / CPA is clipped to [0, 10]
 
 
 def window(states: np.ndarray, alphas: np.ndarray, conversions: np.ndarray, cpa: float, task: int,
-           rtg0: float, model: Any) -> dict[str, torch.Tensor]:
+           rtg0: float, model: Any, unit: float = 1.0) -> dict[str, torch.Tensor]:
     """The network's inputs for the last step of ``states`` (t+1, 16); ``alphas`` and
-    ``conversions`` (t,) of the earlier steps. Step indices come from the timeleft feature."""
+    ``conversions`` (t,) of the earlier steps (``rtg0`` in conversions; ``unit``: what the model
+    counts returns in, :func:`rtg_unit`). Step indices come from the timeleft feature."""
     meta, cfg = model.meta, model.cfg
     length, hist = cfg.context, cfg.history
     n = len(states)
@@ -45,7 +46,7 @@ def window(states: np.ndarray, alphas: np.ndarray, conversions: np.ndarray, cpa:
     rtg = rtg0 - np.concatenate([[0.0], np.cumsum(conversions)])  # return-to-go at each step
     prev, ret = np.zeros(length, np.float32), np.zeros(length, np.float32)
     k = min(n, length)
-    prev[-k:], ret[-k:] = ratio[-k:], np.maximum(rtg[-k:], 0.0) / meta["rtg_scale"]
+    prev[-k:], ret[-k:] = ratio[-k:], np.maximum(rtg[-k:], 0.0) / (meta["rtg_scale"] * unit)
     steps = np.maximum(t_now - np.arange(length)[::-1], 0)
     return {"ext": torch.from_numpy(ext[None]), "ext_valid": torch.from_numpy(ext_valid[None]),
             "prev_action": torch.from_numpy(prev[None]), "rtg": torch.from_numpy(ret[None]),
@@ -82,8 +83,20 @@ def task_field(meta: dict[str, Any]) -> tuple[Any, Any]:
                            json_schema_extra={"minimum": 0, "maximum": len(names) - 1}))
 
 
-def rtg_start(model: Any, task: int) -> float:
-    return float(model.cfg.target_return * model.meta["rtg_target"][task])
+def rtg_unit(model: Any, budget: float | None, cpa: float) -> float:
+    """What the model counts returns in for this advertiser: 1, or with ``rtg_norm: capacity`` its
+    budget / CPA constraint (then the budget is required)."""
+    if model.meta.get("rtg_norm", "none") != "capacity":
+        return 1.0
+    if budget is None:
+        raise ValueError("budget: required by this bidding model (rtg_norm=capacity: its return target is "
+                         "per unit of budget / CPA constraint)")
+    return float(budget) / float(cpa)
+
+
+def rtg_start(model: Any, task: int, unit: float = 1.0) -> float:
+    """The starting return-to-go, in conversions: ``target_return`` x the task's logged target x unit."""
+    return float(model.cfg.target_return * model.meta["rtg_target"][task] * unit)
 
 
 class ModelBidder:
@@ -93,13 +106,16 @@ class ModelBidder:
         self.model = model
 
     def start(self, result: DayResult, idx: np.ndarray) -> None:
-        self.rtg0 = np.array([rtg_start(self.model, int(result.adv.task[j])) for j in idx])
+        day = result.day
+        self.unit = np.array([rtg_unit(self.model, float(day.budget[j]), float(day.cpa[j])) for j in idx])
+        self.rtg0 = np.array([rtg_start(self.model, int(result.adv.task[j]), u) for j, u in zip(idx, self.unit)])
 
     def act(self, t: int, result: DayResult, idx: np.ndarray) -> np.ndarray:
         log, day, adv = result.log, result.day, result.adv
         states = state_features(log, day.budget, upto=t)  # (t+1, N, 16)
         batches = [window(states[:, j], log.alpha[:t, j], log.conversions[:t, j], float(day.cpa[j]),
-                          int(adv.task[j]), float(self.rtg0[i]), self.model) for i, j in enumerate(idx)]
+                          int(adv.task[j]), float(self.rtg0[i]), self.model, float(self.unit[i]))
+                   for i, j in enumerate(idx)]
         out = np.zeros(len(idx))
         groups = adv.task[idx] if len(self.model.nets) > 1 else np.zeros(len(idx), int)
         for g in np.unique(groups):  # one forward per network
@@ -135,7 +151,8 @@ def bid_request(history: dict[str, Sequence[float]], budget: float, cpa: float, 
     t = n - 1
     return {"request_id": request_id, "task": int(task), "cpa_constraint": float(cpa),
             "states": states.astype(float).tolist(), "alphas": log.alpha[:t, 0].astype(float).tolist(),
-            "conversions": log.conversions[:t, 0].astype(float).tolist()}
+            "conversions": log.conversions[:t, 0].astype(float).tolist(),
+            **({"budget": float(budget)} if budget > 0 else {})}  # a model with rtg_norm=capacity needs it
 
 
 class BidResponse(pydantic.BaseModel):
@@ -183,6 +200,8 @@ class BidPolicy(Policy):
                 description="conversions of each earlier step")),
             return_to_go=(float | None, pydantic.Field(None, description="target return left (default: the "
                                                                           "model's target minus conversions)")),
+            budget=(money(1e12, "the advertiser's budget of the day") | None, pydantic.Field(
+                None, description="the day's budget (required by a model with rtg_norm=capacity)")),
         )
 
     @classmethod
@@ -195,11 +214,12 @@ class BidPolicy(Policy):
         windows, cpas = [], np.zeros(len(requests))
         for i, r in enumerate(requests):
             task, cpas[i] = int(r["task"]), float(r["cpa_constraint"])
-            rtg0 = rtg_start(self.model, task)
+            unit = rtg_unit(self.model, r.get("budget"), cpas[i])
+            rtg0 = rtg_start(self.model, task, unit)
             if r.get("return_to_go") is not None:  # the caller's target for now: back to step 0
                 rtg0 = float(r["return_to_go"]) + float(np.sum(r["conversions"]))
             windows.append(window(np.asarray(r["states"], np.float32), np.asarray(r["alphas"]),
-                                  np.asarray(r["conversions"]), cpas[i], task, rtg0, self.model))
+                                  np.asarray(r["conversions"]), cpas[i], task, rtg0, self.model, unit))
         out_alpha = np.zeros(len(requests))
         tasks = np.array([int(r["task"]) for r in requests])
         groups = tasks if len(self.model.nets) > 1 else np.zeros(len(requests), int)

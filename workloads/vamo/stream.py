@@ -126,7 +126,7 @@ def trajectory_arrays(rows: pd.DataFrame, steps: int, tasks: tuple[int, ...] | N
 
 def _read_units(batch: dict[str, np.ndarray], *, ds: Dataset, all_units: list[Unit], steps: int, context: int,
                 history: int, rtg_scale: float, tasks: tuple[int, ...] | None, seed: int | None,
-                ) -> Iterator[dict[str, np.ndarray]]:
+                norm: str = "none") -> Iterator[dict[str, np.ndarray]]:
     """Ray Data UDF: unit indexes -> the windows of the trajectories that start there, in blocks of
     at most :data:`WINDOW_BLOCK` (``seed``: in a random order seeded by (seed, unit); None: in order)."""
     for i in batch["unit"]:
@@ -141,7 +141,7 @@ def _read_units(batch: dict[str, np.ndarray], *, ds: Dataset, all_units: list[Un
             order = np.random.default_rng([seed, int(i)]).permutation(len(m))
             m, t = m[order], t[order]
         for a in range(0, len(m), WINDOW_BLOCK):
-            yield window_arrays(arrays, m[a:a + WINDOW_BLOCK], t[a:a + WINDOW_BLOCK], context, history, rtg_scale)
+            yield window_arrays(arrays, m[a:a + WINDOW_BLOCK], t[a:a + WINDOW_BLOCK], context, history, rtg_scale, norm)
 
 
 def read_windows(data: Any, split: str, cfg: VamoConfig, meta: dict[str, Any], *, seed: int, shuffle: bool,
@@ -158,7 +158,7 @@ def read_windows(data: Any, split: str, cfg: VamoConfig, meta: dict[str, Any], *
         np.random.default_rng([seed, 0x7A0]).shuffle(order)
     fn = functools.partial(_read_units, ds=ds, all_units=all_units, steps=int(meta["max_steps"]),
                            context=cfg.context, history=cfg.history, rtg_scale=float(meta["rtg_scale"]),
-                           tasks=tasks, seed=seed if shuffle else None)
+                           tasks=tasks, seed=seed if shuffle else None, norm=cfg.rtg_norm)
     return ray.data.from_items([{"unit": int(i)} for i in order], override_num_blocks=max(1, len(order))).map_batches(
         fn, batch_size=1, batch_format="numpy", num_cpus=READ_TASK_CPUS,
         compute=ray.data.TaskPoolStrategy(size=max(1, readers)))
@@ -218,7 +218,7 @@ def stream_eval(data: Any, split: str, cfg: VamoConfig, meta: dict[str, Any], ma
     rows = _first_trajectories(ds, split, max_rows)
     arrays = trajectories(rows, int(meta["max_steps"])).arrays()
     m, t = Sampler(arrays, len(TASKS), tasks).all_positions()
-    return window_arrays(arrays, m, t, cfg.context, cfg.history, float(meta["rtg_scale"]))
+    return window_arrays(arrays, m, t, cfg.context, cfg.history, float(meta["rtg_scale"]), cfg.rtg_norm)
 
 
 def train_sample(data_dir: Path | str, seed: int) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ import torch
 
 from adray.data import read_dataset
 from workloads.vamo import stream
-from workloads.vamo.batches import Sampler, make_batch
+from workloads.vamo.batches import Sampler, make_batch, rtg_unit
 from workloads.vamo.config import TASKS, VamoConfig
 from workloads.vamo.data import load_split
 from workloads.vamo.model import VamoNet, dominant_periods
@@ -53,16 +53,26 @@ def model_meta(cfg: VamoConfig, train: dict[str, np.ndarray], data_meta: Mapping
     m, t = sampler.sample(2048, np.random.default_rng(cfg.seed))
     batch = make_batch(train, m, t, 1, cfg.history, 1.0)
     hist = ((batch["ext"][:, : cfg.history].numpy() - mu) / sd) * batch["ext_valid"][:, : cfg.history, None].numpy()
-    ret = train["rtg"][:, 0]
+    ret = train["rtg"][:, 0] / rtg_unit(train, cfg.rtg_norm)  # each trajectory's return, in its unit
     target = [float(np.quantile(ret[train["task"] == k], 0.9)) if (train["task"] == k).any() else 1.0
               for k in range(len(TASKS))]
     return {
         "state_mean": mu.tolist(), "state_std": sd.tolist(), "max_steps": int(train["valid"].shape[1]),
         "steps_per_day": int(data_meta.get("steps_per_day", train["valid"].shape[1])),
         "periods": list(dominant_periods(hist, cfg.top_k)),
-        "rtg_scale": float(cfg.rtg_scale or max(float(data_meta.get("mean_score", 1.0)), 1e-6)),
+        "rtg_scale": rtg_scale_of(cfg, ret, data_meta),
         "rtg_target": target,
+        "rtg_norm": cfg.rtg_norm,
     }
+
+
+def rtg_scale_of(cfg: VamoConfig, ret: np.ndarray, data_meta: Mapping[str, Any]) -> float:
+    """The return-to-go's divisor: the config's, else the mean daily score of the training data
+    (the manifest's), or with ``rtg_norm: capacity`` the mean of ``ret`` (scores per unit of capacity)."""
+    if cfg.rtg_scale:
+        return float(cfg.rtg_scale)
+    mean = float(np.mean(ret)) if cfg.rtg_norm == "capacity" else float(data_meta.get("mean_score", 1.0))
+    return max(mean, 1e-6)
 
 
 def build_model(cfg: VamoConfig, meta: Mapping[str, Any]) -> VamoNet:
@@ -78,9 +88,13 @@ def load_windows(data_dir: Path, split: str, cfg: VamoConfig, tasks: tuple[int, 
     the window ending there (the columns of :func:`batches.make_batch`), so the harness's row
     permutation and sharding apply as is."""
     arrays = load_split(data_dir, split)
-    scale = cfg.rtg_scale or max(float(read_dataset(data_dir).meta.get("mean_score", 1.0)), 1e-6)
+    if cfg.rtg_norm == "none":
+        scale = rtg_scale_of(cfg, np.zeros(1), read_dataset(data_dir).meta)
+    else:  # the training sample's, as the model's meta has it
+        train = stream.train_sample(data_dir, cfg.seed)
+        scale = rtg_scale_of(cfg, train["rtg"][:, 0] / rtg_unit(train, cfg.rtg_norm), {})
     m, t = Sampler(arrays, len(TASKS), tasks).all_positions()
-    return {k: v.numpy() for k, v in make_batch(arrays, m, t, cfg.context, cfg.history, scale).items()}
+    return {k: v.numpy() for k, v in make_batch(arrays, m, t, cfg.context, cfg.history, scale, cfg.rtg_norm).items()}
 
 
 def spec_meta(data_dir: Path, cfg: VamoConfig) -> dict[str, Any]:
