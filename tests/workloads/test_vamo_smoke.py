@@ -113,6 +113,7 @@ def test_stl_is_one_ray_train_run_per_task(smoke, ray_cluster, tmp_path: Path) -
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # 50-70 s; VAMO on Ray Train stays in the default run (test_no_truth, the contract tests)
 def test_two_ray_train_workers_train_what_the_plain_loop_trains(smoke, ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     """``--workers 2``: two Ray Train workers, each half of every global batch, the same epochs
     (validation losses, task weights) as the plain loop (``fit``) on the same seeds."""
