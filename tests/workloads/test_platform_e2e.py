@@ -75,6 +75,7 @@ def test_killed_run_resumes_from_its_checkpoint(ray_cluster, tmp_path: Path) -> 
     assert result["model"] == "pwiser@v0001"
 
 
+@pytest.mark.slow  # ~60-380 s; Tune stays in the default run through test_crossdqn_tune's sweep
 def test_short_sweep_writes_table_plot_and_publishes_best(ray_cluster, adray_home: Path, tmp_path: Path) -> None:
     import pandas as pd
 
