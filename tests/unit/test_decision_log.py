@@ -290,8 +290,8 @@ def test_a_reader_during_rotations_never_sees_a_row_twice_or_loses_one(tmp_path:
     def feed() -> None:
         for i in range(1, 300):
             log.append(make_rows(1, start=i))
-            if i % 10 == 0:
-                time.sleep(0.001)  # let the writer rotate under the reader's feet
+            if i % 10 == 0:  # a batch of >= rotate_rows rows written: the writer rotates under the reader's feet
+                assert log.flush(timeout=30)  # (a sleep left it to the scheduler: CI once saw only 3 rotations)
         log.close()
 
     feeder = threading.Thread(target=feed)
