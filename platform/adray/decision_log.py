@@ -309,21 +309,28 @@ def read_log(storage: Storage, stream: str, since: datetime | None = None) -> pa
         # Parquet renames list items ("item" -> "element"); the stored schema puts the names back
         return table.cast(schema) if schema is not None and table.schema.names == schema.names else table
 
-    for attempt in range(5):  # a rotation may delete batches between our listing and our reads
-        # batches are listed before segments: a batch gone from the first listing was deleted after
-        # its segment was written, so the second listing has that segment
-        _, batches = _layout([f"{_OPEN}/{f}" for f in storage.list_files(stream, _OPEN)])
-        segments, _ = _layout([f for f in storage.list_files(stream) if not f.startswith(f"{_OPEN}/")])
-        order = [rel for *_, rel in segments]
-        for writer in sorted(batches):
-            order += [rel for seq, rel in sorted(batches[writer].items()) if not _covered(segments, writer, seq)]
-        try:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                tables = list(pool.map(read, order))
-            break
-        except FileNotFoundError:
-            if attempt == 4:
-                raise
+    # A rotation deletes an open segment's batches once their closed segment is written; closed
+    # segments are never deleted. So the batches, the only files that can vanish, are read first,
+    # right after the listing, and a batch gone by then means a new listing (its segment is in it).
+    # Segments come after, in any time. At a rotation every few ms (the tests') a fixed number of
+    # retries of the whole read once ran out; a deadline does not.
+    give_up = time.monotonic() + 30.0
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        while True:
+            # batches are listed before segments: a batch gone from the first listing was deleted after
+            # its segment was written, so the second listing has that segment
+            _, batches = _layout([f"{_OPEN}/{f}" for f in storage.list_files(stream, _OPEN)])
+            segments, _ = _layout([f for f in storage.list_files(stream) if not f.startswith(f"{_OPEN}/")])
+            open_rels = [rel for writer in sorted(batches)
+                         for seq, rel in sorted(batches[writer].items()) if not _covered(segments, writer, seq)]
+            try:
+                open_tables = list(pool.map(read, open_rels))
+                break
+            except FileNotFoundError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.001)
+        tables = [*pool.map(read, [rel for *_, rel in segments]), *open_tables]
     if not tables:
         if schema is None:
             raise StorageError(f"decision log {storage.display(stream)} has no schema file and no rows")
