@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 
 class MetricWarning(UserWarning):
@@ -56,6 +55,8 @@ def auc(y_true: np.ndarray, y_score: np.ndarray, name: str = "auc") -> float:
     if positives in (0, len(y)):
         only = "1" if positives else "0"
         return _undefined(name, f"only one class (all {only}) in {len(y)} labels, AUC is undefined")
+    from sklearn.metrics import roc_auc_score  # here: importing scikit-learn costs ~1.9 s a process
+
     return float(roc_auc_score(y, s))
 
 
@@ -81,6 +82,8 @@ def macro_prf(
     if len(y) == 0:
         nan = _undefined(name, "empty split (0 labels)")
         return {"f1": nan, "precision": nan, "recall": nan}
+    from sklearn.metrics import precision_recall_fscore_support
+
     precision, recall, f1, _ = precision_recall_fscore_support(
         y, p, labels=labels, average="macro", zero_division=0
     )

@@ -1,7 +1,7 @@
 """The composed feed graph over HTTP with the five workloads' smoke models (tests/conftest.py).
 
-One graph, deployed fused (all stages in the ingress replica) and split (a deployment per stage):
-both answer the same feeds; every stage is named with its model version; bad requests are 422s
+One graph, deployed fused (all stages in the ingress replica) and split (a deployment per stage;
+a ``slow`` test): both answer the same feeds; every stage is named with its model version; bad requests are 422s
 naming the field; auto-bidding spend never exceeds a budget; every decision reaches the Parquet
 decision log with DRL-PUT's log columns; a model of the wrong kind for a stage is refused before
 anything is deployed.
@@ -43,8 +43,10 @@ def _args(five: dict[str, Any], state: Path, **kw: Any) -> Any:
                     replica_cpus=0.25, stage_cpus=0.1, serve_unpromoted=True, **kw)
 
 
-@pytest.mark.ray
-def test_feed_graph_fused_and_split(five: dict[str, Any], tmp_path: Path) -> None:  # noqa: C901
+def _answers(five: dict[str, Any], tmp_path: Path, mode: str, requests: list[dict[str, Any]],
+             budget: float) -> list[dict[str, Any]]:
+    """Deploy the graph in ``mode``, post ``requests`` and check what every mode must do (models,
+    422s naming the field, /docs, the decision log, the ledger within budget); its answers."""
     import httpx
     import ray
     from ray import serve
@@ -54,60 +56,70 @@ def test_feed_graph_fused_and_split(five: dict[str, Any], tmp_path: Path) -> Non
     from adray.storage import Storage
     from serve_apps.feed_schema import FeedResponse
 
+    app = f"feed-{mode}"
+    state = tmp_path / mode
+    url = serve_graph(_args(five, state, mode=mode, ledger_name=f"pacing-test-{mode}"), port=free_port(), name=app,
+                      route_prefix=f"/{app}")
+    answers = []
+    try:
+        with httpx.Client(base_url=f"{url}/{app}", timeout=120) as client:
+            info = client.get("/v1/graph").json()
+            assert info["models"] == {role: t.ref for role, t in five.items()} and info["mode"] == mode
+            for req in requests:
+                r = client.post("/v1/feed", json=req)
+                assert r.status_code == 200, r.text
+                answers.append(FeedResponse.model_validate(r.json()).model_dump())
+            bad = {**requests[0], "user": {**requests[0]["user"], "utility_state": {
+                k: v for k, v in requests[0]["user"]["utility_state"].items() if k != "hour"}}}
+            r = client.post("/v1/feed", json=bad)
+            assert r.status_code == 422 and ["body", "user", "utility_state", "hour"] == r.json()["detail"][0]["loc"]
+            short = {**requests[0], "organic": [{**requests[0]["organic"][0], "content": [0.0]}]}
+            r = client.post("/v1/feed", json=short)
+            assert r.status_code == 422 and "item_dim" in r.text, r.text
+            assert client.get("/docs").status_code == 200
+            time.sleep(0.6)  # two flush periods
+            logged = client.get("/v1/graph").json()["decision_log"]
+            assert logged["appended"] == len(requests) and logged["dropped"] == 0, logged
+        ledger = ray.get_actor(f"pacing-test-{mode}", namespace="adray")
+        specs = [{"advertiser": a["advertiser"], **a["auto"]} for a in requests[0]["ads"] if a["campaign"] == "auto"]
+        views = ray.get(ledger.views.remote(specs))
+        assert views and all(v["spent"] <= budget + 1e-12 for v in views.values()), views
+    finally:
+        serve.delete(app)
+        try:
+            ray.kill(ray.get_actor(f"pacing-test-{mode}", namespace="adray"), no_restart=True)
+        except ValueError:
+            pass
+    table = read_log(Storage(str(state)), "decisions/feed")
+    assert sorted(table.column("request_id").to_pylist()) == sorted(r["request_id"] for r in requests)
+    assert set(table.column("policy_id").to_pylist()) == {five["utility"].ref}
+    return answers
+
+
+@pytest.mark.ray
+def test_feed_graph_fused(five: dict[str, Any], tmp_path: Path) -> None:
+    budget = 0.05
+    fused = _answers(five, tmp_path, "fused", _requests(five, 8, budget), budget)
+    for answer in fused:
+        assert answer["models"] == {role: t.ref for role, t in five.items()} and answer["fallbacks"] == {}
+        for s in answer["feed"]:
+            if s["kind"] == "ad":
+                assert s["price"] >= answer["utility"]["reserve"] - 1e-9
+    assert [s for a in fused for s in a["feed"] if s["kind"] == "ad"], "no ad was shown in 8 feeds"
+    assert set(ROLES) == set(fused[0]["models"])
+
+
+@pytest.mark.slow  # ~35 s: five stage deployments more; the default run keeps the fused graph
+@pytest.mark.ray
+def test_feed_graph_split_answers_as_fused(five: dict[str, Any], tmp_path: Path) -> None:
     budget = 0.05
     requests = _requests(five, 8, budget)
-    answers: dict[str, list[dict[str, Any]]] = {}
-    port = free_port()
-    for mode in ("fused", "split"):
-        app = f"feed-{mode}"
-        state = tmp_path / mode
-        url = serve_graph(_args(five, state, mode=mode, ledger_name=f"pacing-test-{mode}"), port=port, name=app,
-                          route_prefix=f"/{app}")
-        try:
-            with httpx.Client(base_url=f"{url}/{app}", timeout=120) as client:
-                info = client.get("/v1/graph").json()
-                assert info["models"] == {role: t.ref for role, t in five.items()} and info["mode"] == mode
-                answers[mode] = []
-                for req in requests:
-                    r = client.post("/v1/feed", json=req)
-                    assert r.status_code == 200, r.text
-                    answers[mode].append(FeedResponse.model_validate(r.json()).model_dump())
-                bad = {**requests[0], "user": {**requests[0]["user"], "utility_state": {
-                    k: v for k, v in requests[0]["user"]["utility_state"].items() if k != "hour"}}}
-                r = client.post("/v1/feed", json=bad)
-                assert r.status_code == 422 and ["body", "user", "utility_state", "hour"] == r.json()["detail"][0]["loc"]
-                short = {**requests[0], "organic": [{**requests[0]["organic"][0], "content": [0.0]}]}
-                r = client.post("/v1/feed", json=short)
-                assert r.status_code == 422 and "item_dim" in r.text, r.text
-                assert client.get("/docs").status_code == 200
-                time.sleep(0.6)  # two flush periods
-                logged = client.get("/v1/graph").json()["decision_log"]
-                assert logged["appended"] == len(requests) and logged["dropped"] == 0, logged
-            ledger = ray.get_actor(f"pacing-test-{mode}", namespace="adray")
-            specs = [{"advertiser": a["advertiser"], **a["auto"]} for a in requests[0]["ads"] if a["campaign"] == "auto"]
-            views = ray.get(ledger.views.remote(specs))
-            assert views and all(v["spent"] <= budget + 1e-12 for v in views.values()), views
-        finally:
-            serve.delete(app)
-            try:
-                ray.kill(ray.get_actor(f"pacing-test-{mode}", namespace="adray"), no_restart=True)
-            except ValueError:
-                pass
-        table = read_log(Storage(str(state)), "decisions/feed")
-        assert sorted(table.column("request_id").to_pylist()) == sorted(r["request_id"] for r in requests)
-        assert set(table.column("policy_id").to_pylist()) == {five["utility"].ref}
-
-    for fused, split in zip(answers["fused"], answers["split"], strict=True):
-        assert fused["models"] == {role: t.ref for role, t in five.items()}
-        assert fused["fallbacks"] == {} == split["fallbacks"], (fused["fallbacks"], split["fallbacks"])
-        assert [s["id"] for s in fused["feed"]] == [s["id"] for s in split["feed"]]
-        assert fused["decisions"] == split["decisions"]
-        for s in fused["feed"]:
-            if s["kind"] == "ad":
-                assert s["price"] >= fused["utility"]["reserve"] - 1e-9
-    spent_ads = [s for a in answers["fused"] for s in a["feed"] if s["kind"] == "ad"]
-    assert spent_ads, "no ad was shown in 8 feeds"
-    assert set(ROLES) == set(answers["fused"][0]["models"])
+    fused = _answers(five, tmp_path, "fused", requests, budget)
+    split = _answers(five, tmp_path, "split", requests, budget)
+    for f, s in zip(fused, split, strict=True):
+        assert f["fallbacks"] == {} == s["fallbacks"], (f["fallbacks"], s["fallbacks"])
+        assert [x["id"] for x in f["feed"]] == [x["id"] for x in s["feed"]]
+        assert f["decisions"] == s["decisions"]
 
 
 def test_a_stage_given_a_model_of_another_kind_is_refused(five: dict[str, Any], tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_killed_run_resumes_from_its_checkpoint(ray_cluster, tmp_path: Path) -> 
     address = ray_cluster.get_runtime_context().gcs_address
     home = tmp_path / "home"
     # data: generate (the smoke config's): the first run makes the dataset under ADRAY_HOME, the rerun reuses it
-    args = ["train", "pwiser", "--config", "smoke", "--set", "epochs=8", "--set", "rows=60000", "--json"]
+    args = ["train", "pwiser", "--config", "smoke", "--set", "epochs=4", "--set", "rows=60000", "--json"]
     env = os.environ | {"ADRAY_HOME": str(home), "RAY_ADDRESS": address}
     proc = subprocess.Popen([sys.executable, "-m", "adray.cli", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
