@@ -22,7 +22,6 @@ Writes ``pacing.png`` (spend share, alpha / CPA by step; CPA ratio) and ``pacing
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -107,11 +106,6 @@ def capacity_bidder(model: Any, eff: np.ndarray, multiple: float) -> Any:
     return CapacityBidder(model)
 
 
-def with_target(model: Any, target: float) -> Any:
-    """The model bidding at another return target (its cfg's ``target_return``)."""
-    return dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, target_return=target))
-
-
 def plot(results: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -161,15 +155,15 @@ def main() -> None:
     os.environ.setdefault("ADRAY_REGISTRY", str(out / "home" / "registry"))
 
     from adray.models import load_model
-    from workloads.vamo.data import REFERENCE_DAY, lp_table
-    from workloads.vamo.evaluate import baseline_bidder, eval_days, market_of
+    from workloads.vamo.data import lp_table
+    from workloads.vamo.evaluate import at_target, baseline_bidder, eval_days, market_of, validation_day
     from workloads.vamo.policy import ModelBidder
 
     models = {label: load_model(ref).model for label, ref in (kv.split("=", 1) for kv in args.models.split(",") if kv)}
     cfg = next(iter(models.values())).cfg
     sim, seed = market_of(cfg, out / "data")
     lp = lp_table(sim, seed)
-    days = eval_days(cfg) if args.days == "eval" else [REFERENCE_DAY + cfg.train_days + 1]
+    days = eval_days(cfg) if args.days == "eval" else [validation_day(cfg)]
     seeds = cfg.eval_seeds
     results: dict[str, dict[str, Any]] = {}
     for name in [b for b in args.baselines.split(",") if b]:
@@ -179,7 +173,7 @@ def main() -> None:
         targets = [float(t) for t in args.target_returns.split(",") if t] or [m.cfg.target_return]
         for t in targets:
             name = label if t == m.cfg.target_return and len(targets) == 1 else f"{label}@rtg{t:g}"
-            results[name] = bid_days(sim, seed, days, lambda m=with_target(m, t): ModelBidder(m), lp, seeds)
+            results[name] = bid_days(sim, seed, days, lambda m=at_target(m, t): ModelBidder(m), lp, seeds)
             print(f"{name:>22}: score {results[name]['score']:7.1f}", file=sys.stderr, flush=True)
         for c in [float(t) for t in args.capacity_targets.split(",") if t]:
             eff = capacity_efficiency(out / "data")

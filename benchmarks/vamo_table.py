@@ -1,6 +1,7 @@
 """VAMO against its baselines in the simulator: the shapes of the paper's Table 1, Table 3 and Fig. 4.
 
     python benchmarks/vamo_table.py train  --seed S [--variants table1,table3,lambda] [--budget-min 9] [--threads 2]
+    python benchmarks/vamo_table.py select --seed S [--variants ...] [--grid 1,1.5,2,3,4,6]
     python benchmarks/vamo_table.py eval   --seed S [--groups table1,table3,lambda]
     python benchmarks/vamo_table.py report [--json results/vamo/table.json]
     (all take --config bench, --set k=v, --out results/vamo; ``train`` and ``eval`` resume)
@@ -11,8 +12,12 @@ registry under ``--out``/home as ``vamo-<variant>-s<S>``. ``train`` trains the v
 published, in this process through ``adray.train_torch.fit_in_process`` (the harness's epoch loop
 and VAMO step: what ``adray train vamo`` runs on Ray Train workers); after the first, it starts a
 variant only while one as long as the longest so far fits in ``--budget-min`` minutes: call it again
-to continue. ``--threads`` pins torch's intra-op threads (recorded in the train log and the model's
-metrics): a seed gives bit-identical weights only at one thread count, since the thread count changes
+to continue. ``select`` chooses each trained variant's return target on the held-out validation
+day (``evaluate.choose_target``: the model bids that day at each ``target_return`` of the grid
+against the config's ``eval_seeds`` opponent seeds; the best mean score wins) and publishes the
+variant again with it (``vamo-<variant>-s<S>@latest``, the choice in its manifest's
+``target_selected`` and in ``select-s<S>.json``); the evaluation days take no part.
+``--threads`` pins torch's intra-op threads (recorded in the train log and the model's metrics): a seed gives bit-identical weights only at one thread count, since the thread count changes
 float summation order (issue 22: left to the shell's ``OMP_NUM_THREADS`` / core count, two runs of
 one seed differed). ``eval`` runs, per group,
 ``adray eval vamo --model vamo-vamo-s<S>@latest --compare LABEL=vamo-LABEL-s<S>@latest ... --json``
@@ -137,6 +142,50 @@ def train(args: argparse.Namespace) -> None:
         print(f"{mv.ref}: {train_s:.0f} s, best val loss {best:.4f}, load {load0:.1f}", flush=True)
 
 
+def select(args: argparse.Namespace) -> None:
+    """Each trained variant of the seed: its return target chosen on the validation day
+    (evaluate.choose_target), published as the variant's next version (same network, ``target_return``
+    set, the choice in the manifest's ``target_selected``), which ``eval`` then bids with."""
+    import shutil
+
+    from adray.config import save_config
+    from adray.models import CONFIG_FILE, load_model
+    from adray.registry import Registry, RegistryError
+    from workloads.vamo.evaluate import TARGET_GRID, at_target, choose_target, validation_day
+
+    cfg, data = setup(args)
+    grid = [float(x) for x in args.grid.split(",")] if args.grid else list(TARGET_GRID)
+    reg, path = Registry(), Path(args.out) / f"select-s{args.seed}.json"
+    done = json.loads(path.read_text()) if path.is_file() else {}
+    for label in variants(args.variants):
+        name = model_name(label, args.seed)
+        try:
+            mv = reg.get(f"{name}@latest")
+        except RegistryError:
+            print(f"{name}: not trained yet, skipped", flush=True)
+            continue
+        if "target_selected" in mv.manifest:
+            done[label] = mv.manifest["target_selected"]
+            continue
+        loaded = load_model(mv.ref, reg)
+        t0 = time.perf_counter()
+        best, scores = choose_target(loaded.model.cfg, data, loaded.model, grid)
+        chosen = at_target(loaded.model, best)
+        record = {"from": mv.ref, "target_return": best, "validation_day": validation_day(cfg),
+                  "opponent_seeds": cfg.eval_seeds, "scores": {f"{t:g}": v for t, v in scores.items()},
+                  "select_s": time.perf_counter() - t0}
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(loaded.path, tmp, dirs_exist_ok=True)
+            save_config(chosen.cfg, Path(tmp) / CONFIG_FILE)
+            keep = {k: mv.manifest[k] for k in ("workload", "dataset", "dataset_hash", "metrics") if k in mv.manifest}
+            new = reg.publish(name, tmp, {**keep, "config": chosen.cfg.to_dict(), "target_selected": record})
+        done[label] = record
+        path.write_text(json.dumps(done, indent=1))
+        print(f"{new.ref}: target_return {best:g} (validation day {record['validation_day']}: "
+              + ", ".join(f"{t:g}: {v:.1f}" for t, v in scores.items()) + f"; {record['select_s']:.0f} s)", flush=True)
+    path.write_text(json.dumps(done, indent=1))
+
+
 def evaluate(args: argparse.Namespace) -> None:
     setup(args)
     adray = str(Path(sys.executable).with_name("adray"))
@@ -231,7 +280,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("train", "eval", "report"))
+    ap.add_argument("command", choices=("train", "select", "eval", "report"))
     ap.add_argument("--config", default="bench")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default="results/vamo")
@@ -242,8 +291,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2,
                     help="torch intra-op threads for train (2: torch's default on 2 cores, what vamo-vamo-s0@v0001 was trained with)")
     ap.add_argument("--json", default="")
+    ap.add_argument("--grid", default="", help="select: the target_return values bid on the validation day "
+                                               "(default: evaluate.TARGET_GRID)")
     args = ap.parse_args()
-    {"train": train, "eval": evaluate, "report": report}[args.command](args)
+    {"train": train, "select": select, "eval": evaluate, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

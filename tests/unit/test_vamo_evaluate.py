@@ -45,3 +45,33 @@ def test_run_bidder_means_over_days_and_opponent_seeds_with_the_std_over_seeds()
     assert {"gmv", "dir_gmv", "cart", "gmv_std", "cart_std"} <= set(out)
     one = run_bidder(SMALL, 0, FixedAlpha, days, lp)
     assert one["score_std"] == 0.0
+
+
+def test_the_return_target_is_chosen_on_the_validation_day_never_an_evaluation_day(monkeypatch) -> None:  # noqa: ANN001
+    import dataclasses
+
+    from workloads.vamo import evaluate
+    from workloads.vamo.config import VamoConfig
+
+    @dataclasses.dataclass
+    class Net:  # what choose_target needs of a model: its cfg (the target is bid through ModelBidder)
+        cfg: VamoConfig
+
+    cfg = VamoConfig(train_days=4, eval_days=2, eval_seeds=3)
+    seen: list[tuple[list[int], float, int]] = []
+
+    def fake_run_bidder(sim, seed, make, days, lp, opponent_seeds):  # noqa: ANN001, ANN202
+        t = make().model.cfg.target_return
+        seen.append((list(days), t, opponent_seeds))
+        return {"score": {1.0: 10.0, 2.0: 30.0, 3.0: 30.0, 4.0: 5.0}[t]}
+
+    monkeypatch.setattr(evaluate, "run_bidder", fake_run_bidder)
+    monkeypatch.setattr(evaluate, "market_of", lambda cfg, data_dir: (SMALL, 0))
+    best, scores = evaluate.choose_target(cfg, "unused", Net(cfg), [4.0, 2.0, 1.0, 3.0, 2.0])
+    assert best == 2.0  # the best score; of two equal, the smaller target
+    assert scores == {1.0: 10.0, 2.0: 30.0, 3.0: 30.0, 4.0: 5.0}
+    val = evaluate.validation_day(cfg)
+    assert val == 5 and val not in evaluate.eval_days(cfg)  # day 5: after the 4 training days
+    assert all(days == [val] and n == 3 for days, _, n in seen) and len(seen) == 4
+    with pytest.raises(ValueError, match="target grid"):
+        evaluate.choose_target(cfg, "unused", Net(cfg), [0.0, 1.0])

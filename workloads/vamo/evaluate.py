@@ -18,7 +18,8 @@ M_stl,k) / M_stl,k x 100 (lower is better). Every learned model also gets ``test
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,42 @@ def eval_days(cfg: VamoConfig) -> list[int]:
     """The evaluation days: right after the logged test day (data.make_data's day layout)."""
     first = REFERENCE_DAY + cfg.train_days + 3
     return list(range(first, first + cfg.eval_days))
+
+
+def validation_day(cfg: VamoConfig) -> int:
+    """The held-out validation day: the day the dataset's ``val`` split was logged on (data.make_data's
+    day layout), never an evaluation day."""
+    return REFERENCE_DAY + cfg.train_days + 1
+
+
+TARGET_GRID = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+"""The ``target_return`` values :func:`choose_target` bids by default."""
+
+
+def at_target(model: Any, target: float) -> Any:
+    """The same network, bidding with another return target (its cfg's ``target_return``)."""
+    return dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, target_return=float(target)))
+
+
+def choose_target(cfg: VamoConfig, data_dir: Path, model: Any, grid: Sequence[float] = TARGET_GRID,
+                  ) -> tuple[float, dict[float, float]]:
+    """The return target to bid with, chosen online on the held-out validation day (issue 22: the
+    paper validates on a held-out day; the platform's training never bids it).
+
+    The model bids :func:`validation_day` against ``cfg.eval_seeds`` opponent seeds at each
+    ``target_return`` of ``grid`` (the protocol of :func:`run_bidder`); the target with the highest
+    mean AuctionNet score wins (the smaller on a tie). Returns it and ``{target: score}``. The
+    evaluation days take no part.
+    """
+    if not grid or any(not t > 0 for t in grid):
+        raise ValueError(f"target grid {list(grid)}: expected one or more numbers > 0")
+    sim, seed = market_of(cfg, Path(data_dir))
+    lp = lp_table(sim, seed)
+    day = [validation_day(cfg)]
+    scores = {float(t): run_bidder(sim, seed, lambda t=t: ModelBidder(at_target(model, t)), day, lp,
+                                   cfg.eval_seeds)["score"] for t in sorted(set(grid))}
+    best = max(scores, key=lambda t: (scores[t], -t))
+    return best, scores
 
 
 def run_bidder(sim: SimConfig, seed: int, make: Callable[[], Bidder], days: list[int], lp: LpTable,
