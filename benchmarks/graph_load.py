@@ -215,9 +215,12 @@ def main() -> None:
     ap.add_argument("--no-direct", action="store_true")
     ap.add_argument("--reuse", action="store_true", help="use a running app as it is (default: deploy these options)")
     ap.add_argument("--url", default=None, help="send to this base URL as it is (no deploy)")
-    ap.add_argument("--path", choices=("direct", "proxy"), default="direct",
+    ap.add_argument("--path", choices=("direct", "proxy", "shed"), default="direct",
                     help="direct: to the graph replicas' own ports, spread over them (Serve's direct ingress, "
-                         "when the cluster runs it; else the proxy); proxy: through the Serve proxy")
+                         "when the cluster runs it; else the proxy); proxy: through the Serve proxy; shed: "
+                         "through adray's shedding HAProxy in front of the replicas' own ports (adray.shed_proxy)")
+    ap.add_argument("--shed-per-replica", type=int, default=4, help="shed: requests a replica takes at once")
+    ap.add_argument("--shed-queue-ms", type=float, default=10.0, help="shed: the longest a request waits for a replica")
     ap.add_argument("--trace", default=None, help="write each answered request's send time (s), latency (ms) "
                                                   "and the graph's own stage times to this JSON file (where the tail comes from)")
     ap.add_argument("--json", action="store_true", help="only the JSON lines on stdout")
@@ -249,16 +252,28 @@ def main() -> None:
                                 batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True,  # latest versions
                                 **extra)
             serve_graph(deployed, port=args.port, name=args.name)
-        urls = direct_urls(args.name) if args.path == "direct" else []
+        urls = direct_urls(args.name) if args.path in ("direct", "shed") else []
         path = "direct" if urls else port_ingress()
         urls = urls or [http_url()]
+        if args.path == "shed" and path != "direct":
+            raise SystemExit("--path shed needs Serve's direct ingress (a cluster adray starts runs it)")
     ray.shutdown()  # the load generator is no Ray driver: it would also receive every worker's log lines
     # Ray runs its workers, the graph's replicas among them, at niceness 15 (the raylet's
     # worker_niceness); a client at 0 on the same cores would take the CPU from the server it
     # measures whenever it wants it (28x a niced process's weight). Same niceness: a fair share.
     os.nice(max(0, CLIENT_NICE - os.nice(0)))
+    shed = None
+    if args.path == "shed":  # at the workers' niceness, as the actor of `adray serve graph --shed-port` runs it
+        from adray.shed_proxy import ShedProxy, ShedSettings
+        from tests.helpers import free_port
+
+        shed = ShedProxy(ShedSettings(port=free_port(), host="127.0.0.1", per_replica=args.shed_per_replica,
+                                      queue_ms=args.shed_queue_ms))
+        shed.start(urls)
+        urls, path = [f"http://127.0.0.1:{shed.settings.port}"], "shed"
     traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
     head = {"path": path, "deployed": deployed is not None,
+            **({"shed_per_replica": args.shed_per_replica, "shed_queue_ms": args.shed_queue_ms} if shed else {}),
             **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,
                 "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms}
                if deployed is not None else {})}
@@ -270,6 +285,8 @@ def main() -> None:
         over, normal, secs = (float(x) for x in args.recovery.split(","))
         print(json.dumps({**head, **recovery(urls, requests, over, normal, secs, args.deadline_ms,
                                              traces.setdefault("recovery", []))}), flush=True)
+    if shed is not None:
+        shed.stop()
     if args.trace:
         with open(args.trace, "w") as f:
             json.dump(traces, f)

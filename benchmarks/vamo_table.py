@@ -186,6 +186,16 @@ def select(args: argparse.Namespace) -> None:
     path.write_text(json.dumps(done, indent=1))
 
 
+def published(ref: str) -> bool:
+    from adray.registry import Registry, RegistryError
+
+    try:
+        Registry().get(ref)
+        return True
+    except RegistryError:
+        return False
+
+
 def evaluate(args: argparse.Namespace) -> None:
     setup(args)
     adray = str(Path(sys.executable).with_name("adray"))
@@ -195,6 +205,10 @@ def evaluate(args: argparse.Namespace) -> None:
         if group in done["wall_s"]:
             continue
         labels = [v for v in ("stl", *GROUPS[group]) if v != "vamo"]
+        missing = [v for v in labels if not published(f"{model_name(v, args.seed)}@latest")]
+        if missing:  # a group evaluated in part: the variants trained so far (the report shows which)
+            print(f"seed {args.seed} {group}: not trained, left out: {', '.join(missing)}", flush=True)
+            labels = [v for v in labels if v not in missing]
         cmd = [adray, "eval", "vamo", "--model", f"{model_name('vamo', args.seed)}@latest", "--json"]
         for label in dict.fromkeys(labels):
             cmd += ["--compare", f"{label}={model_name(label, args.seed)}@latest"]
@@ -238,6 +252,48 @@ def show(title: str, table: dict[str, dict[str, float]], rows: list[str]) -> Non
             print(f"{r:18s}" + "".join(f"{c:>20s}" for c in cells) + f"  {opp:12.1f}  {int(table[r]['seeds'])}")
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks on ties)."""
+    import pandas as pd
+
+    return float(pd.Series(a).rank().corr(pd.Series(b).rank()))
+
+
+def selection_signals(out: Path, files: list[Path]) -> dict[str, Any]:
+    """How well each selection signal ranks the trained models (variant x seed) the way the
+    evaluation days do: Spearman's rho of the evaluation score against -(best validation loss)
+    (the logged-data signal training selects epochs with) and against the validation-day score at
+    the chosen target (``select``); and the targets chosen."""
+    log = out / "train-log.jsonl"
+    losses = {(r["variant"], r["seed"]): r["best_val_loss"]
+              for r in map(json.loads, log.read_text().splitlines())} if log.is_file() else {}
+    rows = []
+    for f in files:
+        seed = int(f.stem.split("-s")[-1])
+        chosen = json.loads((out / f"select-s{seed}.json").read_text()) if (out / f"select-s{seed}.json").is_file() else {}
+        for variant, m in json.loads(f.read_text())["methods"].items():
+            if (variant, seed) in losses:
+                pick = chosen.get(variant)
+                rows.append({"variant": variant, "seed": seed, "score": m["score"], "val_loss": losses[variant, seed],
+                             "target_return": pick["target_return"] if pick else None,
+                             "val_day_score": pick["scores"][f"{pick['target_return']:g}"] if pick else None})
+    out_: dict[str, Any] = {"models": rows}
+    if len(rows) >= 3:
+        out_["rho_score_vs_neg_val_loss"] = spearman([r["score"] for r in rows], [-r["val_loss"] for r in rows])
+        picked = [r for r in rows if r["val_day_score"] is not None]
+        if len(picked) >= 3:
+            out_["rho_score_vs_val_day_score"] = spearman([r["score"] for r in picked],
+                                                          [r["val_day_score"] for r in picked])
+    print("\nSelection signals (models = variant x seed):")
+    for r in rows:
+        print(f"  {r['variant']:12s} s{r['seed']}  eval score {r['score']:7.1f}  best val loss {r['val_loss']:.4f}"
+              + (f"  target {r['target_return']:g}, validation day {r['val_day_score']:.1f}" if r["target_return"] else ""))
+    for k in ("rho_score_vs_neg_val_loss", "rho_score_vs_val_day_score"):
+        if k in out_:
+            print(f"  {k}: {out_[k]:+.2f}")
+    return out_
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     files = sorted(out.glob("eval-s*.json"))
@@ -273,7 +329,8 @@ def report(args: argparse.Namespace) -> None:
         fig.tight_layout()
         fig.savefig(out / "lambda.png", dpi=120)
         print(f"\nwrote {out / 'lambda.png'}")
-    result = {"seeds": [f.stem for f in files], "methods": table}
+    signals = selection_signals(out, files)
+    result = {"seeds": [f.stem for f in files], "methods": table, "selection": signals}
     Path(args.json or out / "table.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json or out / 'table.json'}")
 

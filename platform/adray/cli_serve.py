@@ -204,6 +204,53 @@ def _wait_running(name: str, wait_s: float) -> None:
         time.sleep(0.5)
 
 
+SHED_ACTOR = "shed-{app}"
+"""Name (namespace ``adray``) of the detached actor running app ``app``'s shedding HAProxy."""
+
+
+def start_shed_proxy(name: str, settings: Any) -> dict[str, Any]:
+    """Start (or restart) the shedding HAProxy of app ``name`` as a detached actor on this node
+    (adray.shed_proxy.ShedProxyActor); its info and ``host``, this node's address.
+
+    Raises:
+        RuntimeError: the app runs without Serve's direct ingress (nothing to put HAProxy in front
+            of), or HAProxy did not start (its error).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from adray.shed_proxy import ShedProxyActor
+
+    if not direct_urls(name):
+        raise RuntimeError(f"app {name!r} has no direct-ingress replicas: the shedding proxy sends to the replicas' "
+                           "own ports (clusters adray starts run Serve's direct ingress; see adray.runtime.SERVE_FAST_PATH)")
+    stop_shed_proxy(name)
+    node = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(num_cpus=0)(ShedProxyActor).options(
+        name=SHED_ACTOR.format(app=name), namespace="adray", lifetime="detached",
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(name, settings)
+    try:
+        info = ray.get(actor.info.remote(), timeout=120)
+    except ray.exceptions.RayActorError as exc:
+        raise RuntimeError(f"the shedding proxy did not start: {exc}") from None
+    return {**info, "host": ray.util.get_node_ip_address()}
+
+
+def stop_shed_proxy(name: str) -> bool:
+    """Stop app ``name``'s shedding HAProxy, if one runs; True when one did."""
+    import ray
+
+    try:
+        actor = ray.get_actor(SHED_ACTOR.format(app=name), namespace="adray")
+    except ValueError:
+        return False
+    try:
+        ray.get(actor.shutdown.remote(), timeout=30)
+    finally:
+        ray.kill(actor)
+    return True
+
+
 def http_url() -> str:
     """URL of the running Serve HTTP proxy (from the controller's HTTP options)."""
     from ray.serve.context import _get_global_client
@@ -278,6 +325,11 @@ def graph(
                                       "request that arrives past it is shed (503)."),
     max_in_flight: int = typer.Option(None, "--max-in-flight", help="Most requests a replica decides at once (8; the "
                                       "limit in force adapts below it to the CPU); more are shed: 503, Retry-After."),
+    shed_port: int = typer.Option(None, "--shed-port", help="Also start adray's shedding HAProxy on this port of "
+                                  "this node (adray.shed_proxy): at most --shed-per-replica requests reach a replica "
+                                  "at once, the rest are answered 503 by HAProxy after --shed-queue-ms."),
+    shed_per_replica: int = typer.Option(4, "--shed-per-replica", help="Requests a replica takes at once (--shed-port)."),
+    shed_queue_ms: float = typer.Option(10.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
 ) -> None:
     """Deploy the composed feed graph (POST /v1/feed) from promoted models (@serving unless named)."""
     import pydantic
@@ -302,6 +354,17 @@ def graph(
     if direct:
         typer.echo(f"  direct to its replicas (no proxy hop; spread requests over them): "
                    f"{', '.join(u + prefix + '/v1/feed' for u in direct)}")
+    if shed_port is not None:
+        from adray.shed_proxy import ShedSettings
+
+        try:
+            info = start_shed_proxy(name, ShedSettings(port=shed_port, per_replica=shed_per_replica,
+                                                       queue_ms=shed_queue_ms))
+        except (ValueError, RuntimeError) as exc:
+            typer.echo(f"error: --shed-port: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"  shedding ingress (HAProxy, {shed_per_replica} requests a replica, {shed_queue_ms:g} ms queue): "
+                   f"http://{info['host']}:{shed_port}{prefix}/v1/feed")
 
 
 @serve_app.command("down")
@@ -318,6 +381,7 @@ def down(
         serve.shutdown()
     else:
         serve.delete(name)
+        stop_shed_proxy(name)
     typer.echo("serve: stopped" if all_apps else f"serve: app {name!r} deleted")
 
 

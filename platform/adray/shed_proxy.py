@@ -1,0 +1,220 @@
+"""An HAProxy in front of a Serve app's replicas that sheds what they cannot take (issue 23).
+
+Serve's own HAProxy ingress (``adray.haproxy``) sheds nothing: its config has no per-server
+``maxconn`` and no ``timeout queue``, so under overload every request reaches a replica, whose Python
+must at least parse it to refuse it (~1 ms of CPU each, and the refusal waits behind whatever the
+replica's event loop is doing: 37-74 ms p99 at 2-4x overload on 2 cores). This proxy bounds each
+replica to ``per_replica`` requests at once (HAProxy's per-server ``maxconn``); a request finding
+every replica full waits in HAProxy's queue at most ``queue_ms`` and is then answered by HAProxy
+itself: ``503``, ``Retry-After``, ``{"detail": ..., "shed": "overload"}`` (the replicas' admission
+answers the same shape, ``serve_apps.feed_admission``). So no Python touches a request that is shed,
+shedding costs the replicas nothing, and a shed answer takes about ``queue_ms`` however busy they
+are. HAProxy stamps each request it forwards with ``x-request-start: t=<epoch ms>``, so the
+replica's deadline counts the time it queued here.
+
+The replicas are Serve's direct-ingress ports (``adray.cli_serve.direct_urls``; clusters adray starts
+run it). :class:`ShedProxy` runs HAProxy (master-worker mode) as its child and, given another set
+of replicas, rewrites the config and reloads it (``SIGUSR2``: the old worker finishes its requests,
+nothing is dropped). :class:`ShedProxyActor` is that process as a detached Ray actor that follows an
+app's replicas (``adray serve graph --shed-port``); with none running, every request is a ``503``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from adray.config import Config
+
+RETRY_AFTER_S = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ShedSettings(Config):
+    """Where the proxy listens and how much it lets through.
+
+    Attributes:
+        port: the port clients send to (all interfaces of the proxy's node, or ``host``).
+        host: the address it binds.
+        per_replica: requests one replica decides at once (HAProxy ``maxconn`` per server); more
+            wait in the proxy's queue. About the replicas' own ``max_in_flight`` or below.
+        queue_ms: the longest a request waits there for a replica before it is shed (``timeout
+            queue``). A fraction of the requests' deadline: what waits here is not decided.
+        poll_s: how often :class:`ShedProxyActor` looks for the app's replicas.
+    """
+
+    port: int = 8100
+    host: str = "0.0.0.0"
+    per_replica: int = 4
+    queue_ms: float = 10.0
+    poll_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"shed proxy port={self.port}: expected 1..65535")
+        if self.per_replica < 1:
+            raise ValueError(f"shed proxy per_replica={self.per_replica}: expected >= 1")
+        if not 0 < self.queue_ms <= 10_000:
+            raise ValueError(f"shed proxy queue_ms={self.queue_ms}: expected a number of ms in (0, 10000]")
+        if not self.poll_s > 0:
+            raise ValueError(f"shed proxy poll_s={self.poll_s}: expected > 0")
+
+
+def shed_answer() -> bytes:
+    """The raw HTTP answer HAProxy gives a request it sheds (its ``errorfile 503``)."""
+    body = json.dumps({"detail": "every replica is deciding as many requests as it can take and none freed "
+                                 "up in time; retry later", "shed": "overload"}, separators=(",", ":")).encode()
+    head = (f"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            f"retry-after: {RETRY_AFTER_S}\r\ncontent-length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def render_config(servers: list[str], settings: ShedSettings, errorfile: Path) -> str:
+    """HAProxy's config for ``servers`` (``http://host:port`` base URLs)."""
+    lines = [
+        "global",
+        "    maxconn 4096",
+        "    nbthread 1",  # one thread does thousands of requests a second; the cores are the replicas'
+        "defaults",
+        "    mode http",
+        "    option http-keep-alive",
+        "    timeout connect 1s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    timeout http-keep-alive 30s",
+        f"    timeout queue {max(1, round(settings.queue_ms))}ms",
+        f"    errorfile 503 {errorfile}",
+        "frontend shed",
+        f"    bind {settings.host}:{settings.port}",
+        "    http-request set-header x-request-start t=%[date(0,ms)]",
+        "    default_backend replicas",
+        "backend replicas",
+        "    balance leastconn",
+    ]
+    for i, url in enumerate(sorted(servers)):
+        u = urlsplit(url)
+        if u.scheme != "http" or not u.hostname or not u.port:
+            raise ValueError(f"replica URL {url!r}: expected http://host:port")
+        lines.append(f"    server r{i} {u.hostname}:{u.port} maxconn {settings.per_replica}")
+    return "\n".join(lines) + "\n"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux), so a proxy
+    whose actor was killed (``ray.kill``: SIGKILL, no ``stop``) does not keep the port."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class ShedProxy:
+    """HAProxy as this process's child, shedding for ``servers`` (module docstring)."""
+
+    def __init__(self, settings: ShedSettings, binary: str | None = None, workdir: Path | None = None) -> None:
+        from adray.haproxy import ensure_haproxy
+
+        self.settings = settings
+        self.binary = binary or ensure_haproxy()
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="adray-shed-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.cfg_path, self.errorfile = self.dir / "haproxy.cfg", self.dir / "503.http"
+        self.errorfile.write_bytes(shed_answer())
+        self.servers: list[str] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write(self, servers: list[str]) -> None:
+        text = render_config(servers, self.settings, self.errorfile)
+        tmp = self.cfg_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        check = subprocess.run([self.binary, "-c", "-q", "-f", str(tmp)], capture_output=True, text=True)
+        if check.returncode != 0:  # never reload a config HAProxy refuses: the running one stays
+            raise RuntimeError(f"haproxy refused {tmp}: {check.stderr.strip()[-2000:]}")
+        os.replace(tmp, self.cfg_path)
+
+    def start(self, servers: list[str], ready_s: float = 10.0) -> None:
+        """Write the config and start HAProxy; returns when it accepts connections.
+
+        Raises:
+            RuntimeError: HAProxy refused the config, exited, or did not listen within ``ready_s``.
+        """
+        import socket
+
+        self._write(servers)
+        self.servers = sorted(servers)
+        self.proc = subprocess.Popen([self.binary, "-W", "-db", "-f", str(self.cfg_path)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent)
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::", "") else self.settings.host
+        deadline = time.monotonic() + ready_s
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                raise RuntimeError(f"haproxy exited ({self.proc.returncode}) on port {self.settings.port}: {err[-2000:]}")
+            try:
+                with socket.create_connection((host, self.settings.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"haproxy did not listen on {host}:{self.settings.port} within {ready_s} s") from None
+                time.sleep(0.05)
+
+    def update(self, servers: list[str]) -> bool:
+        """Point the proxy at ``servers``; True when that changed something (a reload)."""
+        if self.proc is None:
+            raise RuntimeError("ShedProxy.update before start")
+        if sorted(servers) == self.servers:
+            return False
+        self._write(servers)
+        self.servers = sorted(servers)
+        self.proc.send_signal(signal.SIGUSR2)  # master-worker reload: old worker drains, new one serves
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc = None
+
+
+class ShedProxyActor:
+    """A :class:`ShedProxy` that follows the replicas of Serve app ``app`` (``direct_urls``)."""
+
+    def __init__(self, app: str, settings: ShedSettings) -> None:
+        from adray.cli_serve import direct_urls
+
+        self.app, self.settings, self._urls = app, settings, direct_urls
+        self.proxy = ShedProxy(settings)
+        self.proxy.start(direct_urls(app))
+        self.reloads, self.last_error = 0, ""
+        self._stop = threading.Event()
+        threading.Thread(target=self._follow, daemon=True, name="shed-proxy-follow").start()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.settings.poll_s):
+            try:
+                self.reloads += self.proxy.update(self._urls(self.app))
+            except Exception as exc:  # noqa: BLE001 - keep serving with the last good config
+                self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def info(self) -> dict[str, object]:
+        return {"app": self.app, "port": self.settings.port, "servers": list(self.proxy.servers),
+                "reloads": self.reloads, "last_error": self.last_error,
+                "per_replica": self.settings.per_replica, "queue_ms": self.settings.queue_ms}
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.proxy.stop()

@@ -1,0 +1,90 @@
+"""The shedding HAProxy (adray.shed_proxy) with a real haproxy in front of slow local servers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adray.shed_proxy import ShedProxy, ShedSettings, render_config
+from tests.helpers import free_port
+
+
+class _Slow(BaseHTTPRequestHandler):
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        with self.lock:
+            type(self).seen.append(self.headers.get("x-request-start", ""))
+        time.sleep(1.0)
+        body = json.dumps({"port": self.server.server_address[1]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _server() -> tuple[ThreadingHTTPServer, str]:
+    srv = ThreadingHTTPServer(("127.0.0.1", free_port()), _Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
+def test_config_bounds_each_replica_and_sheds_from_the_queue(tmp_path: Path) -> None:
+    text = render_config(["http://10.0.0.2:30001", "http://10.0.0.1:30000"], ShedSettings(port=8100, per_replica=3,
+                                                                                       queue_ms=12), tmp_path / "503")
+    assert "server r0 10.0.0.1:30000 maxconn 3" in text and "server r1 10.0.0.2:30001 maxconn 3" in text
+    assert "timeout queue 12ms" in text and f"errorfile 503 {tmp_path / '503'}" in text
+    with pytest.raises(ValueError, match="expected http://host:port"):
+        render_config(["10.0.0.1"], ShedSettings(), tmp_path / "503")
+    with pytest.raises(ValueError, match="per_replica=0"):
+        ShedSettings(per_replica=0)
+
+
+def test_a_full_replica_sheds_in_haproxy_within_the_queue_time_and_a_reload_adds_one(tmp_path: Path) -> None:
+    _Slow.seen = []
+    a, url_a = _server()
+    proxy = ShedProxy(ShedSettings(port=free_port(), host="127.0.0.1", per_replica=1, queue_ms=20), workdir=tmp_path)
+    proxy.start([url_a])
+    base = f"http://127.0.0.1:{proxy.settings.port}"
+    try:
+        def post(_: int) -> tuple[int, float, httpx.Response]:
+            t0 = time.perf_counter()
+            r = httpx.post(f"{base}/v1/feed", json={"x": 1}, timeout=10)
+            return r.status_code, (time.perf_counter() - t0) * 1e3, r
+
+        with ThreadPoolExecutor(6) as pool:
+            out = list(pool.map(post, range(6)))
+        ok = [o for o in out if o[0] == 200]
+        shed = [o for o in out if o[0] == 503]
+        assert len(ok) == 1 and len(shed) == 5, [o[0] for o in out]  # one at a time: the rest shed
+        for _, ms, r in shed:
+            assert ms < 500, ms  # answered from the queue (20 ms), not after the 1 s request
+            assert r.headers["retry-after"] == "1" and r.json()["shed"] == "overload"
+        assert len(_Slow.seen) == 1 and _Slow.seen[0].startswith("t=")  # a shed request never reached it
+        assert abs(int(_Slow.seen[0][2:]) / 1e3 - time.time()) < 5  # epoch ms: the replica's deadline reads it
+
+        b, url_b = _server()
+        assert proxy.update([url_a, url_b]) and not proxy.update([url_b, url_a])
+        time.sleep(0.5)  # the new worker takes over
+        with ThreadPoolExecutor(2) as pool:
+            out = list(pool.map(post, range(2)))
+        assert [o[0] for o in out] == [200, 200]  # two replicas: two at once
+        assert {o[2].json()["port"] for o in out} == {a.server_address[1], b.server_address[1]}
+        b.shutdown()
+    finally:
+        proxy.stop()
+        a.shutdown()
+    assert proxy.proc is None
