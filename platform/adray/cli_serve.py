@@ -228,7 +228,7 @@ def start_shed_proxy(name: str, settings: Any) -> dict[str, Any]:
     node = ray.get_runtime_context().get_node_id()
     actor = ray.remote(num_cpus=0)(ShedProxyActor).options(
         name=SHED_ACTOR.format(app=name), namespace="adray", lifetime="detached",
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(name, settings)
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(name, settings, direct_urls)
     try:
         info = ray.get(actor.info.remote(), timeout=120)
     except ray.exceptions.RayActorError as exc:

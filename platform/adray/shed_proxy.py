@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -191,14 +192,13 @@ class ShedProxy:
 
 
 class ShedProxyActor:
-    """A :class:`ShedProxy` that follows the replicas of Serve app ``app`` (``direct_urls``)."""
+    """A :class:`ShedProxy` that follows the replicas of Serve app ``app``: ``replicas(app)`` gives
+    their base URLs (``adray.cli_serve.direct_urls``), asked every ``settings.poll_s``."""
 
-    def __init__(self, app: str, settings: ShedSettings) -> None:
-        from adray.cli_serve import direct_urls
-
-        self.app, self.settings, self._urls = app, settings, direct_urls
+    def __init__(self, app: str, settings: ShedSettings, replicas: Callable[[str], list[str]]) -> None:
+        self.app, self.settings, self._urls = app, settings, replicas
         self.proxy = ShedProxy(settings)
-        self.proxy.start(direct_urls(app))
+        self.proxy.start(replicas(app))
         self.reloads, self.last_error = 0, ""
         self._stop = threading.Event()
         threading.Thread(target=self._follow, daemon=True, name="shed-proxy-follow").start()
