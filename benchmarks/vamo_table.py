@@ -14,8 +14,9 @@ and VAMO step: what ``adray train vamo`` runs on Ray Train workers); after the f
 variant only while one as long as the longest so far fits in ``--budget-min`` minutes: call it again
 to continue. ``select`` chooses each trained variant's return target on the held-out validation
 day (``evaluate.choose_target``: the model bids that day at each ``target_return`` of the grid
-against the config's ``eval_seeds`` opponent seeds; the best mean score wins) and publishes the
-variant again with it (``vamo-<variant>-s<S>@latest``, the choice in its manifest's
+against the config's ``eval_seeds`` opponent seeds; for each task the target under which its own
+metric was best wins) and publishes the variant again with them (``task_targets``;
+``vamo-<variant>-s<S>@latest``, the choice in its manifest's
 ``target_selected`` and in ``select-s<S>.json``); the evaluation days take no part.
 ``--threads`` pins torch's intra-op threads (recorded in the train log and the model's metrics): a seed gives bit-identical weights only at one thread count, since the thread count changes
 float summation order (issue 22: left to the shell's ``OMP_NUM_THREADS`` / core count, two runs of
@@ -142,16 +143,27 @@ def train(args: argparse.Namespace) -> None:
         print(f"{mv.ref}: {train_s:.0f} s, best val loss {best:.4f}, load {load0:.1f}", flush=True)
 
 
+RULE = "per-task"
+"""What ``select`` records as its rule; a selection made under another rule is made again."""
+
+
 def select(args: argparse.Namespace) -> None:
-    """Each trained variant of the seed: its return target chosen on the validation day
-    (evaluate.choose_target), published as the variant's next version (same network, ``target_return``
-    set, the choice in the manifest's ``target_selected``), which ``eval`` then bids with."""
+    """Each trained variant of the seed: its tasks' return targets chosen on the validation day
+    (evaluate.choose_target), published as the variant's next version (same network,
+    ``task_targets`` set, the choice in the manifest's ``target_selected``), which ``eval`` then bids
+    with; then that version bids the validation day once more (its ``val_day_score``)."""
     import shutil
 
     from adray.config import save_config
     from adray.models import CONFIG_FILE, load_model
     from adray.registry import Registry, RegistryError
-    from workloads.vamo.evaluate import TARGET_GRID, at_target, choose_target, validation_day
+    from workloads.vamo.evaluate import (
+        TARGET_GRID,
+        at_target,
+        bid_validation_day,
+        choose_target,
+        validation_day,
+    )
 
     cfg, data = setup(args)
     grid = [float(x) for x in args.grid.split(",")] if args.grid else list(TARGET_GRID)
@@ -164,16 +176,20 @@ def select(args: argparse.Namespace) -> None:
         except RegistryError:
             print(f"{name}: not trained yet, skipped", flush=True)
             continue
-        if "target_selected" in mv.manifest:
-            done[label] = mv.manifest["target_selected"]
+        picked = mv.manifest.get("target_selected")
+        if picked and picked.get("rule") == RULE:
+            done[label] = picked
             continue
+        if picked:  # chosen under another rule: start again from the trained version
+            mv = reg.get(picked["from"])
         loaded = load_model(mv.ref, reg)
         t0 = time.perf_counter()
-        best, scores = choose_target(loaded.model.cfg, data, loaded.model, grid)
+        best, metrics = choose_target(loaded.model.cfg, data, loaded.model, grid)
         chosen = at_target(loaded.model, best)
-        record = {"from": mv.ref, "target_return": best, "validation_day": validation_day(cfg),
-                  "opponent_seeds": cfg.eval_seeds, "scores": {f"{t:g}": v for t, v in scores.items()},
-                  "select_s": time.perf_counter() - t0}
+        val = bid_validation_day(chosen.cfg, data, chosen)
+        record = {"rule": RULE, "from": mv.ref, "task_targets": list(best), "validation_day": validation_day(cfg),
+                  "opponent_seeds": cfg.eval_seeds, "grid": {f"{t:g}": m for t, m in metrics.items()},
+                  "val_day": val, "select_s": time.perf_counter() - t0}
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(loaded.path, tmp, dirs_exist_ok=True)
             save_config(chosen.cfg, Path(tmp) / CONFIG_FILE)
@@ -181,8 +197,9 @@ def select(args: argparse.Namespace) -> None:
             new = reg.publish(name, tmp, {**keep, "config": chosen.cfg.to_dict(), "target_selected": record})
         done[label] = record
         path.write_text(json.dumps(done, indent=1))
-        print(f"{new.ref}: target_return {best:g} (validation day {record['validation_day']}: "
-              + ", ".join(f"{t:g}: {v:.1f}" for t, v in scores.items()) + f"; {record['select_s']:.0f} s)", flush=True)
+        grid_text = "; ".join(f"{t:g}: " + "/".join(f"{m[k]:.0f}" for k in TASKS) for t, m in metrics.items())
+        print(f"{new.ref}: task_targets {list(best)} -> validation day {record['validation_day']} score "
+              f"{val['score']:.1f} (grid, {'/'.join(TASKS)}: {grid_text}; {record['select_s']:.0f} s)", flush=True)
     path.write_text(json.dumps(done, indent=1))
 
 
@@ -275,8 +292,8 @@ def selection_signals(out: Path, files: list[Path]) -> dict[str, Any]:
             if (variant, seed) in losses:
                 pick = chosen.get(variant)
                 rows.append({"variant": variant, "seed": seed, "score": m["score"], "val_loss": losses[variant, seed],
-                             "target_return": pick["target_return"] if pick else None,
-                             "val_day_score": pick["scores"][f"{pick['target_return']:g}"] if pick else None})
+                             "task_targets": pick["task_targets"] if pick else None,
+                             "val_day_score": pick["val_day"]["score"] if pick else None})
     out_: dict[str, Any] = {"models": rows}
     if len(rows) >= 3:
         out_["rho_score_vs_neg_val_loss"] = spearman([r["score"] for r in rows], [-r["val_loss"] for r in rows])
@@ -287,7 +304,7 @@ def selection_signals(out: Path, files: list[Path]) -> dict[str, Any]:
     print("\nSelection signals (models = variant x seed):")
     for r in rows:
         print(f"  {r['variant']:12s} s{r['seed']}  eval score {r['score']:7.1f}  best val loss {r['val_loss']:.4f}"
-              + (f"  target {r['target_return']:g}, validation day {r['val_day_score']:.1f}" if r["target_return"] else ""))
+              + (f"  targets {r['task_targets']}, validation day {r['val_day_score']:.1f}" if r["task_targets"] else ""))
     for k in ("rho_score_vs_neg_val_loss", "rho_score_vs_val_day_score"):
         if k in out_:
             print(f"  {k}: {out_[k]:+.2f}")

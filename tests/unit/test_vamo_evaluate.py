@@ -47,7 +47,7 @@ def test_run_bidder_means_over_days_and_opponent_seeds_with_the_std_over_seeds()
     assert one["score_std"] == 0.0
 
 
-def test_the_return_target_is_chosen_on_the_validation_day_never_an_evaluation_day(monkeypatch) -> None:  # noqa: ANN001
+def test_each_task_s_target_is_chosen_on_the_validation_day_never_an_evaluation_day(monkeypatch) -> None:  # noqa: ANN001
     import dataclasses
 
     from workloads.vamo import evaluate
@@ -59,19 +59,26 @@ def test_the_return_target_is_chosen_on_the_validation_day_never_an_evaluation_d
 
     cfg = VamoConfig(train_days=4, eval_days=2, eval_seeds=3)
     seen: list[tuple[list[int], float, int]] = []
+    table = {1.0: (10.0, 5.0, 1.0), 2.0: (30.0, 5.0, 2.0), 3.0: (30.0, 1.0, 9.0), 4.0: (5.0, 0.0, 3.0)}
 
     def fake_run_bidder(sim, seed, make, days, lp, opponent_seeds):  # noqa: ANN001, ANN202
-        t = make().model.cfg.target_return
+        model = make().model
+        assert model.cfg.task_targets == ()  # the grid bids one target for every task
+        t = model.cfg.target_return
         seen.append((list(days), t, opponent_seeds))
-        return {"score": {1.0: 10.0, 2.0: 30.0, 3.0: 30.0, 4.0: 5.0}[t]}
+        gmv, dir_gmv, cart = table[t]
+        return {"gmv": gmv, "dir_gmv": dir_gmv, "cart": cart, "score": gmv + dir_gmv + cart, "score_std": 0.0}
 
     monkeypatch.setattr(evaluate, "run_bidder", fake_run_bidder)
     monkeypatch.setattr(evaluate, "market_of", lambda cfg, data_dir: (SMALL, 0))
-    best, scores = evaluate.choose_target(cfg, "unused", Net(cfg), [4.0, 2.0, 1.0, 3.0, 2.0])
-    assert best == 2.0  # the best score; of two equal, the smaller target
-    assert scores == {1.0: 10.0, 2.0: 30.0, 3.0: 30.0, 4.0: 5.0}
+    best, metrics = evaluate.choose_target(cfg, "unused", Net(cfg), [4.0, 2.0, 1.0, 3.0, 2.0])
+    # per task its own metric's best; of equal ones, the smaller target (gmv: 2 and 3; dir_gmv: 1 and 2)
+    assert best == (2.0, 1.0, 3.0)
+    assert metrics[3.0] == {"gmv": 30.0, "dir_gmv": 1.0, "cart": 9.0, "score": 40.0} and set(metrics) == set(table)
     val = evaluate.validation_day(cfg)
     assert val == 5 and val not in evaluate.eval_days(cfg)  # day 5: after the 4 training days
     assert all(days == [val] and n == 3 for days, _, n in seen) and len(seen) == 4
+    chosen = evaluate.at_target(Net(cfg), best)
+    assert chosen.cfg.task_targets == best and evaluate.at_target(chosen, 2.0).cfg.task_targets == ()
     with pytest.raises(ValueError, match="target grid"):
         evaluate.choose_target(cfg, "unused", Net(cfg), [0.0, 1.0])

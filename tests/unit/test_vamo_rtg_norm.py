@@ -49,3 +49,13 @@ def test_policy_rebuilds_the_training_rtg_from_the_budget() -> None:
         policy_unit(model, None, 10.0)
     plain = types.SimpleNamespace(cfg=cfg, meta={**meta, "rtg_norm": "none"})
     assert policy_unit(plain, None, 10.0) == 1.0
+
+
+def test_a_task_s_own_target_replaces_the_common_one() -> None:
+    meta = {"rtg_norm": "none", "rtg_scale": 1.0, "rtg_target": [2.0, 3.0, 4.0]}
+    common = types.SimpleNamespace(cfg=VamoConfig(target_return=1.5), meta=meta)
+    assert [rtg_start(common, k) for k in range(3)] == [3.0, 4.5, 6.0]
+    own = types.SimpleNamespace(cfg=VamoConfig(target_return=1.5, task_targets=(1.0, 2.0, 0.5)), meta=meta)
+    assert [rtg_start(own, k) for k in range(3)] == [2.0, 6.0, 2.0]
+    with pytest.raises(ValueError, match="task_targets"):
+        VamoConfig.from_dict({"task_targets": [1.0, 2.0]})

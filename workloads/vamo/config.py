@@ -175,6 +175,11 @@ class VamoConfig(EpochConfig):
     (evaluate.py); metrics are the mean over days x seeds, ``<metric>_std`` the std over seeds."""
     target_return: float = 1.5
     """At inference the return-to-go starts at this multiple of the advertiser's best logged return."""
+    task_targets: tuple[float, ...] = ()
+    """Per task (``TASKS`` order), the multiple that replaces ``target_return`` for that task's
+    advertisers; empty: ``target_return`` for all. ``evaluate.choose_target`` sets it from the
+    validation day (issue 22: one target for all tasks, chosen on the total score, let a task's
+    advertisers stop bidding: gmv 0 on one seed while the score rose)."""
     max_steps_per_epoch: int = 0
     """Stop every epoch after this many steps; 0: a full pass (benchmarks, quick looks at big data)."""
     # ---- ingest (adray.ingest, stream.py)
@@ -220,6 +225,9 @@ class VamoConfig(EpochConfig):
         check(self.fairgrad_alpha > 0, f"fairgrad_alpha={self.fairgrad_alpha}: expected > 0")
         check(self.eval_days >= 1 and self.eval_seeds >= 1, "eval_days and eval_seeds: expected >= 1")
         check(self.target_return > 0, f"target_return={self.target_return}: expected > 0")
+        check(not self.task_targets or (len(self.task_targets) == len(TASKS) and min(self.task_targets) > 0),
+              f"task_targets={list(self.task_targets)}: expected none or {len(TASKS)} numbers > 0 (one per task "
+              f"of {list(TASKS)})")
         check(self.max_steps_per_epoch >= 0, f"max_steps_per_epoch={self.max_steps_per_epoch}: expected >= 0")
         check(self.ingest_memory_max_rows >= 1 and self.ingest_prefetch_batches >= 1,
               "ingest_memory_max_rows / ingest_prefetch_batches: expected >= 1")

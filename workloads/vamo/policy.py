@@ -95,8 +95,10 @@ def rtg_unit(model: Any, budget: float | None, cpa: float) -> float:
 
 
 def rtg_start(model: Any, task: int, unit: float = 1.0) -> float:
-    """The starting return-to-go, in conversions: ``target_return`` x the task's logged target x unit."""
-    return float(model.cfg.target_return * model.meta["rtg_target"][task] * unit)
+    """The starting return-to-go, in conversions: the task's target multiple (``task_targets``, else
+    ``target_return``) x the task's logged target x unit."""
+    multiple = model.cfg.task_targets[task] if model.cfg.task_targets else model.cfg.target_return
+    return float(multiple * model.meta["rtg_target"][task] * unit)
 
 
 class ModelBidder:
