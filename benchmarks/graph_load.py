@@ -264,14 +264,11 @@ def main() -> None:
     os.nice(max(0, CLIENT_NICE - os.nice(0)))
     shed = None
     if args.path == "shed":  # at the workers' niceness, as the actor of `adray serve graph --shed-port` runs it
-        import socket
+        from multinode import free_port  # benchmarks/ is on the path, as for http1
 
         from adray.shed_proxy import ShedProxy, ShedSettings
 
-        with socket.socket() as sock:  # a free port
-            sock.bind(("127.0.0.1", 0))
-            free = sock.getsockname()[1]
-        shed = ShedProxy(ShedSettings(port=free, host="127.0.0.1", per_replica=args.shed_per_replica,
+        shed = ShedProxy(ShedSettings(port=free_port(), host="127.0.0.1", per_replica=args.shed_per_replica,
                                       queue_ms=args.shed_queue_ms))
         shed.start(urls)
         urls, path = [f"http://127.0.0.1:{shed.settings.port}"], "shed"
