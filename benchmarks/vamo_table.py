@@ -157,16 +157,19 @@ def select(args: argparse.Namespace) -> None:
     from adray.config import save_config
     from adray.models import CONFIG_FILE, load_model
     from adray.registry import Registry, RegistryError
+    from workloads.vamo.data import lp_table
     from workloads.vamo.evaluate import (
         TARGET_GRID,
         at_target,
         bid_validation_day,
         choose_target,
+        market_of,
         validation_day,
     )
 
     cfg, data = setup(args)
     grid = [float(x) for x in args.grid.split(",")] if args.grid else list(TARGET_GRID)
+    lp = lp_table(*market_of(cfg, data))  # the market's, made once for every model and target
     reg, path = Registry(), Path(args.out) / f"select-s{args.seed}.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
     for label in variants(args.variants):
@@ -184,9 +187,9 @@ def select(args: argparse.Namespace) -> None:
             mv = reg.get(picked["from"])
         loaded = load_model(mv.ref, reg)
         t0 = time.perf_counter()
-        best, metrics = choose_target(loaded.model.cfg, data, loaded.model, grid)
+        best, metrics = choose_target(loaded.model.cfg, data, loaded.model, grid, lp)
         chosen = at_target(loaded.model, best)
-        val = bid_validation_day(chosen.cfg, data, chosen)
+        val = bid_validation_day(chosen.cfg, data, chosen, lp)
         record = {"rule": RULE, "from": mv.ref, "task_targets": list(best), "validation_day": validation_day(cfg),
                   "opponent_seeds": cfg.eval_seeds, "grid": {f"{t:g}": m for t, m in metrics.items()},
                   "val_day": val, "select_s": time.perf_counter() - t0}

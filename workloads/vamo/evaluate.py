@@ -125,7 +125,7 @@ def bid_validation_day(cfg: VamoConfig, data_dir: Path, model: Any, lp: LpTable 
 
 
 def choose_target(cfg: VamoConfig, data_dir: Path, model: Any, grid: Sequence[float] = TARGET_GRID,
-                  ) -> tuple[tuple[float, ...], dict[float, dict[str, float]]]:
+                  lp: LpTable | None = None) -> tuple[tuple[float, ...], dict[float, dict[str, float]]]:
     """Each task's return target, chosen online on the held-out validation day (issue 22: the paper
     validates on a held-out day; the platform's training never bids it).
 
@@ -135,11 +135,11 @@ def choose_target(cfg: VamoConfig, data_dir: Path, model: Any, grid: Sequence[fl
     what Table 1 reports) was highest wins, the smaller on a tie. One target for all tasks chosen
     on the total score let a task collapse (its advertisers outscored by the others' conversions).
     Returns the targets (``TASKS`` order, for ``task_targets``) and ``{target: {task metrics,
-    score}}``. The evaluation days take no part.
+    score}}``. The evaluation days take no part. ``lp``: the market's LpTable, made if None.
     """
     if not grid or any(not t > 0 for t in grid):
         raise ValueError(f"target grid {list(grid)}: expected one or more numbers > 0")
-    lp = lp_table(*market_of(cfg, Path(data_dir)))
+    lp = lp if lp is not None else lp_table(*market_of(cfg, Path(data_dir)))
     metrics = {float(t): bid_validation_day(cfg, data_dir, at_target(model, t), lp) for t in sorted(set(grid))}
     best = tuple(max(metrics, key=lambda t, k=k: (metrics[t][k], -t)) for k in TASKS)
     return best, metrics
