@@ -158,14 +158,7 @@ def select(args: argparse.Namespace) -> None:
     from adray.models import CONFIG_FILE, load_model
     from adray.registry import Registry, RegistryError
     from workloads.vamo.data import lp_table
-    from workloads.vamo.evaluate import (
-        TARGET_GRID,
-        at_target,
-        bid_validation_day,
-        choose_target,
-        market_of,
-        validation_day,
-    )
+    from workloads.vamo.evaluate import TARGET_GRID, at_target, market_of, select_targets
 
     cfg, data = setup(args)
     grid = [float(x) for x in args.grid.split(",")] if args.grid else list(TARGET_GRID)
@@ -187,12 +180,9 @@ def select(args: argparse.Namespace) -> None:
             mv = reg.get(picked["from"])
         loaded = load_model(mv.ref, reg)
         t0 = time.perf_counter()
-        best, metrics = choose_target(loaded.model.cfg, data, loaded.model, grid, lp)
-        chosen = at_target(loaded.model, best)
-        val = bid_validation_day(chosen.cfg, data, chosen, lp)
-        record = {"rule": RULE, "from": mv.ref, "task_targets": list(best), "validation_day": validation_day(cfg),
-                  "opponent_seeds": cfg.eval_seeds, "grid": {f"{t:g}": m for t, m in metrics.items()},
-                  "val_day": val, "select_s": time.perf_counter() - t0}
+        picked = select_targets(loaded.model.cfg, data, loaded.model, grid, lp)
+        chosen = at_target(loaded.model, tuple(picked["task_targets"]))
+        record = {"rule": RULE, "from": mv.ref, **picked, "select_s": time.perf_counter() - t0}
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copytree(loaded.path, tmp, dirs_exist_ok=True)
             save_config(chosen.cfg, Path(tmp) / CONFIG_FILE)
@@ -200,9 +190,9 @@ def select(args: argparse.Namespace) -> None:
             new = reg.publish(name, tmp, {**keep, "config": chosen.cfg.to_dict(), "target_selected": record})
         done[label] = record
         path.write_text(json.dumps(done, indent=1))
-        grid_text = "; ".join(f"{t:g}: " + "/".join(f"{m[k]:.0f}" for k in TASKS) for t, m in metrics.items())
-        print(f"{new.ref}: task_targets {list(best)} -> validation day {record['validation_day']} score "
-              f"{val['score']:.1f} (grid, {'/'.join(TASKS)}: {grid_text}; {record['select_s']:.0f} s)", flush=True)
+        grid_text = "; ".join(f"{t}: " + "/".join(f"{m[k]:.0f}" for k in TASKS) for t, m in record["grid"].items())
+        print(f"{new.ref}: task_targets {record['task_targets']} -> validation day {record['validation_day']} score "
+              f"{record['val_day']['score']:.1f} (grid, {'/'.join(TASKS)}: {grid_text}; {record['select_s']:.0f} s)", flush=True)
     path.write_text(json.dumps(done, indent=1))
 
 

@@ -12,6 +12,11 @@ A tune space is data::
       model: {type: categorical, choices: [mmoe, ple]}
     grid:                         # --grid: the full product, Optuna's GridSampler
       lam: [0.05, 0.1, 0.2]
+    report: step                  # step (default) | final: the metric exists only once training ends
+
+``report: final`` is for a metric that a run computes after its last step (VAMO's ``val_day_score``,
+its validation-day bid): each trial reports once, its final metrics, and no trial is stopped early
+(FIFO instead of ASHA, whose decisions need the metric at every step).
 
 Each trial is a Tune function trainable that runs the workload's one training entry inside it
 (``adray.train.run_training``; Train V2 cannot be passed to a Tuner) with a reporter that forwards
@@ -66,6 +71,8 @@ class TuneSpace:
     grid: dict[str, list[Any]]
     grace_period: int = 1
     """ASHA: epochs (iterations) every trial runs before it can be stopped."""
+    report: str = "step"
+    """``step``: every loop step reports the metric (ASHA); ``final``: only the finished run does."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +98,7 @@ def load_space(path: Path | str, workload: str | None = None) -> TuneSpace:
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise TuneSpaceError(f"{path}: expected a mapping at top level")
-    unknown = set(raw) - {"workload", "config", "metric", "mode", "params", "grid", "grace_period"}
+    unknown = set(raw) - {"workload", "config", "metric", "mode", "params", "grid", "grace_period", "report"}
     if unknown:
         raise TuneSpaceError(f"{path}: unknown key(s) {sorted(unknown)}")
     wl_name = raw.get("workload") or workload
@@ -125,7 +132,11 @@ def load_space(path: Path | str, workload: str | None = None) -> TuneSpace:
     grace = raw.get("grace_period", 1)
     if not isinstance(grace, int) or isinstance(grace, bool) or grace < 1:
         raise TuneSpaceError(f"{path}: grace_period={grace!r}: expected an integer >= 1 (epochs before ASHA may stop a trial)")
-    return TuneSpace(path, wl.name, raw.get("config"), str(raw["metric"]), mode, params, grid, grace)
+    report = raw.get("report", "step")
+    if report not in ("step", "final"):
+        raise TuneSpaceError(f"{path}: report={report!r}: expected step (the metric at every epoch/iteration) "
+                             "or final (only when a trial's training has finished)")
+    return TuneSpace(path, wl.name, raw.get("config"), str(raw["metric"]), mode, params, grid, grace, report)
 
 
 def _check_param(path: Path, wl: Workload, name: str) -> None:
@@ -197,13 +208,19 @@ def _trial(config: dict[str, Any], sweep: dict[str, Any]) -> None:  # a Tune fun
     from adray.train import run_training
 
     wl = get_workload(sweep["workload"])
-    cfg = wl.config_cls.from_dict(sweep["cfg"]).override(dict(config), "tune trial")
+    # The dataset the sweep resolved (generated: under the driver's $ADRAY_STORAGE, which a trial's
+    # worker process need not share), never resolved again in the trial.
+    cfg = wl.config_cls.from_dict(sweep["cfg"]).override({**config, "data": sweep["data"]}, "tune trial")
     trial_id = tune.get_context().get_trial_id()
     storage: Storage = sweep["storage"]
+    final = sweep["report"] == "final"
     out = run_training(wl, cfg, num_workers=sweep["workers"], publish=False, run_name=trial_id,
                        runs=storage.child("trials"), cpus_per_worker=sweep["cpus_per_worker"],
-                       reporter=_TuneReporter())
+                       reporter=Reporter() if final else _TuneReporter())
     storage.upload_dir(out.model_dir, "models", trial_id)  # where the driver publishes the best from
+    if final:  # the one report: after the upload, so the trial's model is there when Tune sees it
+        tune.report({**{k: float(v) for k, v in out.metrics.items() if isinstance(v, int | float)},
+                     "epochs_run": len(out.history)})
 
 
 def run_sweep(
@@ -221,7 +238,7 @@ def run_sweep(
 ) -> SweepResult:
     from optuna.samplers import GridSampler, TPESampler
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -261,7 +278,7 @@ def run_sweep(
 
     from adray.train import prepare_data
 
-    prepare_data(wl, cfg, progress)  # once, here: concurrent trials must not each generate it
+    data_dir = prepare_data(wl, cfg, progress)  # once, here: concurrent trials must not each generate it
 
     key = json.dumps([space.workload, str(space.path), cfg.to_dict(), grid, num_samples, num_workers], sort_keys=True)
     name = name or f"tune-{space.workload}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -270,7 +287,7 @@ def run_sweep(
     storage_path, storage_fs = sweeps.ray_storage()
     max_t = wl.loop_length(cfg)
     sweep = {"workload": wl.name, "cfg": cfg.to_dict(), "workers": num_workers,
-             "cpus_per_worker": per_worker, "storage": storage}
+             "cpus_per_worker": per_worker, "storage": storage, "report": space.report, "data": str(data_dir)}
     trainable = tune.with_resources(tune.with_parameters(_trial, sweep=sweep), {"CPU": trial_cpu})
     callbacks = [_TrialLines(space.metric, num_samples)] if progress else []
     exp_path = storage.path()
@@ -288,8 +305,9 @@ def run_sweep(
                 search_alg=searcher,
                 # max_t one past the last epoch: a trial that reaches the end finishes by itself
                 # (and writes its best model) instead of being stopped at its final report.
-                scheduler=ASHAScheduler(metric=space.metric, mode=space.mode, max_t=max(1, max_t) + 1,
-                                        grace_period=min(space.grace_period, max(1, max_t)), reduction_factor=2),
+                scheduler=FIFOScheduler() if space.report == "final" else
+                ASHAScheduler(metric=space.metric, mode=space.mode, max_t=max(1, max_t) + 1,
+                              grace_period=min(space.grace_period, max(1, max_t)), reduction_factor=2),
                 num_samples=num_samples,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
@@ -370,7 +388,8 @@ def _summarise(space: TuneSpace, wl: Workload, cfg: Config, results: Any, storag
         vals = hist[space.metric].dropna() if space.metric in hist else pd.Series(dtype=float)
         best_val = (vals.max() if space.mode == "max" else vals.min()) if len(vals) else float("nan")
         rows.append({"trial_id": (r.metrics or {}).get("trial_id"), **params, space.metric: best_val,
-                     "epochs_run": len(hist), "error": bool(r.error),
+                     "epochs_run": int(hist["epochs_run"].iloc[-1]) if "epochs_run" in hist else len(hist),
+                     "error": bool(r.error),
                      "_last": (r.metrics or {}).get("checkpoint_path")})
     table = pd.DataFrame(rows)
     out_dir = storage.local_path() if storage.is_local else home() / "sweeps" / name

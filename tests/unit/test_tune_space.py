@@ -56,3 +56,19 @@ def test_keys_inside_a_parameter_are_checked(tmp_path, param, message):
     path.write_text(f"workload: mtorl\nmetric: val_f1_macro\nparams:\n  mu: {param}\n")
     with pytest.raises(TuneSpaceError, match=re.escape(message)):
         load_space(path)
+
+
+def test_a_metric_known_only_at_the_end_is_swept_once_per_trial(tmp_path):
+    """Issue 22: VAMO's validation-day score exists once a trial has trained (report: final); the
+    shipped space sweeps it from a config that asks for it (target_grid), never the evaluation days."""
+    from adray.config import load_config
+    from workloads.vamo import WORKLOAD
+
+    space = load_space(REPO / "tune_spaces" / "vamo-valday.yaml", "vamo")
+    assert (space.metric, space.mode, space.report) == ("val_day_score", "max", "final")
+    assert load_config(WORKLOAD.config_cls, space.config, WORKLOAD.configs_dir).target_grid
+    assert load_space(REPO / "tune_spaces" / "vamo.yaml", "vamo").report == "step"
+    path = tmp_path / "space.yaml"
+    path.write_text("workload: vamo\nmetric: val_loss\nreport: end\nparams:\n  lam: {type: float, low: 0.1, high: 1}\n")
+    with pytest.raises(TuneSpaceError, match=re.escape("report='end': expected step")):
+        load_space(path)

@@ -82,3 +82,36 @@ def test_each_task_s_target_is_chosen_on_the_validation_day_never_an_evaluation_
     assert chosen.cfg.task_targets == best and evaluate.at_target(chosen, 2.0).cfg.task_targets == ()
     with pytest.raises(ValueError, match="target grid"):
         evaluate.choose_target(cfg, "unused", Net(cfg), [0.0, 1.0])
+
+
+def test_select_targets_bids_the_chosen_targets_once_more_and_target_grid_is_checked(monkeypatch) -> None:  # noqa: ANN001
+    import dataclasses
+
+    from workloads.vamo import evaluate
+    from workloads.vamo.config import VamoConfig
+
+    @dataclasses.dataclass
+    class Net:
+        cfg: VamoConfig
+
+    cfg = VamoConfig(train_days=4, eval_days=2, eval_seeds=2)
+    bids: list[tuple[float, ...] | float] = []
+
+    def fake_run_bidder(sim, seed, make, days, lp, opponent_seeds):  # noqa: ANN001, ANN202
+        c = make().model.cfg
+        bids.append(c.task_targets or c.target_return)
+        assert days == [evaluate.validation_day(cfg)]
+        t = c.target_return if not c.task_targets else sum(c.task_targets)
+        return {"gmv": 10 - abs(t - 2), "dir_gmv": 10 - abs(t - 1), "cart": t, "score": 7.0 * t}
+
+    monkeypatch.setattr(evaluate, "run_bidder", fake_run_bidder)
+    monkeypatch.setattr(evaluate, "market_of", lambda cfg, data_dir: (SMALL, 0))
+    monkeypatch.setattr(evaluate, "lp_table", lambda *a: pytest.fail("the LpTable is given"))
+    record = evaluate.select_targets(cfg, "unused", Net(cfg), (1.0, 2.0, 3.0), lp=object())
+    assert record["task_targets"] == [2.0, 1.0, 3.0] and bids == [1.0, 2.0, 3.0, (2.0, 1.0, 3.0)]
+    assert record["val_day"]["score"] == 42.0 and set(record["grid"]) == {"1", "2", "3"}
+    assert record["validation_day"] == 5 and record["opponent_seeds"] == 2
+    with pytest.raises(ValueError, match=r"target_grid=\[1.0, 0.0\]: expected numbers > 0"):
+        VamoConfig.from_dict({"target_grid": [1.0, 0.0]})
+    with pytest.raises(ValueError, match="give one"):
+        VamoConfig.from_dict({"target_grid": [1.0], "task_targets": [1.0, 1.0, 1.0]})

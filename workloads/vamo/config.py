@@ -180,6 +180,14 @@ class VamoConfig(EpochConfig):
     advertisers; empty: ``target_return`` for all. ``evaluate.choose_target`` sets it from the
     validation day (issue 22: one target for all tasks, chosen on the total score, let a task's
     advertisers stop bidding: gmv 0 on one seed while the score rose)."""
+    target_grid: tuple[float, ...] = ()
+    """Issue 22, off when empty: training ends by bidding the held-out validation day
+    (``evaluate.validation_day``, the day of the ``val`` split; never an evaluation day) at each
+    ``target_return`` multiple of this grid, and each task's best multiple by its own metric is
+    published with the model (its meta's ``targets_chosen``, which ``load_model`` reads as
+    ``task_targets``); the run reports ``val_day_score`` and ``val_day_<task>`` at those targets,
+    which a sweep may optimise (``tune_spaces/vamo-valday.yaml``). The one place training calls the
+    auction simulator, and only when asked: the paper validates on a held-out day."""
     max_steps_per_epoch: int = 0
     """Stop every epoch after this many steps; 0: a full pass (benchmarks, quick looks at big data)."""
     # ---- ingest (adray.ingest, stream.py)
@@ -228,6 +236,11 @@ class VamoConfig(EpochConfig):
         check(not self.task_targets or (len(self.task_targets) == len(TASKS) and min(self.task_targets) > 0),
               f"task_targets={list(self.task_targets)}: expected none or {len(TASKS)} numbers > 0 (one per task "
               f"of {list(TASKS)})")
+        check(all(t > 0 for t in self.target_grid),
+              f"target_grid={list(self.target_grid)}: expected numbers > 0 (return-target multiples), or none")
+        check(not (self.target_grid and self.task_targets),
+              f"target_grid={list(self.target_grid)} and task_targets={list(self.task_targets)}: give one; "
+              "target_grid chooses the task targets on the validation day")
         check(self.max_steps_per_epoch >= 0, f"max_steps_per_epoch={self.max_steps_per_epoch}: expected >= 0")
         check(self.ingest_memory_max_rows >= 1 and self.ingest_prefetch_batches >= 1,
               "ingest_memory_max_rows / ingest_prefetch_batches: expected >= 1")

@@ -28,12 +28,18 @@ from workloads.vamo.trajectory import STATE_COLS, period_rows, trajectory_frame,
 REFERENCE_DAY = 0
 
 
+DAY_TASK = {"num_cpus": 1, "scheduling_strategy": "DEFAULT"}
+"""A simulated day as a Ray task: one CPU anywhere in the cluster. ``DEFAULT`` keeps it out of the
+caller's placement group: inside a Tune trial (a 0.25-CPU bundle that captures its child tasks) a
+1-CPU task would be refused, e.g. training's validation-day bid (``target_grid``)."""
+
+
 def map_days(fn: Callable[..., Any], calls: Sequence[tuple], parallel: bool = True) -> list[Any]:
-    """``[fn(*c) for c in calls]``, as Ray tasks (1 CPU each) when Ray is initialised."""
+    """``[fn(*c) for c in calls]``, as Ray tasks (:data:`DAY_TASK`) when Ray is initialised."""
     import ray
 
     if parallel and ray.is_initialized() and len(calls) > 1:
-        remote = ray.remote(num_cpus=1)(fn)
+        remote = ray.remote(**DAY_TASK)(fn)
         return ray.get([remote.remote(*c) for c in calls])
     return [fn(*c) for c in calls]
 
@@ -53,14 +59,14 @@ def log_day(sim: SimConfig, seed: int, day: int, explore: float, lp: LpTable | N
 
 
 def iter_days(fn: Callable[..., Any], calls: Sequence[tuple], parallel: bool = True) -> Iterator[Any]:
-    """``fn(*c) for c in calls``, in order: as Ray tasks (1 CPU each, as many in flight as the
+    """``fn(*c) for c in calls``, in order: as Ray tasks (:data:`DAY_TASK`, as many in flight as the
     cluster has CPUs) when Ray is initialised, so that only the days in flight are held at once."""
     import ray
 
     if not (parallel and ray.is_initialized() and len(calls) > 1):
         yield from (fn(*c) for c in calls)
         return
-    remote = ray.remote(num_cpus=1)(fn)
+    remote = ray.remote(**DAY_TASK)(fn)
     ahead = max(1, int(ray.cluster_resources().get("CPU", 1)))
     refs = [remote.remote(*c) for c in calls[:ahead]]
     for i in range(len(calls)):

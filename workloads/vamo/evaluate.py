@@ -108,23 +108,23 @@ TARGET_GRID = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 def at_target(model: Any, target: float | tuple[float, ...]) -> Any:
     """The same network bidding with another return target: one multiple for every task
     (``target_return``), or one per task (``task_targets``)."""
-    if isinstance(target, tuple):
-        cfg = dataclasses.replace(model.cfg, task_targets=tuple(float(t) for t in target))
+    if isinstance(target, tuple):  # a chosen target: no grid left to choose from
+        cfg = dataclasses.replace(model.cfg, task_targets=tuple(float(t) for t in target), target_grid=())
     else:
         cfg = dataclasses.replace(model.cfg, target_return=float(target), task_targets=())
     return dataclasses.replace(model, cfg=cfg)
 
 
-def bid_validation_day(cfg: VamoConfig, data_dir: Path, model: Any, lp: LpTable | None = None) -> dict[str, float]:
+def bid_validation_day(cfg: VamoConfig, data_dir: Path | str, model: Any, lp: LpTable | None = None) -> dict[str, float]:
     """The model's per-task metrics and score on :func:`validation_day`, against ``cfg.eval_seeds``
     opponent seeds (the protocol of :func:`run_bidder`; ``lp``: the market's LpTable, made if None)."""
-    sim, seed = market_of(cfg, Path(data_dir))
+    sim, seed = market_of(cfg, data_dir)
     lp = lp if lp is not None else lp_table(sim, seed)
     r = run_bidder(sim, seed, lambda: ModelBidder(model), [validation_day(cfg)], lp, cfg.eval_seeds)
     return {k: r[k] for k in (*TASKS, "score")}
 
 
-def choose_target(cfg: VamoConfig, data_dir: Path, model: Any, grid: Sequence[float] = TARGET_GRID,
+def choose_target(cfg: VamoConfig, data_dir: Path | str, model: Any, grid: Sequence[float] = TARGET_GRID,
                   lp: LpTable | None = None) -> tuple[tuple[float, ...], dict[float, dict[str, float]]]:
     """Each task's return target, chosen online on the held-out validation day (issue 22: the paper
     validates on a held-out day; the platform's training never bids it).
@@ -139,10 +139,26 @@ def choose_target(cfg: VamoConfig, data_dir: Path, model: Any, grid: Sequence[fl
     """
     if not grid or any(not t > 0 for t in grid):
         raise ValueError(f"target grid {list(grid)}: expected one or more numbers > 0")
-    lp = lp if lp is not None else lp_table(*market_of(cfg, Path(data_dir)))
+    lp = lp if lp is not None else lp_table(*market_of(cfg, data_dir))
     metrics = {float(t): bid_validation_day(cfg, data_dir, at_target(model, t), lp) for t in sorted(set(grid))}
     best = tuple(max(metrics, key=lambda t, k=k: (metrics[t][k], -t)) for k in TASKS)
     return best, metrics
+
+
+def select_targets(cfg: VamoConfig, data_dir: Path | str, model: Any, grid: Sequence[float] = TARGET_GRID,
+                   lp: LpTable | None = None) -> dict[str, Any]:
+    """:func:`choose_target`, then the model bids the validation day once more with the chosen
+    per-task targets (their ``val_day`` metrics: the selection signal a sweep may optimise).
+
+    Returns the record that ``vamo_table.py select`` and training's ``target_grid`` publish:
+    ``task_targets`` (``TASKS`` order), ``validation_day``, ``opponent_seeds``, ``grid`` (``{multiple:
+    {task metrics, score}}``) and ``val_day`` (the metrics at the chosen targets)."""
+    lp = lp if lp is not None else lp_table(*market_of(cfg, data_dir))  # once, for every bid below
+    best, metrics = choose_target(cfg, data_dir, model, grid, lp)
+    chosen = at_target(model, best)
+    val = bid_validation_day(chosen.cfg, data_dir, chosen, lp)
+    return {"task_targets": list(best), "validation_day": validation_day(cfg), "opponent_seeds": cfg.eval_seeds,
+            "grid": {f"{t:g}": m for t, m in metrics.items()}, "val_day": val}
 
 
 def run_bidder(sim: SimConfig, seed: int, make: Callable[[], Bidder], days: list[int], lp: LpTable,
@@ -158,7 +174,7 @@ def run_bidder(sim: SimConfig, seed: int, make: Callable[[], Bidder], days: list
     return out
 
 
-def logged_test_losses(data_dir: Path, model: Any) -> dict[str, float]:
+def logged_test_losses(data_dir: Path | str, model: Any) -> dict[str, float]:
     """``test_loss`` and ``test_loss_<task>`` of a trained model (under its own config) on the
     dataset's logged test day, as the trainer reports them: one network on every window, or for
     STL each task's network on its task's windows and ``test_loss`` their mean (workload._combine)."""
@@ -180,7 +196,7 @@ def delta_m(metrics: Mapping[str, float], stl: Mapping[str, float]) -> float:
     return float(np.mean([-(metrics[t] - stl[t]) / stl[t] * 100 for t in TASKS]))
 
 
-def market_of(cfg: VamoConfig, data_dir: Path) -> tuple[SimConfig, int]:
+def market_of(cfg: VamoConfig, data_dir: Path | str) -> tuple[SimConfig, int]:
     """The simulator and seed that made the dataset (an imported dataset: the config's)."""
     manifest = read_dataset(data_dir).manifest
     meta = manifest.get("meta", {})
@@ -195,14 +211,14 @@ def evaluate_methods(cfg: VamoConfig, data_dir: Path, model: Any, others: Mappin
     ``test_loss*``) for the model (under the workload's name, ``vamo``, whatever its weighting: the
     platform's contract), each model of ``others`` under its label (``stl``, ``vanilla``, ... as
     benchmarks/vamo_table.py passes them) and the baselines."""
-    sim, seed = market_of(cfg, Path(data_dir))
+    sim, seed = market_of(cfg, data_dir)
     lp = lp_table(sim, seed)
     table: dict[str, dict[str, float]] = {}
     models = {"vamo": model, **others} if model is not None else dict(others)
     days, n_opp = eval_days(cfg), cfg.eval_seeds
     for name, m in models.items():
         table[name] = {**run_bidder(sim, seed, lambda m=m: ModelBidder(m), days, lp, n_opp),
-                       **logged_test_losses(Path(data_dir), m)}
+                       **logged_test_losses(data_dir, m)}
     for name in baselines:
         table[name] = run_bidder(sim, seed, lambda name=name: baseline_bidder(name, lp), days, lp, n_opp)
     if "stl" in table:

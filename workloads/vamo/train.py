@@ -38,6 +38,9 @@ from workloads.vamo.step import MultiTask, forward, task_loss_sums, vamo_step
 
 MODEL_FILE = "models.pt"
 META_FILE = "vamo_meta.json"
+TARGETS_META = "targets_chosen"
+"""Key of the network's meta holding the return targets chosen on the validation day
+(``target_grid``; evaluate.select_targets' record)."""
 
 
 def model_meta(cfg: VamoConfig, train: dict[str, np.ndarray], data_meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -179,8 +182,13 @@ def save_model(model: VamoModel, out_dir: Path) -> None:
 
 
 def load_model(version_dir: Path, cfg: VamoConfig, meta: Mapping[str, Any] | None = None) -> VamoModel:
-    """A saved model in eval mode (``meta``: the platform's meta.json; the network's own is beside it)."""
+    """A saved model in eval mode (``meta``: the platform's meta.json; the network's own is beside it).
+    Return targets chosen on the validation day in training (``TARGETS_META``, ``target_grid``) become
+    the model's ``task_targets`` unless the config names its own."""
     own = json.loads((Path(version_dir) / META_FILE).read_text())
+    chosen = own.get(TARGETS_META)
+    if chosen and not cfg.task_targets:
+        cfg = dataclasses.replace(cfg, task_targets=tuple(float(t) for t in chosen["task_targets"]), target_grid=())
     states = torch.load(Path(version_dir) / MODEL_FILE, weights_only=True)
     nets = []
     for state in states:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from workloads.vamo.data import make_data
 from workloads.vamo.evaluate import evaluate_methods
 from workloads.vamo.importer import import_auctionnet
 from workloads.vamo.policy import BidPolicy
-from workloads.vamo.train import META_FILE, MODEL_FILE, load_model, make_spec, task_runs
+from workloads.vamo.train import META_FILE, MODEL_FILE, TARGETS_META, load_model, make_spec, task_runs
 
 RESULT_FILE = "result.json"
 DONE_FILE = "ALL_TASKS_DONE"
@@ -45,9 +46,12 @@ class VamoTrainer:
     world.py): it generates the trajectories (``adray data make vamo``) and bids the evaluation
     days (evaluate.py), so a dataset imported from AuctionNet files trains and is selected alike.
     Issue 22 allows a held-out *simulated* validation day bid online as the selection signal (the
-    paper validates on a held-out day); the platform's rule wins by default. Such a signal may only
-    come as an explicit config switch, off by default, bidding a validation day (never an
-    evaluation day) under a metric name that says so; none exists today.
+    paper validates on a held-out day); the platform's rule wins by default. ``target_grid`` is that
+    explicit switch, off by default: after training, the trained model bids the validation day (the
+    day of the ``val`` split, never an evaluation day) at each multiple of the grid, each task's
+    return target is chosen by its own metric and published in the model's meta, and the run
+    reports ``val_day_score`` / ``val_day_<task>`` (evaluate.select_targets). The epochs and the best
+    epoch are still chosen on the logged ``val_loss``.
     """
 
     loop_field: str = "epochs"
@@ -60,7 +64,7 @@ class VamoTrainer:
             results = [TorchTrainer(make_spec()).train(cfg, ctx)]
         else:
             results = self._per_task(cfg, ctx, runs)
-        return _package(results, ctx)
+        return _choose_targets(cfg, ctx, _package(results, ctx))
 
     @staticmethod
     def _per_task(cfg: VamoConfig, ctx: TrainContext, runs: list[Any]) -> list[TrainResult]:
@@ -89,7 +93,7 @@ class VamoTrainer:
         if len(task_runs(cfg)) > 1:
             return None
         res = TorchTrainer(make_spec()).salvage(cfg, ctx, checkpoint)
-        return None if res is None else _package([res], ctx)
+        return None if res is None else _choose_targets(cfg, ctx, _package([res], ctx))
 
 
 def _package(results: list[TrainResult], ctx: TrainContext) -> TrainResult:
@@ -107,6 +111,27 @@ def _package(results: list[TrainResult], ctx: TrainContext) -> TrainResult:
     return TrainResult(_combine([r.metrics for r in results]), model_dir, meta,
                        [{"task": k, **h} for k, r in enumerate(results) for h in r.history],
                        {k: float(sum(r.timings.get(k, 0.0) for r in results)) for k in results[0].timings})
+
+
+def _choose_targets(cfg: VamoConfig, ctx: TrainContext, result: TrainResult) -> TrainResult:
+    """``cfg.target_grid`` (issue 22; nothing when empty): the trained model's per-task return targets
+    chosen on the held-out validation day (evaluate.select_targets), written into the model's meta
+    (``TARGETS_META``, which load_model applies) and its ``val_day_*`` metrics added to the run's."""
+    if not cfg.target_grid:
+        return result
+    from workloads.vamo.evaluate import select_targets
+
+    t0 = time.perf_counter()
+    picked = select_targets(cfg, ctx.data_dir, load_model(result.model_dir, cfg), cfg.target_grid)
+    meta = {**result.meta, TARGETS_META: picked}
+    (result.model_dir / META_FILE).write_text(json.dumps(meta))
+    seconds = time.perf_counter() - t0
+    if ctx.progress:
+        print(f"[adray] vamo: task targets {picked['task_targets']} chosen on validation day "
+              f"{picked['validation_day']}: score {picked['val_day']['score']:.2f} ({seconds:.0f} s)", flush=True)
+    metrics = {**result.metrics, **{f"val_day_{k}": float(v) for k, v in picked["val_day"].items()}}
+    return dataclasses.replace(result, meta=meta, metrics=metrics,
+                               timings={**result.timings, "target_select_s": seconds})
 
 
 def _combine(per_task: list[dict[str, float]]) -> dict[str, float]:
