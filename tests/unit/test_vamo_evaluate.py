@@ -61,7 +61,7 @@ def test_each_task_s_target_is_chosen_on_the_validation_day_never_an_evaluation_
     seen: list[tuple[list[int], float, int]] = []
     table = {1.0: (10.0, 5.0, 1.0), 2.0: (30.0, 5.0, 2.0), 3.0: (30.0, 1.0, 9.0), 4.0: (5.0, 0.0, 3.0)}
 
-    def fake_run_bidder(sim, seed, make, days, lp, opponent_seeds):  # noqa: ANN001, ANN202
+    def fake_run_bidder(sim, seed, make, days, lp, opponent_seeds, parallel=True):  # noqa: ANN001, ANN202
         model = make().model
         assert model.cfg.task_targets == ()  # the grid bids one target for every task
         t = model.cfg.target_return
@@ -97,7 +97,7 @@ def test_select_targets_bids_the_chosen_targets_once_more_and_target_grid_is_che
     cfg = VamoConfig(train_days=4, eval_days=2, eval_seeds=2)
     bids: list[tuple[float, ...] | float] = []
 
-    def fake_run_bidder(sim, seed, make, days, lp, opponent_seeds):  # noqa: ANN001, ANN202
+    def fake_run_bidder(sim, seed, make, days, lp, opponent_seeds, parallel=True):  # noqa: ANN001, ANN202
         c = make().model.cfg
         bids.append(c.task_targets or c.target_return)
         assert days == [evaluate.validation_day(cfg)]

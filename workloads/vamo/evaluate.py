@@ -115,17 +115,20 @@ def at_target(model: Any, target: float | tuple[float, ...]) -> Any:
     return dataclasses.replace(model, cfg=cfg)
 
 
-def bid_validation_day(cfg: VamoConfig, data_dir: Path | str, model: Any, lp: LpTable | None = None) -> dict[str, float]:
+def bid_validation_day(cfg: VamoConfig, data_dir: Path | str, model: Any, lp: LpTable | None = None,
+                       parallel: bool = True) -> dict[str, float]:
     """The model's per-task metrics and score on :func:`validation_day`, against ``cfg.eval_seeds``
-    opponent seeds (the protocol of :func:`run_bidder`; ``lp``: the market's LpTable, made if None)."""
+    opponent seeds (the protocol of :func:`run_bidder`; ``lp``: the market's LpTable, made if None;
+    ``parallel``: the days as Ray tasks, else in this process)."""
     sim, seed = market_of(cfg, data_dir)
     lp = lp if lp is not None else lp_table(sim, seed)
-    r = run_bidder(sim, seed, lambda: ModelBidder(model), [validation_day(cfg)], lp, cfg.eval_seeds)
+    r = run_bidder(sim, seed, lambda: ModelBidder(model), [validation_day(cfg)], lp, cfg.eval_seeds, parallel)
     return {k: r[k] for k in (*TASKS, "score")}
 
 
 def choose_target(cfg: VamoConfig, data_dir: Path | str, model: Any, grid: Sequence[float] = TARGET_GRID,
-                  lp: LpTable | None = None) -> tuple[tuple[float, ...], dict[float, dict[str, float]]]:
+                  lp: LpTable | None = None, parallel: bool = True,
+                  ) -> tuple[tuple[float, ...], dict[float, dict[str, float]]]:
     """Each task's return target, chosen online on the held-out validation day (issue 22: the paper
     validates on a held-out day; the platform's training never bids it).
 
@@ -135,18 +138,20 @@ def choose_target(cfg: VamoConfig, data_dir: Path | str, model: Any, grid: Seque
     what Table 1 reports) was highest wins, the smaller on a tie. One target for all tasks chosen
     on the total score let a task collapse (its advertisers outscored by the others' conversions).
     Returns the targets (``TASKS`` order, for ``task_targets``) and ``{target: {task metrics,
-    score}}``. The evaluation days take no part. ``lp``: the market's LpTable, made if None.
+    score}}``. The evaluation days take no part. ``lp``: the market's LpTable, made if None;
+    ``parallel``: as :func:`bid_validation_day`.
     """
     if not grid or any(not t > 0 for t in grid):
         raise ValueError(f"target grid {list(grid)}: expected one or more numbers > 0")
     lp = lp if lp is not None else lp_table(*market_of(cfg, data_dir))
-    metrics = {float(t): bid_validation_day(cfg, data_dir, at_target(model, t), lp) for t in sorted(set(grid))}
+    metrics = {float(t): bid_validation_day(cfg, data_dir, at_target(model, t), lp, parallel)
+               for t in sorted(set(grid))}
     best = tuple(max(metrics, key=lambda t, k=k: (metrics[t][k], -t)) for k in TASKS)
     return best, metrics
 
 
 def select_targets(cfg: VamoConfig, data_dir: Path | str, model: Any, grid: Sequence[float] = TARGET_GRID,
-                   lp: LpTable | None = None) -> dict[str, Any]:
+                   lp: LpTable | None = None, parallel: bool = True) -> dict[str, Any]:
     """:func:`choose_target`, then the model bids the validation day once more with the chosen
     per-task targets (their ``val_day`` metrics: the selection signal a sweep may optimise).
 
@@ -154,19 +159,20 @@ def select_targets(cfg: VamoConfig, data_dir: Path | str, model: Any, grid: Sequ
     ``task_targets`` (``TASKS`` order), ``validation_day``, ``opponent_seeds``, ``grid`` (``{multiple:
     {task metrics, score}}``) and ``val_day`` (the metrics at the chosen targets)."""
     lp = lp if lp is not None else lp_table(*market_of(cfg, data_dir))  # once, for every bid below
-    best, metrics = choose_target(cfg, data_dir, model, grid, lp)
+    best, metrics = choose_target(cfg, data_dir, model, grid, lp, parallel)
     chosen = at_target(model, best)
-    val = bid_validation_day(chosen.cfg, data_dir, chosen, lp)
+    val = bid_validation_day(chosen.cfg, data_dir, chosen, lp, parallel)
     return {"task_targets": list(best), "validation_day": validation_day(cfg), "opponent_seeds": cfg.eval_seeds,
             "grid": {f"{t:g}": m for t, m in metrics.items()}, "val_day": val}
 
 
 def run_bidder(sim: SimConfig, seed: int, make: Callable[[], Bidder], days: list[int], lp: LpTable,
-               opponent_seeds: int = 1) -> dict[str, float]:
-    """Mean metrics of a bidder over the days x opponent seeds (in parallel under Ray), and
-    ``<metric>_std``: the std over opponent seeds of the per-seed means over the days."""
+               opponent_seeds: int = 1, parallel: bool = True) -> dict[str, float]:
+    """Mean metrics of a bidder over the days x opponent seeds (in parallel under Ray unless
+    ``parallel`` is False), and ``<metric>_std``: the std over opponent seeds of the per-seed means
+    over the days."""
     calls = [(sim, seed, d, make, lp, j) for j in range(opponent_seeds) for d in days]
-    rows = map_days(eval_day, calls)
+    rows = map_days(eval_day, calls, parallel)
     out: dict[str, float] = {}
     for k in rows[0]:
         per_seed = np.array([r[k] for r in rows], float).reshape(opponent_seeds, len(days)).mean(1)

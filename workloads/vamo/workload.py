@@ -122,7 +122,9 @@ def _choose_targets(cfg: VamoConfig, ctx: TrainContext, result: TrainResult) -> 
     from workloads.vamo.evaluate import select_targets
 
     t0 = time.perf_counter()
-    picked = select_targets(cfg, ctx.data_dir, load_model(result.model_dir, cfg), cfg.target_grid)
+    # The bids run in this process, not as 1-CPU Ray tasks: in a Tune trial the cluster's CPUs are the
+    # other trials' (a trial that had finished training waited, idle, for one until the other finished).
+    picked = select_targets(cfg, ctx.data_dir, load_model(result.model_dir, cfg), cfg.target_grid, parallel=False)
     meta = {**result.meta, TARGETS_META: picked}
     (result.model_dir / META_FILE).write_text(json.dumps(meta))
     seconds = time.perf_counter() - t0
