@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 import yaml
+from vamo_table import spearman  # benchmarks/ is on the path when run as a script
 
+from adray.data import read_manifest
 from adray.paths import sweeps_storage
 from adray.registry import Registry, RegistryError
 
@@ -50,16 +52,8 @@ def publish(sweep: str, sweep_dir: Path, trial: str, reg: Registry) -> str:
         pass
     src = sweep_dir / "models" / trial
     cfg = yaml.safe_load((src / "config.yaml").read_text())
-    data = cfg["data"]
-    manifest = json.loads((Path(data) / "manifest.json").read_text())
-    return reg.publish(name, src, {"workload": "vamo", "config": cfg, "dataset": data,
-                                   "dataset_hash": manifest["content_hash"], "sweep": sweep}).ref
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    import pandas as pd
-
-    return float(pd.Series(a).rank().corr(pd.Series(b).rank()))
+    return reg.publish(name, src, {"workload": "vamo", "config": cfg, "dataset": cfg["data"],
+                                   "dataset_hash": read_manifest(cfg["data"])["content_hash"], "sweep": sweep}).ref
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ REFERENCE_DAY = 0
 DAY_TASK = {"num_cpus": 1, "scheduling_strategy": "DEFAULT"}
 """A simulated day as a Ray task: one CPU anywhere in the cluster. ``DEFAULT`` keeps it out of the
 caller's placement group: inside a Tune trial (a 0.25-CPU bundle that captures its child tasks) a
-1-CPU task would be refused, e.g. training's validation-day bid (``target_grid``)."""
+1-CPU task is refused (``ValueError: Cannot schedule log_day with the placement group``: a trial
+that generated its data)."""
 
 
 def map_days(fn: Callable[..., Any], calls: Sequence[tuple], parallel: bool = True) -> list[Any]:
