@@ -58,7 +58,7 @@ requests are slow (torch's first calls, allocator growth; measured p99 1.4 s in 
 async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float, seconds: float,
                     trace: list[tuple[float, float, dict[str, float]]] | None = None,
                     deadline_ms: float = 100.0, warmup: bool = True,
-                    sends: list[float] | None = None) -> dict[str, Any]:
+                    sends: list[float] | None = None, meter: Any = None) -> dict[str, Any]:
     """Request i goes to ``urls[i % len(urls)]`` at t0 + i / rps (or t0 + ``sends[i]``). Bodies are
     encoded once (the request id is spliced into the bytes) and sent by a lean HTTP/1.1 client
     (``benchmarks/http1.py``), so the client takes little of the CPU the graph needs. A 503 that the
@@ -85,6 +85,8 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
         # The client's own cyclic GC would pause every request in flight (a full collection of this
         # process, with Ray and torch imported, takes ~100-250 ms) and show as server latency.
         gc.disable()
+        if meter is not None:
+            meter.start()
 
         async def one(i: int) -> None:
             nonlocal errors, fallbacks, late_fallbacks
@@ -118,6 +120,7 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
         finally:
             gc.enable()
         wall = time.perf_counter() - t0
+        cpu = meter.stop() if meter is not None else None
     finally:
         for pool in pools:
             pool.close()
@@ -131,7 +134,9 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
             "late_share": round(1 - in_time / max(len(lat), 1), 4),
             "stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(stages.items())},
             "fallback_share": round(fallbacks / max(len(lat), 1), 4),
-            "deadline_fallback_share": round(late_fallbacks / max(len(lat), 1), 4), "seconds": round(wall, 1)}
+            "deadline_fallback_share": round(late_fallbacks / max(len(lat), 1), 4), "seconds": round(wall, 1),
+            **({"cpu_ms_per_request": {k: round(v * 1e3 / n, 2) for k, v in cpu.items()},
+                "cpu_cores": {k: round(v / wall, 2) for k, v in cpu.items()}} if cpu is not None else {})}
 
 
 def port_ingress() -> str:
@@ -166,6 +171,20 @@ def recovery(urls: list[str], requests: list[dict[str, Any]], over: float, norma
     return {"recovery": True, "over_rps": over, "normal_rps": normal, "over_seconds": seconds,
             "normal_p99_ms": round(normal_p99, 2), "recovered_after_s": rec, "windows": windows,
             "requests": out["requests"], "shed": out["shed"], "errors": out["errors"]}
+
+
+def cpu_meter(app: str) -> Any:
+    """A meter of the CPU this host's graph replicas of ``app``, the pacing ledger, this client and
+    the whole machine use during a timed run (``benchmarks/proc_cpu.py``); other nodes' processes
+    are not seen."""
+    import ray
+    from proc_cpu import CpuMeter
+    from ray.util.state import list_actors
+
+    here = ray.get_runtime_context().get_node_id()
+    alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=10_000) if a.node_id == here]
+    return CpuMeter({"replicas": [a.pid for a in alive if a.class_name.startswith(f"ServeReplica:{app}:")],
+                     "ledger": [a.pid for a in alive if a.class_name == "_PacingActor"], "client": [os.getpid()]})
 
 
 def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -221,6 +240,7 @@ def main() -> None:
                          "through adray's shedding HAProxy in front of the replicas' own ports (adray.shed_proxy)")
     ap.add_argument("--shed-per-replica", type=int, default=4, help="shed: requests a replica takes at once")
     ap.add_argument("--shed-queue-ms", type=float, default=10.0, help="shed: the longest a request waits for a replica")
+    ap.add_argument("--shed-nice", type=int, default=0, help="shed: HAProxy's niceness (the replicas run at 15)")
     ap.add_argument("--trace", default=None, help="write each answered request's send time (s), latency (ms) "
                                                   "and the graph's own stage times to this JSON file (where the tail comes from)")
     ap.add_argument("--json", action="store_true", help="only the JSON lines on stdout")
@@ -257,30 +277,32 @@ def main() -> None:
         urls = urls or [http_url()]
         if args.path == "shed" and path != "direct":
             raise SystemExit("--path shed needs Serve's direct ingress (a cluster adray starts runs it)")
+    meter = cpu_meter(args.name)
     ray.shutdown()  # the load generator is no Ray driver: it would also receive every worker's log lines
     # Ray runs its workers, the graph's replicas among them, at niceness 15 (the raylet's
     # worker_niceness); a client at 0 on the same cores would take the CPU from the server it
     # measures whenever it wants it (28x a niced process's weight). Same niceness: a fair share.
     os.nice(max(0, CLIENT_NICE - os.nice(0)))
     shed = None
-    if args.path == "shed":  # at the workers' niceness, as the actor of `adray serve graph --shed-port` runs it
+    if args.path == "shed":  # as `adray serve graph --shed-port` runs it: HAProxy at --shed-nice
         from multinode import free_port  # benchmarks/ is on the path, as for http1
 
         from adray.shed_proxy import ShedProxy, ShedSettings
 
         shed = ShedProxy(ShedSettings(port=free_port(), host="127.0.0.1", per_replica=args.shed_per_replica,
-                                      queue_ms=args.shed_queue_ms))
+                                      queue_ms=args.shed_queue_ms, nice=args.shed_nice))
         shed.start(urls)
         urls, path = [f"http://127.0.0.1:{shed.settings.port}"], "shed"
     traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
     head = {"path": path, "deployed": deployed is not None,
-            **({"shed_per_replica": args.shed_per_replica, "shed_queue_ms": args.shed_queue_ms} if shed else {}),
+            **({"shed_per_replica": args.shed_per_replica, "shed_queue_ms": args.shed_queue_ms, "shed_nice": shed.nice}
+               if shed else {}),
             **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,
                 "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms}
                if deployed is not None else {})}
     for rps in (float(r) for r in args.rps.split(",")):
         out = asyncio.run(open_loop(urls, requests, rps, args.seconds, traces.setdefault(f"{rps:g}", []),
-                                    deadline_ms=args.deadline_ms))
+                                    deadline_ms=args.deadline_ms, meter=meter))
         print(json.dumps({**head, **out}), flush=True)
     if args.recovery:
         over, normal, secs = (float(x) for x in args.recovery.split(","))

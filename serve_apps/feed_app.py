@@ -109,6 +109,9 @@ class FeedArgs(pydantic.BaseModel):
     """How often a replica hands its counters to Ray (and samples the graph's and the log's)."""
     metrics_budget_s: float = pydantic.Field(10.0, gt=0)
     """How often a replica asks the ledger for today's budgets and spend (the budget gauges)."""
+    access_log: bool = False
+    """Serve's access log line per request in the replicas' logs. Off by default: at 200 req/s it
+    is 200 lines a second of what the metrics count, and ~1% of a replica's CPU."""
 
 
 def resolve_stages(args: FeedArgs, registry: str) -> tuple[dict[str, str | None], dict[str, dict[str, Any]]]:
@@ -182,6 +185,7 @@ def build_feed_app(args: FeedArgs) -> Application:
         max_ongoing_requests=args.max_in_flight + args.max_queued_requests,
         max_queued_requests=args.max_queued_requests,
         backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
+        logging_config={"enable_access_log": args.access_log},
         ray_actor_options={"num_cpus": args.replica_cpus, "runtime_env": runtime_env},
     ).bind(args.model_dump(), refs, metas, registry, handles, state_uri)
 

@@ -11,6 +11,7 @@ event loop's lag, the shed counts and the mean stage batch.
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 import asyncio
 import dataclasses
+import functools
 import gc
 import json
 import time
@@ -21,6 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
+from adray.bounds import explain
+from adray.dict_schema import dict_adapter
 from adray.serving import BodyLimit
 from serve_apps.feed_admission import DEADLINE_KEY, Admission
 from serve_apps.feed_batching import LocalStage, Waves
@@ -246,12 +249,14 @@ def parse_feed(model: type[pydantic.BaseModel], raw: bytes | str, item_dim: int 
     """``(request, None)``: the body validated against the FeedRequest ``model`` as a plain dict;
     ``(None, detail)``: the 422's detail, each error naming its field as FastAPI does (``loc``
     starts with ``body``). Item content vectors must also have the allocation model's length
-    ``item_dim`` (its schema cannot say it; None: not checked)."""
+    ``item_dim`` (its schema cannot say it; None: not checked). Validated by the model's dict twin
+    (``adray.dict_schema``: the same checks, straight into dicts; 0.34 ms for the 48 KB request
+    against 0.46 ms for the model and its ``model_dump``)."""
     try:
-        body = model.model_validate_json(raw).model_dump()
+        body = _dict_adapter(model).validate_json(raw)
     except pydantic.ValidationError as exc:
-        return None, [{"type": e["type"], "msg": e["msg"], "loc": ["body", *e["loc"]]}
-                      for e in exc.errors(include_url=False, include_input=False)]
+        return None, [{"type": e["type"], "msg": explain(e), "loc": ["body", *e["loc"]]}
+                      for e in exc.errors(include_url=False)]
     if item_dim is not None:
         for kind in ("ads", "organic"):
             for i, item in enumerate(body[kind]):
@@ -260,6 +265,10 @@ def parse_feed(model: type[pydantic.BaseModel], raw: bytes | str, item_dim: int 
                                    "msg": f"expected {item_dim} floats (the allocation model's item_dim), "
                                           f"got {len(item['content'])}"}]
     return body, None
+
+
+_dict_adapter = functools.lru_cache(maxsize=8)(dict_adapter)
+"""A FeedRequest model's dict twin, built once per model (a replica has one)."""
 
 
 def _document_request(api: FastAPI, model: type[pydantic.BaseModel]) -> None:

@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from adray.bounds import MAX_BID, MAX_BUDGET, MAX_CPA, feature, money
+from adray.dict_schema import on_dicts
 
 ROLES = ("ranking", "bidding", "utility", "allocation", "channel")
 """The graph's stages, in the order of DESIGN.md's serving graph."""
@@ -98,22 +99,9 @@ def feed_request_schema(schemas: dict[str, type[pydantic.BaseModel] | None], max
                                                               "in [0, 2**31))")),
     )
 
-    def one_bid(self: Any) -> Any:
-        if self.campaign == "fixed" and self.bid is None:
-            raise ValueError("a fixed-bid ad needs bid (its cost-per-click bid)")
-        if self.campaign == "fixed" and self.auto is not None:
-            raise ValueError("a fixed-bid ad carries auto: auto-bidding settings belong to campaign 'auto' "
-                             "(drop auto, or make the ad campaign 'auto' without bid)")
-        if self.campaign == "auto" and self.auto is None:
-            raise ValueError("an auto-bidding ad needs auto (budget, cpa_constraint, task)")
-        if self.campaign == "auto" and self.bid is not None:
-            raise ValueError("an auto-bidding ad carries bid: the bidding model sets its bid (drop bid, or make "
-                             "the ad campaign 'fixed' without auto)")
-        return self
-
     ad = pydantic.create_model(
         "FeedAd", __config__=strict,
-        __validators__={"one_bid": pydantic.model_validator(mode="after")(one_bid)},
+        __validators__={"one_bid": pydantic.model_validator(mode="after")(on_dicts(_one_bid))},
         ad_id=(str, pydantic.Field(min_length=1, max_length=128)),
         advertiser=(str, pydantic.Field(min_length=1, max_length=128)),
         campaign=(Literal["fixed", "auto"], pydantic.Field(description="fixed CPC bid, or auto-bidding")),
@@ -141,8 +129,8 @@ def feed_request_schema(schemas: dict[str, type[pydantic.BaseModel] | None], max
     )
     return pydantic.create_model(
         "FeedRequest", __config__=strict,
-        __validators__={"distinct_ads": pydantic.field_validator("ads")(_distinct_ads),
-                        "distinct_organic": pydantic.field_validator("organic")(_distinct_organic)},
+        __validators__={"distinct_ads": pydantic.field_validator("ads")(on_dicts(_distinct_ads)),
+                        "distinct_organic": pydantic.field_validator("organic")(on_dicts(_distinct_organic))},
         request_id=(str, pydantic.Field(min_length=1, max_length=128)),
         user=(user, ...),
         screen=screen,
@@ -157,32 +145,46 @@ AUTO_SETTINGS = ("budget", "cpa_constraint", "task")
 """An auto-bidding advertiser's settings: one value each per request (the ledger keeps one per day)."""
 
 
-def _distinct_ads(ads: list[Any]) -> list[Any]:
+def _one_bid(ad: dict[str, Any]) -> None:
+    if ad["campaign"] == "fixed" and ad["bid"] is None:
+        raise ValueError("a fixed-bid ad needs bid (its cost-per-click bid)")
+    if ad["campaign"] == "fixed" and ad["auto"] is not None:
+        raise ValueError("a fixed-bid ad carries auto: auto-bidding settings belong to campaign 'auto' "
+                         "(drop auto, or make the ad campaign 'fixed' without bid)")
+    if ad["campaign"] == "auto" and ad["auto"] is None:
+        raise ValueError("an auto-bidding ad needs auto (budget, cpa_constraint, task)")
+    if ad["campaign"] == "auto" and ad["bid"] is not None:
+        raise ValueError("an auto-bidding ad carries bid: the bidding model sets its bid (drop bid, or make "
+                         "the ad campaign 'fixed' without auto)")
+
+
+def _distinct_ads(ads: list[dict[str, Any]]) -> None:
     """Each ``ad_id`` once; per advertiser one budget, CPA constraint and task (auto ads)."""
     problems, first, settings = [], {}, {}
     for i, ad in enumerate(ads):
-        if (j := first.setdefault(ad.ad_id, i)) != i:
-            problems.append(f"ads[{i}].ad_id {ad.ad_id!r} repeats ads[{j}]")
-        if ad.auto is None:
+        if (j := first.setdefault(ad["ad_id"], i)) != i:
+            problems.append(f"ads[{i}].ad_id {ad['ad_id']!r} repeats ads[{j}]")
+        auto = ad["auto"]
+        if auto is None:
             continue
-        j, seen = settings.setdefault(ad.advertiser, (i, ad.auto))
+        j, seen = settings.setdefault(ad["advertiser"], (i, auto))
         for name in AUTO_SETTINGS:
-            if getattr(ad.auto, name) != getattr(seen, name):
-                problems.append(f"ads[{i}].auto.{name} {getattr(ad.auto, name)!r} differs from ads[{j}].auto.{name} "
-                                f"{getattr(seen, name)!r} of the same advertiser {ad.advertiser!r} (one {name} per "
+            if auto[name] != seen[name]:
+                problems.append(f"ads[{i}].auto.{name} {auto[name]!r} differs from ads[{j}].auto.{name} "
+                                f"{seen[name]!r} of the same advertiser {ad['advertiser']!r} (one {name} per "
                                 f"advertiser)")
-    if problems:
-        raise ValueError("; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else ""))
-    return ads
+    _refuse(problems)
 
 
-def _distinct_organic(items: list[Any]) -> list[Any]:
+def _distinct_organic(items: list[dict[str, Any]]) -> None:
     first: dict[str, int] = {}
-    problems = [f"organic[{i}].item_id {o.item_id!r} repeats organic[{first[o.item_id]}]"
-                for i, o in enumerate(items) if first.setdefault(o.item_id, i) != i]
+    _refuse([f"organic[{i}].item_id {o['item_id']!r} repeats organic[{first[o['item_id']]}]"
+             for i, o in enumerate(items) if first.setdefault(o["item_id"], i) != i])
+
+
+def _refuse(problems: list[str]) -> None:
     if problems:
         raise ValueError("; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else ""))
-    return items
 
 
 class FeedSlot(pydantic.BaseModel):

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from adray.bounds import explain
 from adray.serving import BodyLimit
 from adray.workload import get_workload
 
@@ -45,7 +46,7 @@ class Ingress:
         async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
             # FastAPI's default echoes the whole offending input (up to the full body); the field
             # path and the message (which states any limit) are what a client needs.
-            errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+            errors = [{"type": e.get("type"), "loc": e.get("loc"), "msg": explain(e)} for e in exc.errors()]
             return JSONResponse(status_code=422, content={"detail": errors})
 
         async def decide(req: Request_) -> Response_:  # type: ignore[valid-type]

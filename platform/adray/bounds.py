@@ -43,26 +43,33 @@ def money(upper: float, description: str, *, positive: bool = True) -> Any:
                                            description=f"{description}; in {where}, ledger currency units")]
 
 
-def _float32(x: float) -> float:
-    if abs(x) > FLOAT32_MAX:
-        raise ValueError(f"{x:g} is past float32 (|x| <= {FLOAT32_MAX:.4g}), what the model reads")
-    return x
+FLOAT32_MSG = "{x:g} is past float32 (|x| <= 3.403e+38), what the model reads"
+INT64_MSG = ("{x} is not a 64-bit integer id (in [-2**63, 2**63 - 1]); an id outside the vocabulary maps to "
+             "the unknown bucket, one past int64 cannot be encoded")
 
 
-def _int64(x: int) -> int:
-    if not INT64_MIN <= x <= INT64_MAX:
-        raise ValueError(f"{x} is not a 64-bit integer id (in [-2**63, 2**63 - 1]); an id outside the "
-                         f"vocabulary maps to the unknown bucket, one past int64 cannot be encoded")
-    return x
+def explain(error: dict[str, Any]) -> str:
+    """The message of one pydantic error, with the float32 and int64 bounds of :func:`feature` and
+    :func:`category_id` said as what they mean (pydantic's own says "less than or equal to
+    340282346638528860000000000000000000000"). The bounds are pydantic's native constraints, checked
+    in its Rust core: a Python validator per number cost ~45 us per 1,000 numbers, and a feed
+    request carries ~2,000."""
+    ctx = error.get("ctx") or {}
+    limit = ctx.get("le", ctx.get("ge"))
+    if error.get("type") in ("less_than_equal", "greater_than_equal") and limit is not None:
+        if isinstance(limit, float) and abs(limit) == FLOAT32_MAX:
+            return FLOAT32_MSG.format(x=error.get("input"))
+        if isinstance(limit, int) and limit in (INT64_MIN, INT64_MAX):
+            return INT64_MSG.format(x=error.get("input"))
+    return str(error.get("msg", ""))
 
 
 def feature(description: str = "numeric feature") -> Any:
     """A finite number a model reads as float32 (``|x| <= FLOAT32_MAX``)."""
-    return Annotated[float, pydantic.Field(allow_inf_nan=False, description=description, json_schema_extra={
-        "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}), pydantic.AfterValidator(_float32)]
+    return Annotated[float, pydantic.Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX,
+                                           description=description)]
 
 
 def category_id(description: str) -> Any:
     """A categorical id: any int64 (out-of-vocabulary and negative ids map to the unknown bucket)."""
-    return Annotated[int, pydantic.Field(description=description, json_schema_extra={
-        "minimum": INT64_MIN, "maximum": INT64_MAX}), pydantic.AfterValidator(_int64)]
+    return Annotated[int, pydantic.Field(ge=INT64_MIN, le=INT64_MAX, description=description)]

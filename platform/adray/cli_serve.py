@@ -330,6 +330,8 @@ def graph(
                                   "at once, the rest are answered 503 by HAProxy after --shed-queue-ms."),
     shed_per_replica: int = typer.Option(4, "--shed-per-replica", help="Requests a replica takes at once (--shed-port)."),
     shed_queue_ms: float = typer.Option(10.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
+    shed_nice: int = typer.Option(0, "--shed-nice", help="HAProxy's niceness (--shed-port; Ray's workers run at 15; "
+                                  "lowering it needs root or CAP_SYS_NICE, else it keeps 15)."),
 ) -> None:
     """Deploy the composed feed graph (POST /v1/feed) from promoted models (@serving unless named)."""
     import pydantic
@@ -359,11 +361,12 @@ def graph(
 
         try:
             info = start_shed_proxy(name, ShedSettings(port=shed_port, per_replica=shed_per_replica,
-                                                       queue_ms=shed_queue_ms))
+                                                       queue_ms=shed_queue_ms, nice=shed_nice))
         except (ValueError, RuntimeError) as exc:
             typer.echo(f"error: --shed-port: {exc}", err=True)
             raise typer.Exit(2) from None
-        typer.echo(f"  shedding ingress (HAProxy, {shed_per_replica} requests a replica, {shed_queue_ms:g} ms queue): "
+        typer.echo(f"  shedding ingress (HAProxy, {shed_per_replica} requests a replica, {shed_queue_ms:g} ms queue, "
+                   f"niceness {info.get('nice')}): "
                    f"http://{info['host']}:{shed_port}{prefix}/v1/feed")
 
 

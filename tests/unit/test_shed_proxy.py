@@ -88,3 +88,32 @@ def test_a_full_replica_sheds_in_haproxy_within_the_queue_time_and_a_reload_adds
         proxy.stop()
         a.shutdown()
     assert proxy.proc is None
+
+
+def test_haproxy_runs_at_the_niceness_asked_for_master_and_worker(tmp_path: Path) -> None:
+    """Raising the niceness is always permitted, so 19 is what both HAProxy processes get (lowering
+    it, the default 0 under Ray's workers at 15, needs root or CAP_SYS_NICE)."""
+    import os
+
+    a, url_a = _server()
+    proxy = ShedProxy(ShedSettings(port=free_port(), host="127.0.0.1", nice=19), workdir=tmp_path)
+    proxy.start([url_a])
+    try:
+        assert proxy.nice == 19
+        master = proxy.proc.pid
+        workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == master]
+        assert workers and all(os.getpriority(os.PRIO_PROCESS, w) == 19 for w in workers)
+    finally:
+        proxy.stop()
+        a.shutdown()
+    with pytest.raises(ValueError, match="nice=25"):
+        ShedSettings(nice=25)
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return None
+    return int(st[st.rfind(")") + 2:].split()[1])

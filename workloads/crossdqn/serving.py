@@ -139,8 +139,12 @@ class AllocationPolicy(Policy):
         layout = self.meta["obs_layout"]
         device = self.model.net.bits.device
         obs = torch.as_tensor(observations(requests, layout), device=device)
-        with torch.no_grad():
-            out = self.model.forward_inference({Columns.OBS: obs})
+        model = self.model
+        with torch.inference_mode():
+            # a served module is in eval mode already: RLlib's forward_inference would call
+            # eval() (a walk over every submodule) on each call, ~1% of a feed replica's CPU
+            batch = {Columns.OBS: obs}
+            out = model.forward_inference(batch) if model.training else model._forward_inference(batch)
         greedy = out[Columns.ACTIONS].cpu().numpy()
         scores = out[QF_PREDS].cpu().numpy().astype(np.float64)
         k, eps = layout["window"], self.epsilon
