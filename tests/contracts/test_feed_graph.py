@@ -9,6 +9,7 @@ anything is deployed.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,56 @@ def test_a_stage_replica_killed_under_load_fails_no_request(five: dict[str, Any]
     print(out)
     assert out["errors"] == 0, out
     assert out["recovery_s"] == out["recovery_s"] and out["recovery_s"] < 60, out  # not NaN
+
+
+@pytest.mark.ray
+def test_serve_graph_shed_port_sheds_in_haproxy_and_serve_down_stops_it(five: dict[str, Any], tmp_path: Path) -> None:
+    """`adray serve graph --shed-port` (issue 23): the shedding HAProxy runs as a detached actor in
+    front of the graph's replica, forwards what the replica can take and answers the rest itself
+    (503, Retry-After, shed: overload; the replica's own admission says something else); `adray
+    serve down` stops it and frees its port."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import ray
+    from typer.testing import CliRunner
+
+    from adray.cli import app as cli
+    from adray.cli_serve import SHED_ACTOR
+    from adray.shed_proxy import shed_answer
+
+    name, port = "feed-shed", free_port()
+    refs = [x for role, t in five.items() for x in (f"--{role}", t.ref)]
+    run = CliRunner().invoke(cli, ["serve", "graph", "--unpromoted", *refs, "--registry", str(five["ranking"].registry),
+                                   "--state-uri", str(tmp_path / "state"), "--name", name, "--route-prefix", f"/{name}",
+                                   "--replicas", "1", "--shed-port", str(port), "--shed-per-replica", "1",
+                                   "--shed-queue-ms", "5"])
+    try:
+        assert run.exit_code == 0, run.output
+        assert f":{port}/{name}/v1/feed" in run.output and "niceness" in run.output, run.output
+        info = ray.get(ray.get_actor(SHED_ACTOR.format(app=name), namespace="adray").info.remote(), timeout=30)
+        assert info["port"] == port and len(info["servers"]) == 1 and info["per_replica"] == 1, info
+
+        url = f"http://127.0.0.1:{port}/{name}/v1/feed"
+        requests = _requests(five, 12, 50.0)
+        r = httpx.post(url, json=requests[0], timeout=60)
+        assert r.status_code == 200 and r.json()["models"] == {role: t.ref for role, t in five.items()}, r.text
+
+        def post(req: dict[str, Any]) -> httpx.Response:
+            return httpx.post(url, json=req, timeout=60)
+
+        with ThreadPoolExecutor(12) as pool:  # 12 at once, one reaches the replica at a time
+            out = list(pool.map(post, requests))
+        shed = [r for r in out if r.status_code == 503]
+        assert {r.status_code for r in out} <= {200, 503} and any(r.status_code == 200 for r in out)
+        proxy_says = json.loads(shed_answer().split(b"\r\n\r\n", 1)[1])["detail"]
+        assert any(r.json() == {"detail": proxy_says, "shed": "overload"} and r.headers["retry-after"] == "1"
+                   for r in shed), [(r.status_code, r.text[:120]) for r in out]
+    finally:
+        down = CliRunner().invoke(cli, ["serve", "down", "--name", name])
+    assert down.exit_code == 0, down.output
+    with pytest.raises(ValueError):
+        ray.get_actor(SHED_ACTOR.format(app=name), namespace="adray")
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there any more

@@ -17,6 +17,7 @@ def test_sweep_on_the_validation_day_publishes_the_chosen_targets(ray_cluster, a
     from adray.models import load_model
     from adray.registry import Registry
     from adray.tune import load_space, run_sweep
+    from workloads.vamo.config import TASKS
     from workloads.vamo.evaluate import eval_days, validation_day
     from workloads.vamo.train import TARGETS_META
 
@@ -32,6 +33,7 @@ def test_sweep_on_the_validation_day_publishes_the_chosen_targets(ray_cluster, a
 
     loaded = load_model(res.model_ref, Registry())
     model, chosen = loaded.model, loaded.model.meta[TARGETS_META]
+    assert len(chosen["task_targets"]) == len(TASKS)  # one per task, each from the grid
     assert set(chosen["task_targets"]) <= {1.0, 3.0} and set(chosen["grid"]) == {"1", "3"}
     assert model.cfg.task_targets == tuple(chosen["task_targets"]) and model.cfg.target_grid == ()
     assert chosen["val_day"]["score"] == pytest.approx(res.best_metrics["val_day_score"])
