@@ -44,7 +44,7 @@ def connect(address: str | None = None, start_local: bool = True) -> None:
     """
     import ray
 
-    from adray.runtime import ensure_ray, running_head_address, serve_fast_path_env
+    from adray.runtime import ensure_ray, own_dashboard, running_head_address, serve_fast_path_env
 
     if ray.is_initialized():
         return
@@ -62,8 +62,10 @@ def connect(address: str | None = None, start_local: bool = True) -> None:
                               "--address or RAY_ADDRESS, or deploy first with `adray serve up`/`adray serve graph`")
     ray_bin = Path(sys.executable).with_name("ray")
     typer.echo("[adray] no local Ray running: starting one with `ray start --head` (stop: `ray stop`)")
-    subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats"], check=True, capture_output=True,
-                   env={**os.environ, **serve_fast_path_env(default_ingress="haproxy")})
+    dash_port, dash_env = own_dashboard()  # its processes ask their own dashboard (adray.runtime.own_dashboard)
+    subprocess.run([str(ray_bin), "start", "--head", "--disable-usage-stats", "--dashboard-port", str(dash_port)],
+                   check=True, capture_output=True,
+                   env={**os.environ, **serve_fast_path_env(default_ingress="haproxy"), **dash_env})
     if running_head_address() is None:
         raise ConnectionError("`ray start --head` finished but no cluster answers at its address file")
     ensure_ray("auto")

@@ -88,6 +88,28 @@ def serve_fast_path_env(default_ingress: str = "proxy") -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in env.items()}
 
 
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"
+
+
+def own_dashboard(host: str = "127.0.0.1") -> tuple[int, dict[str, str]]:
+    """A free port for the dashboard of a cluster adray starts, and the environment its processes
+    must start with to find that dashboard: ``RAY_API_SERVER_ADDRESS``.
+
+    Ray's state API (``ray.util.state``), asked without an address, finds "the" local cluster: the
+    one in Ray's address file (the last ``ray start`` on this host), else the only GCS process
+    running. Ray Train's placement-group cleaner asks it, from inside the cluster, whether the
+    training controller is alive. With a second cluster on the host it asked the other cluster
+    (or failed on two GCS processes), was told the controller was gone and removed the workers'
+    placement group: a Tune trial of a sweep on the embedded Ray was killed when
+    ``benchmarks/multinode.py`` started its clusters (issue 22's sweep). A cluster whose processes
+    carry this variable asks its own dashboard.
+    """
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = int(sock.getsockname()[1])
+    return port, {API_SERVER_ENV: f"http://{host}:{port}"}
+
+
 class ResourceError(RuntimeError):
     """The request cannot fit the cluster (it would wait forever), or is not a count at all."""
 
@@ -119,15 +141,28 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None,
         os.environ.update(serve_fast_path_env())  # the local cluster's processes inherit them
         # The dashboard stays on: Train V2's PlacementGroupCleaner asks the State API (served by
         # the dashboard) whether a controller died; without it a stopped Tune trial's worker
-        # placement group is never released and the next trial waits for CPUs forever.
-        ray.init(
-            address="local",  # a new cluster: never attach to a stray `ray start` one on this host
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            log_to_driver=False,
-            configure_logging=False,
-            logging_level=logging.WARNING,
-            runtime_env=runtime_env,
-        )
+        # placement group is never released and the next trial waits for CPUs forever. Its port
+        # is chosen here so the cluster's processes ask this dashboard (own_dashboard); the
+        # variable is the cluster's, not this driver's (which may later join another cluster).
+        port, env = own_dashboard()
+        before = os.environ.get(API_SERVER_ENV)
+        os.environ.update(env)
+        try:
+            ray.init(
+                address="local",  # a new cluster: never attach to a stray `ray start` one on this host
+                num_cpus=num_cpus or os.cpu_count() or 1,
+                log_to_driver=False,
+                configure_logging=False,
+                logging_level=logging.WARNING,
+                runtime_env=runtime_env,
+                include_dashboard=True,
+                dashboard_port=port,
+            )
+        finally:
+            if before is None:
+                os.environ.pop(API_SERVER_ENV, None)
+            else:
+                os.environ[API_SERVER_ENV] = before
         _embedded = True
 
 
