@@ -153,9 +153,14 @@ def _model_check(func: Any) -> Any:
 
 
 def _field_check(func: Any) -> Any:
+    import inspect
+
     call = getattr(func, "__func__", func)  # a classmethod's function: (cls, value) or (value)
     takes_cls = call is not func
     direct = getattr(call, "dict_check", None)
+    if direct is None and len(inspect.signature(call).parameters) != 1 + takes_cls:
+        raise TypeError(f"field validator {call.__qualname__}: only (value) or (cls, value) have a dict twin "
+                        f"(one taking ValidationInfo does not)")
 
     def check(v: Any) -> Any:
         if direct is not None:

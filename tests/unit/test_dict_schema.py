@@ -130,6 +130,17 @@ def test_validators_that_are_not_after_checks_are_refused() -> None:
     with pytest.raises(TypeError, match="'before' field validator"):
         dict_adapter(Before)
 
+    class WithInfo(pydantic.BaseModel):
+        x: int
+
+        @pydantic.field_validator("x")
+        @classmethod
+        def _check(cls, v: Any, info: pydantic.ValidationInfo) -> Any:
+            return v
+
+    with pytest.raises(TypeError, match="ValidationInfo"):
+        dict_adapter(WithInfo)
+
 
 @st.composite
 def feed_bodies(draw: Any) -> str:
