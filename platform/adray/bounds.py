@@ -43,7 +43,7 @@ def money(upper: float, description: str, *, positive: bool = True) -> Any:
                                            description=f"{description}; in {where}, ledger currency units")]
 
 
-FLOAT32_MSG = "{x:g} is past float32 (|x| <= 3.403e+38), what the model reads"
+FLOAT32_MSG = f"{{x:g}} is past float32 (|x| <= {FLOAT32_MAX:.4g}), what the model reads"
 INT64_MSG = ("{x} is not a 64-bit integer id (in [-2**63, 2**63 - 1]); an id outside the vocabulary maps to "
              "the unknown bucket, one past int64 cannot be encoded")
 
