@@ -2,9 +2,8 @@
 metrics endpoint exposes for Prometheus (``metrics_export_port`` of ``ray.nodes()``).
 
 Recorded in each FeedIngress replica (the one that runs the graph, fused or split). Prometheus sees
-each name with Ray's ``ray_`` prefix (``adray_feed_requests_total`` -> ``ray_adray_feed_requests_total``;
-a histogram adds ``_bucket``/``_sum``/``_count``), and every series carries the tag ``app`` (the
-Serve application) beside Ray's own (``WorkerId``, ``NodeAddress``, ``SessionName``, ...):
+each name with Ray's ``ray_`` prefix (``adray_feed_requests_total`` -> ``ray_adray_feed_requests_total``),
+and every series carries the tag ``app`` (the Serve application) beside Ray's own (``WorkerId``, ``NodeAddress``, ``SessionName``, ...):
 
 =================================== ========= ======================== ===========================================
 name                                type      tags                     meaning
@@ -14,11 +13,15 @@ adray_feed_requests_total           counter   outcome                  ``POST /v
                                                                        a stage or advertiser fell back), ``invalid``
                                                                        (422), ``error`` (500), ``cancelled``
                                                                        (client gone), ``shed`` (refused unserved)
-adray_feed_latency_ms               histogram stage                    ms per stage as the answer's ``latency_ms``
-                                                                       says (ranking, utility, channel, bidding,
-                                                                       pacing, allocation, settle; ``total`` = the
-                                                                       graph), ``ingress`` = the whole handler
-                                                                       (parse, graph, log append, encode)
+adray_feed_latency_ms_bucket        gauge     stage, le                the latency histogram (below): requests whose
+                                                                       ms at this stage were <= ``le``; stages as
+                                                                       the answer's ``latency_ms`` says (ranking,
+                                                                       utility, channel, bidding, pacing,
+                                                                       allocation, settle; ``total`` = the graph),
+                                                                       ``ingress`` = the whole handler (parse,
+                                                                       graph, log append, encode)
+adray_feed_latency_ms_sum           gauge     stage                    the histogram's sum of ms
+adray_feed_latency_ms_count         gauge     stage                    the histogram's requests
 adray_feed_fallbacks_total          counter   stage, reason, scope     answers' ``fallbacks``: stage (``ranking``
                                                                        ... ``pacing``), reason (see
                                                                        :data:`REASONS`), scope ``request`` (the
@@ -51,13 +54,25 @@ first ``metrics_max_advertisers`` a replica meets; every other advertiser counts
 
 The request path stays cheap: counters are added up in a dict under a lock and handed to Ray once
 per ``flush_s`` by :class:`MetricsPump` (a thread), which also samples the graph's counters, the
-decision log's and the ledger's budgets off the request path; only the latency histograms are
-recorded per request (Ray has no bulk observe), through Ray's recorder with tags built once.
-``benchmarks/feed_metrics_cost.py`` measures it.
+decision log's and the ledger's budgets off the request path. ``benchmarks/feed_metrics_cost.py``
+measures it.
+
+The latency histogram is counted here, bucket by bucket, and handed to Ray as the cumulative
+Prometheus series themselves: gauges ``adray_feed_latency_ms_bucket{stage, le}`` (``le`` as Ray's
+own histograms write it: ``1.0`` ... ``5000.0``, ``+Inf``), ``_sum`` and ``_count``, per replica
+(Ray's ``WorkerId`` tag), cumulative since the replica started, so ``histogram_quantile`` over
+``rate(..._bucket[w])`` reads them as any histogram. Not a ``ray.util.metrics.Histogram``: on Ray
+2.60 its metrics agent (a Python process at niceness 0, above the replicas' 15) replays every
+observation of every report interval one ``record()`` call at a time
+(``ray/_private/telemetry/open_telemetry_metric_recorder.py``, ``record_histogram_aggregated_batch``),
+about 10 us each: at 200 requests/s the nine stages' histograms took it ~170 ms of CPU in one burst
+every 10 s, which stalled the replicas and made the feed's p99 (issue 23's note). Gauges cost it
+per series, not per request; the sums are exact (Ray's replay sums bucket midpoints).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import threading
@@ -67,7 +82,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
+LATENCY_BOUNDARIES_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+LE_LABELS = (*(str(b) for b in LATENCY_BOUNDARIES_MS), "+Inf")
+"""The ``le`` tag of each bucket, as Ray's own histograms write it."""
 STAGES = ("ranking", "utility", "channel", "bidding", "pacing", "allocation", "settle", "total", "ingress")
 """Values of ``stage`` in the latency histogram (the answer's ``latency_ms`` keys, and ``ingress``)."""
 FALLBACK_STAGES = ("ranking", "utility", "channel", "bidding", "pacing", "allocation")
@@ -96,7 +113,10 @@ OTHER = "other"
 # (python name, kind, description, tag keys)
 SPECS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("adray_feed_requests_total", "counter", "feed requests by outcome", ("outcome",)),
-    ("adray_feed_latency_ms", "histogram", "feed latency per stage, ms", ("stage",)),
+    ("adray_feed_latency_ms_bucket", "gauge", "feed latency per stage, ms: requests <= le (cumulative)",
+     ("stage", "le")),
+    ("adray_feed_latency_ms_sum", "gauge", "feed latency per stage, ms: sum (cumulative)", ("stage",)),
+    ("adray_feed_latency_ms_count", "gauge", "feed latency per stage: requests (cumulative)", ("stage",)),
     ("adray_feed_fallbacks_total", "counter", "stage fallbacks by stage and reason", ("stage", "reason", "scope")),
     ("adray_feed_shed_total", "counter", "requests shed, by reason", ("reason",)),
     ("adray_feed_refused_charges_total", "counter", "shown ads whose charge the ledger refused", ()),
@@ -141,8 +161,6 @@ def ray_metric(name: str, kind: str, description: str, tag_keys: tuple[str, ...]
     """A ``ray.util.metrics`` object (the default factory)."""
     from ray.util import metrics
 
-    if kind == "histogram":
-        return metrics.Histogram(name, description, boundaries=LATENCY_BOUNDARIES_MS, tag_keys=tag_keys)
     return {"counter": metrics.Counter, "gauge": metrics.Gauge}[kind](name, description, tag_keys=tag_keys)
 
 
@@ -197,14 +215,9 @@ class FeedMetrics:
             m = factory(name, kind, description, ("app", *keys))
             m.set_default_tags({"app": app})
             self.metrics[name] = m
-        self._latency = self.metrics["adray_feed_latency_ms"]
-        # Ray's observe() merges and checks the tags on every call (~10 us here); its recorder takes
-        # the full tags as they are (~4 us): used when there (Ray 2.60), the public call otherwise.
-        inner = getattr(self._latency, "_metric", None)
-        self._observe = inner.record if callable(getattr(inner, "record", None)) else None
-        self._stage_tags = {s: {"stage": s} for s in STAGES}
-        self._full_tags = {s: {"app": app, "stage": s} for s in STAGES}
         self._lock = threading.Lock()
+        # stage -> [requests per bucket (the last: above every boundary)..., sum of ms], since start
+        self._latency: dict[str, list[float]] = {}
         self._tally: dict[tuple[str, Tags], float] = {}
         self._last_counters: dict[str, int] = {}
         self._last_log: tuple[int, int, int] = (0, 0, 0)
@@ -213,13 +226,8 @@ class FeedMetrics:
     # ------------------------------------------------------------------ the request path
     def answered(self, req: dict[str, Any], answer: dict[str, Any], ingress_ms: float) -> None:
         """Record one answered request: outcome, latency per stage, fallbacks, spend per advertiser."""
-        observe, full = self._observe, self._full_tags
-        for stage, ms in (*answer["latency_ms"].items(), ("ingress", ingress_ms)):
-            if stage in full and ms is not None:
-                if observe is not None:
-                    observe(float(ms), tags=full[stage])
-                else:
-                    self._latency.observe(ms, self._stage_tags[stage])
+        times = [(s, float(ms)) for s, ms in (*answer["latency_ms"].items(), ("ingress", ingress_ms))
+                 if s in STAGES and ms is not None and ms == ms]
         add: list[tuple[tuple[str, Tags], float]] = []
         degraded = False
         for key, text in answer["fallbacks"].items():
@@ -236,9 +244,15 @@ class FeedMetrics:
             if item["id"] in auto:
                 add.append((("adray_feed_spend_total", (("advertiser", self.advertiser(item["advertiser"])),)),
                             float(item["price"])))
+        nb = len(LATENCY_BOUNDARIES_MS)
         with self._lock:
             for k, v in add:
                 self._tally[k] = self._tally.get(k, 0.0) + v
+            for stage, ms in times:
+                if (h := self._latency.get(stage)) is None:
+                    h = self._latency[stage] = [0.0] * (nb + 2)
+                h[bisect.bisect_left(LATENCY_BOUNDARIES_MS, ms)] += 1  # the first bucket with le >= ms
+                h[nb + 1] += ms
 
     def request(self, outcome: str) -> None:
         """Count a request that got no answer from the graph (``invalid``, ``error``, ``cancelled``)."""
@@ -290,12 +304,21 @@ class FeedMetrics:
                 self.metrics["adray_feed_budget_remaining"].set(remaining, tags)
 
     def flush(self) -> None:
-        """Hand the counters added up since the last flush to Ray."""
+        """Hand Ray the counters added up since the last flush and the latency histogram so far."""
         with self._lock:
             tally, self._tally = self._tally, {}
+            latency = {stage: list(h) for stage, h in self._latency.items()}
         for (name, tags), value in tally.items():
             if value > 0:
                 self.metrics[name].inc(value, dict(tags))
+        bucket, total, count = (self.metrics[f"adray_feed_latency_ms_{k}"] for k in ("bucket", "sum", "count"))
+        for stage, h in latency.items():  # every stage seen, every flush: a gauge says its last value
+            cum = 0.0
+            for le, n in zip(LE_LABELS, h, strict=False):
+                cum += n
+                bucket.set(cum, {"stage": stage, "le": le})
+            count.set(cum, {"stage": stage})
+            total.set(h[-1], {"stage": stage})
 
     def zero(self) -> None:
         """Make the :data:`ZEROED` series exist (adding 0). Ray's public ``inc`` refuses 0, so this

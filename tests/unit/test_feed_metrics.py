@@ -9,7 +9,7 @@ import pytest
 
 from adray.decision_log import LogStats
 from serve_apps.feed_graph import FeedGraph
-from serve_apps.feed_metrics import NAMES, AdvertiserTags, FeedMetrics, MetricsPump, fallback_tags
+from serve_apps.feed_metrics import LE_LABELS, NAMES, AdvertiserTags, FeedMetrics, MetricsPump, fallback_tags
 from tests.unit.test_feed_graph import FakeLedger, FakeStage, allocation, graph, request
 
 
@@ -72,12 +72,33 @@ def test_an_answer_records_its_outcome_latencies_fallbacks_and_spend() -> None:
     assert values(m, "adray_feed_requests_total") == {(("outcome", "ok"),): 1.0}
     assert values(m, "adray_feed_fallbacks_total") == {
         (("reason", "not_deployed"), ("scope", "request"), ("stage", "channel")): 1.0}
-    lat = values(m, "adray_feed_latency_ms")
-    assert {k[0][1] for k in lat} == {s for s in out.answer["latency_ms"]} | {"ingress"}
-    assert lat[(("stage", "ingress"),)] == [12.5]
-    assert lat[(("stage", "total"),)] == [out.answer["latency_ms"]["total"]]
+    count, total = values(m, "adray_feed_latency_ms_count"), values(m, "adray_feed_latency_ms_sum")
+    assert {k[0][1] for k in count} == {s for s in out.answer["latency_ms"]} | {"ingress"}
+    assert count[(("stage", "ingress"),)] == 1 and total[(("stage", "ingress"),)] == 12.5
+    assert total[(("stage", "total"),)] == pytest.approx(out.answer["latency_ms"]["total"])
+    bucket = values(m, "adray_feed_latency_ms_bucket")
+    assert {le: bucket[(("le", le), ("stage", "ingress"))] for le in ("10.0", "20.0", "+Inf")} == {
+        "10.0": 0, "20.0": 1, "+Inf": 1}
     # spend: the shown auto ad's price, as the ledger billed it; the fixed ad y is not billed
     assert values(m, "adray_feed_spend_total") == {(("advertiser", "adv-x"),): pytest.approx(ledger.spent["adv-x"])}
+
+
+def test_the_latency_histogram_is_cumulative_prometheus_buckets_per_stage() -> None:
+    """le is an upper bound (a value on a boundary counts in it), buckets and sums only grow, and a
+    time past every boundary counts only in +Inf."""
+    m = metrics()
+    answer = {"latency_ms": {"total": 5.0, "ranking": None}, "fallbacks": {}, "bids": {}, "feed": []}
+    m.answered({"ads": []}, answer, ingress_ms=0.5)
+    m.flush()
+    m.answered({"ads": []}, {**answer, "latency_ms": {"total": 6000.0}}, ingress_ms=float("nan"))
+    m.flush()
+    bucket = values(m, "adray_feed_latency_ms_bucket")
+    total = [bucket[(("le", le), ("stage", "total"))] for le in LE_LABELS]
+    assert total == [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2]  # 5.0 from le=5.0 on; 6000 in +Inf only
+    assert [bucket[(("le", le), ("stage", "ingress"))] for le in LE_LABELS] == [1] * 13  # nan not counted
+    assert values(m, "adray_feed_latency_ms_count") == {(("stage", "total"),): 2, (("stage", "ingress"),): 1}
+    assert values(m, "adray_feed_latency_ms_sum") == {(("stage", "total"),): 6005.0, (("stage", "ingress"),): 0.5}
+    assert not any(dict(k)["stage"] == "ranking" for k in bucket)  # a stage that did not run: no series
 
 
 def test_failing_stages_count_as_fallback_requests_with_their_reasons() -> None:
@@ -162,8 +183,8 @@ def test_the_grafana_dashboard_asks_for_the_metrics_as_prometheus_names_them() -
     dash = json.loads((REPO / "serve_apps" / "grafana" / "adray_feed_dashboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     asked = {n for e in exprs for n in re.findall(r"\bray_adray_feed_\w+", e)}
-    known = {f"ray_{name}{suffix}" for name, kind, _, _ in SPECS
-             for suffix in (("_bucket", "_sum", "_count") if kind == "histogram" else ("",))}
+    known = {f"ray_{name}" for name, _, _, _ in SPECS}
     assert asked <= known, asked - known  # a misspelt name would be an empty panel
-    assert {name for name in NAMES} == {re.sub(r"^ray_|_bucket$", "", n) for n in asked}  # every metric has a panel
+    # every metric has a panel (the latency histogram's through its buckets)
+    assert set(NAMES) - {"adray_feed_latency_ms_sum", "adray_feed_latency_ms_count"} == {n[4:] for n in asked}
     assert all("$app" in e for e in exprs)
