@@ -332,6 +332,8 @@ def graph(
                                   "at once, the rest are answered 503 by HAProxy after --shed-queue-ms."),
     shed_per_replica: int = typer.Option(4, "--shed-per-replica", help="Requests a replica takes at once (--shed-port)."),
     shed_queue_ms: float = typer.Option(10.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
+    shed_max_queue: int = typer.Option(None, "--shed-max-queue", help="Requests that may wait for a replica at once "
+                                       "(--shed-port); one more is shed on arrival. Default: no bound."),
     shed_nice: int = typer.Option(0, "--shed-nice", help="HAProxy's niceness (--shed-port; Ray's workers run at 15; "
                                   "lowering it needs root or CAP_SYS_NICE, else it keeps 15)."),
 ) -> None:
@@ -363,11 +365,13 @@ def graph(
 
         try:
             info = start_shed_proxy(name, ShedSettings(port=shed_port, per_replica=shed_per_replica,
-                                                       queue_ms=shed_queue_ms, nice=shed_nice))
+                                                       queue_ms=shed_queue_ms, max_queue=shed_max_queue,
+                                                       nice=shed_nice))
         except (ValueError, RuntimeError) as exc:
             typer.echo(f"error: --shed-port: {exc}", err=True)
             raise typer.Exit(2) from None
-        typer.echo(f"  shedding ingress (HAProxy, {shed_per_replica} requests a replica, {shed_queue_ms:g} ms queue, "
+        queue = f"{shed_queue_ms:g} ms queue" + (f" of at most {shed_max_queue}" if shed_max_queue is not None else "")
+        typer.echo(f"  shedding ingress (HAProxy, {shed_per_replica} requests a replica, {queue}, "
                    f"niceness {info.get('nice')}): "
                    f"http://{info['host']}:{shed_port}{prefix}/v1/feed")
 

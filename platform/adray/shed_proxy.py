@@ -5,11 +5,12 @@ Serve's own HAProxy ingress (``adray.haproxy``) sheds nothing: its config has no
 must at least parse it to refuse it (~1 ms of CPU each, and the refusal waits behind whatever the
 replica's event loop is doing: 37-74 ms p99 at 2-4x overload on 2 cores). This proxy bounds each
 replica to ``per_replica`` requests at once (HAProxy's per-server ``maxconn``); a request finding
-every replica full waits in HAProxy's queue at most ``queue_ms`` and is then answered by HAProxy
-itself: ``503``, ``Retry-After``, ``{"detail": ..., "shed": "overload"}`` (the replicas' admission
-answers the same shape, ``serve_apps.feed_admission``). So no Python touches a request that is shed,
-shedding costs the replicas nothing, and a shed answer takes about ``queue_ms`` however busy they
-are. HAProxy stamps each request it forwards with ``x-request-start: t=<epoch ms>``, so the
+every replica full waits in HAProxy's queue, which holds at most ``max_queue`` requests: one that
+finds it full is answered at once, and one that waited ``queue_ms`` without a replica freeing up is
+answered then. HAProxy itself answers: ``503``, ``Retry-After``, ``{"detail": ..., "shed":
+"overload"}`` (the replicas' admission answers the same shape, ``serve_apps.feed_admission``). So no
+Python touches a request that is shed, shedding costs the replicas nothing, and a shed answer takes
+HAProxy's own time (a full queue) or ``queue_ms`` (a stall) however busy the replicas are. HAProxy stamps each request it forwards with ``x-request-start: t=<epoch ms>``, so the
 replica's deadline counts the time it queued here.
 
 The replicas are Serve's direct-ingress ports (``adray.cli_serve.direct_urls``; clusters adray starts
@@ -50,6 +51,10 @@ class ShedSettings(Config):
             wait in the proxy's queue. About the replicas' own ``max_in_flight`` or below.
         queue_ms: the longest a request waits there for a replica before it is shed (``timeout
             queue``). A fraction of the requests' deadline: what waits here is not decided.
+        max_queue: requests that may wait in the proxy's queue at once; one more is shed on arrival
+            (``http-request deny`` on ``queue()``) instead of waiting ``queue_ms`` to be shed. None:
+            no bound but ``queue_ms``. A queue a replica's batch long (``per_replica``) keeps the
+            replicas fed between batches; what waits longer would mostly be shed late.
         poll_s: how often :class:`ShedProxyActor` looks for the app's replicas.
         nice: HAProxy's niceness. Ray runs its workers, this actor among them, at niceness 15;
             HAProxy at the replicas' priority waits for the CPU behind them, and so does every
@@ -63,6 +68,7 @@ class ShedSettings(Config):
     host: str = "0.0.0.0"
     per_replica: int = 4
     queue_ms: float = 10.0
+    max_queue: int | None = None
     poll_s: float = 2.0
     nice: int | None = 0
 
@@ -73,6 +79,8 @@ class ShedSettings(Config):
             raise ValueError(f"shed proxy per_replica={self.per_replica}: expected >= 1")
         if not 0 < self.queue_ms <= 10_000:
             raise ValueError(f"shed proxy queue_ms={self.queue_ms}: expected a number of ms in (0, 10000]")
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ValueError(f"shed proxy max_queue={self.max_queue}: expected >= 0 or None")
         if not self.poll_s > 0:
             raise ValueError(f"shed proxy poll_s={self.poll_s}: expected > 0")
         if self.nice is not None and not -20 <= self.nice <= 19:
@@ -105,6 +113,8 @@ def render_config(servers: list[str], settings: ShedSettings, errorfile: Path) -
         f"    errorfile 503 {errorfile}",
         "frontend shed",
         f"    bind {settings.host}:{settings.port}",
+        *([f"    http-request deny deny_status 503 if {{ queue(replicas) ge {settings.max_queue} }}"]
+          if settings.max_queue is not None else []),  # the errorfile's answer, before the body is read
         "    http-request set-header x-request-start t=%[date(0,ms)]",
         "    default_backend replicas",
         "backend replicas",
@@ -233,7 +243,8 @@ class ShedProxyActor:
     def info(self) -> dict[str, object]:
         return {"app": self.app, "port": self.settings.port, "servers": list(self.proxy.servers),
                 "reloads": self.reloads, "last_error": self.last_error,
-                "per_replica": self.settings.per_replica, "queue_ms": self.settings.queue_ms, "nice": self.proxy.nice}
+                "per_replica": self.settings.per_replica, "queue_ms": self.settings.queue_ms,
+                "max_queue": self.settings.max_queue, "nice": self.proxy.nice}
 
     def shutdown(self) -> None:
         self._stop.set()

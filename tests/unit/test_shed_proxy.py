@@ -90,6 +90,39 @@ def test_a_full_replica_sheds_in_haproxy_within_the_queue_time_and_a_reload_adds
     assert proxy.proc is None
 
 
+def test_a_full_queue_sheds_on_arrival_and_the_queue_keeps_its_bound(tmp_path: Path) -> None:
+    """max_queue 1 with a 3 s queue timeout: one request runs, one waits, the rest are denied at once
+    (not after 3 s); the waiting one reaches the replica once the first is done."""
+    _Slow.seen = []
+    a, url_a = _server()
+    settings = ShedSettings(port=free_port(), host="127.0.0.1", per_replica=1, queue_ms=3000, max_queue=1)
+    assert "http-request deny deny_status 503 if { queue(replicas) ge 1 }" in render_config([url_a], settings,
+                                                                                           tmp_path / "503")
+    proxy = ShedProxy(settings, workdir=tmp_path)
+    proxy.start([url_a])
+    base = f"http://127.0.0.1:{proxy.settings.port}"
+    try:
+        def post(delay_s: float) -> tuple[int, float, httpx.Response]:
+            time.sleep(delay_s)  # the first in, then the second queued, then the rest
+            t0 = time.perf_counter()
+            r = httpx.post(f"{base}/v1/feed", json={"x": 1}, timeout=10)
+            return r.status_code, (time.perf_counter() - t0) * 1e3, r
+
+        with ThreadPoolExecutor(5) as pool:
+            out = list(pool.map(post, [0.0, 0.2, 0.4, 0.4, 0.4]))
+        assert [o[0] for o in out] == [200, 200, 503, 503, 503], [o[0] for o in out]
+        for _, ms, r in out[2:]:
+            assert ms < 500, ms  # denied on arrival, not after the 3 s queue timeout
+            assert r.headers["retry-after"] == "1" and r.json()["shed"] == "overload"
+        assert out[1][1] > 500  # the queued one waited for the first (1 s) and was then served
+        assert len(_Slow.seen) == 2
+    finally:
+        proxy.stop()
+        a.shutdown()
+    with pytest.raises(ValueError, match="max_queue=-1"):
+        ShedSettings(max_queue=-1)
+
+
 def test_haproxy_runs_at_the_niceness_asked_for_master_and_worker(tmp_path: Path) -> None:
     """Raising the niceness is always permitted, so 19 is what both HAProxy processes get (lowering
     it, the default 0 under Ray's workers at 15, needs root or CAP_SYS_NICE)."""
