@@ -136,6 +136,27 @@ def test_two_shards_give_the_weights_of_the_global_batch() -> None:
     assert not np.allclose(w1, 1 / 3)  # the check is not trivially uniform
 
 
+def test_the_epoch_row_has_the_cosines_of_the_task_gradients_hand_computed() -> None:
+    """Two steps: gmv and dir_gmv opposite (cos -1), cart along gmv at 45 degrees (cos 0.7071) and
+    absent in the second step; the validation gradient along gmv. Means over the steps with both."""
+    mt = MultiTask(CFG, _net())
+    n = int(mt.shared.sum())
+    def vec(*xy: float) -> torch.Tensor:
+        v = torch.zeros(n, dtype=torch.float64)
+        v[: len(xy)] = torch.tensor(xy, dtype=torch.float64)
+        return v
+    G = torch.stack([vec(1, 0), vec(-2, 0), vec(1, 1)])
+    mt._agreement(G, torch.tensor([True, True, True]), vec(3, 0))
+    mt._agreement(torch.stack([vec(0, 1), vec(0, 1), vec(0, 0)]), torch.tensor([True, True, False]), vec(0, 1))
+    row: dict[str, float] = {}
+    mt._accumulate(torch.zeros(3), torch.tensor([True] * 3), torch.full((3,), 1 / 3), None)
+    mt.end_epoch(row)
+    assert row["train_cos_gmv_dir_gmv"] == pytest.approx((-1 + 1) / 2)  # step 2 agrees: the mean is 0
+    assert row["train_cos_gmv_cart"] == pytest.approx(2 ** -0.5)  # step 1 only
+    assert row["train_cos_val_gmv"] == pytest.approx(1.0) and row["train_cos_val_dir_gmv"] == pytest.approx(0.0)
+    assert row["train_cos_val_cart"] == pytest.approx(2 ** -0.5)
+
+
 class _Group:
     """``world`` ranks in threads of this process, and the SUM all-reduce the harness gives a
     custom step (``ctx.all_reduce``: in place), simulated with a barrier."""
@@ -214,7 +235,9 @@ def test_two_ranks_of_the_harness_take_the_steps_of_one(method: str) -> None:
         assert torch.equal(p, q)  # the ranks apply the same update, bit for bit
     if method in ("vamo", "famo", "dwa", "fairgrad", "vamo_train"):  # not trivially uniform
         assert any(abs(s["w_cart"] - 1 / 3) > 1e-3 for s in want)
-    assert {"train_w_gmv", "train_loss_cart", "val_loss"} <= set(state1.history[-1])
+    assert {"train_w_gmv", "train_loss_cart", "val_loss", "train_cos_gmv_cart"} <= set(state1.history[-1])
+    assert -1 <= state1.history[-1]["train_cos_gmv_cart"] <= 1
+    assert ("train_cos_val_gmv" in state1.history[-1]) == (method == "vamo")
     if method == "dwa":  # DWA's state: the epoch losses the ranks reduced, the same on each
         assert len(ranks[0][2].step_state.dwa.history) == cfg.epochs
         np.testing.assert_allclose(ranks[1][2].step_state.dwa.history, state1.step_state.dwa.history, rtol=1e-4)

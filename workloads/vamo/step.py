@@ -26,7 +26,9 @@ So 2 workers take the step of 1 on the same global batch up to float summation o
 (tests/unit/test_vamo_weighting.py, through ``run_epochs`` with 2 ranks). The state (DWA's epoch
 losses, FAMO's logits and their Adam) is :class:`MultiTask`, checkpointed by the harness every epoch;
 its ``end_epoch`` feeds DWA the epoch's mean task losses and adds each task's mean loss, weight and
-(VAMO) gain to the epoch's history row.
+(VAMO) gain to the epoch's history row, and the mean cosine of every two tasks' gradients on the
+shared parameters (``train_cos_<a>_<b>``: do the tasks conflict?) and of each with the validation
+gradient (``train_cos_val_<task>``, VAMO: what its gains see before their scale).
 
 Differences from the paper, on purpose: batches are the harness's (a permutation of the training
 windows per epoch, task proportions matched in expectation rather than exactly, Alg. 1 line 5; the
@@ -164,6 +166,7 @@ class MultiTask:
             after = ctx.all_reduce(after.float()).cpu()
             self.famo.update(losses, after / counts.clamp_min(1), present)
         self._accumulate(losses, present, w, m)
+        self._agreement(G[:, self.shared], present, None if g_val is None else g_val[self.shared])
         out = {"loss": float(sums.sum() / counts.sum().clamp_min(1))}
         out.update({f"loss_{t}": float(losses[i]) for i, t in enumerate(TASKS) if present[i]})
         out.update({f"w_{t}": float(w[i]) for i, t in enumerate(TASKS)})
@@ -174,7 +177,7 @@ class MultiTask:
     def _accumulate(self, losses: torch.Tensor, present: torch.Tensor, w: torch.Tensor,
                     m: torch.Tensor | None) -> None:
         e = self._epoch
-        if not e:
+        if "loss" not in e:
             e.update(loss=np.zeros(self.k), seen=np.zeros(self.k), w=np.zeros(self.k), m=np.zeros(self.k),
                      steps=np.zeros(1))
         on = present.numpy()
@@ -185,9 +188,26 @@ class MultiTask:
         if m is not None:
             e["m"] += m.double().numpy()
 
+    def _agreement(self, gs: torch.Tensor, present: torch.Tensor, g_val: torch.Tensor | None) -> None:
+        """Diagnostics: the cosine of every two tasks' gradients on the shared parameters (do the
+        tasks conflict?) and, with a validation gradient, of each task's with it (what VAMO's gains
+        see, before their scale), summed over the epoch's steps where both are there."""
+        e, k = self._epoch, self.k
+        if "cos" not in e:
+            e.update(cos=np.zeros((k, k)), cos_n=np.zeros((k, k)), cos_val=np.zeros(k), cos_val_n=np.zeros(k))
+        unit = gs.double() / gs.double().norm(dim=1, keepdim=True).clamp_min(1e-30)
+        on = present.numpy()
+        both = np.outer(on, on)
+        e["cos"] += np.where(both, (unit @ unit.T).numpy(), 0.0)
+        e["cos_n"] += both
+        if g_val is not None:
+            v = g_val.double() / g_val.double().norm().clamp_min(1e-30)
+            e["cos_val"] += np.where(on, (unit @ v).numpy(), 0.0)
+            e["cos_val_n"] += on
+
     def end_epoch(self, row: dict[str, float]) -> None:
         """After each epoch (the harness, on every rank): DWA's epoch losses; the epoch's mean task
-        losses, weights and gains added to ``row`` (the history row)."""
+        losses, weights, gains and gradient cosines added to ``row`` (the history row)."""
         e, self._epoch = self._epoch, {}
         if not e:
             return
@@ -199,6 +219,11 @@ class MultiTask:
             row[f"train_w_{t}"] = float(e["w"][i] / e["steps"][0])
             if self.needs_val or self.method == "vamo_train":
                 row[f"train_m_{t}"] = float(e["m"][i] / e["steps"][0])
+            if e.get("cos_val_n", np.zeros(self.k))[i] > 0:
+                row[f"train_cos_val_{t}"] = float(e["cos_val"][i] / e["cos_val_n"][i])
+            for j in range(i + 1, self.k):
+                if e.get("cos_n", np.zeros((self.k, self.k)))[i, j] > 0:
+                    row[f"train_cos_{t}_{TASKS[j]}"] = float(e["cos"][i, j] / e["cos_n"][i, j])
 
     def state_dict(self) -> dict:
         return {"dwa": self.dwa.state_dict(), "famo": self.famo.state_dict()}
