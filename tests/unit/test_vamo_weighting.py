@@ -149,10 +149,14 @@ def test_the_epoch_row_has_the_cosines_of_the_task_gradients_hand_computed() -> 
     mt._agreement(G, torch.tensor([True, True, True]), vec(3, 0))
     mt._agreement(torch.stack([vec(0, 1), vec(0, 1), vec(0, 0)]), torch.tensor([True, True, False]), vec(0, 1))
     row: dict[str, float] = {}
-    mt._accumulate(torch.zeros(3), torch.tensor([True] * 3), torch.full((3,), 1 / 3), None)
+    mt._accumulate(torch.zeros(3), torch.tensor([True] * 3), torch.tensor([0.5, 0.25, 0.25]), None)
+    mt._accumulate(torch.zeros(3), torch.tensor([True] * 3), torch.tensor([0.1, 0.45, 0.45]), None)
     mt.end_epoch(row)
+    assert row["train_w_gmv"] == pytest.approx(0.3) and row["train_w_sd_gmv"] == pytest.approx(0.2)
+    assert row["train_w_sd_cart"] == pytest.approx(0.1)
     assert row["train_cos_gmv_dir_gmv"] == pytest.approx((-1 + 1) / 2)  # step 2 agrees: the mean is 0
     assert row["train_cos_gmv_cart"] == pytest.approx(2 ** -0.5)  # step 1 only
+    assert row["train_conflict_gmv_dir_gmv"] == 0.5 and row["train_conflict_gmv_cart"] == 0.0
     assert row["train_cos_val_gmv"] == pytest.approx(1.0) and row["train_cos_val_dir_gmv"] == pytest.approx(0.0)
     assert row["train_cos_val_cart"] == pytest.approx(2 ** -0.5)
 

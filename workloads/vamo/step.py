@@ -27,7 +27,8 @@ So 2 workers take the step of 1 on the same global batch up to float summation o
 losses, FAMO's logits and their Adam) is :class:`MultiTask`, checkpointed by the harness every epoch;
 its ``end_epoch`` feeds DWA the epoch's mean task losses and adds each task's mean loss, weight and
 (VAMO) gain to the epoch's history row, and the mean cosine of every two tasks' gradients on the
-shared parameters (``train_cos_<a>_<b>``: do the tasks conflict?) and of each with the validation
+shared parameters (``train_cos_<a>_<b>``: do the tasks conflict? and ``train_conflict_<a>_<b>``, the
+share of steps where that cosine was negative) and of each with the validation
 gradient (``train_cos_val_<task>``, VAMO: what its gains see before their scale).
 
 Differences from the paper, on purpose: batches are the harness's (a permutation of the training
@@ -178,12 +179,13 @@ class MultiTask:
                     m: torch.Tensor | None) -> None:
         e = self._epoch
         if "loss" not in e:
-            e.update(loss=np.zeros(self.k), seen=np.zeros(self.k), w=np.zeros(self.k), m=np.zeros(self.k),
-                     steps=np.zeros(1))
+            e.update(loss=np.zeros(self.k), seen=np.zeros(self.k), w=np.zeros(self.k), w2=np.zeros(self.k),
+                     m=np.zeros(self.k), steps=np.zeros(1))
         on = present.numpy()
         e["loss"] += np.where(on, losses.double().numpy(), 0.0)
         e["seen"] += on
         e["w"] += w.double().numpy()
+        e["w2"] += w.double().numpy() ** 2
         e["steps"] += 1
         if m is not None:
             e["m"] += m.double().numpy()
@@ -194,12 +196,15 @@ class MultiTask:
         see, before their scale), summed over the epoch's steps where both are there."""
         e, k = self._epoch, self.k
         if "cos" not in e:
-            e.update(cos=np.zeros((k, k)), cos_n=np.zeros((k, k)), cos_val=np.zeros(k), cos_val_n=np.zeros(k))
+            e.update(cos=np.zeros((k, k)), cos_n=np.zeros((k, k)), conflict=np.zeros((k, k)), cos_val=np.zeros(k),
+                     cos_val_n=np.zeros(k))
         unit = gs.double() / gs.double().norm(dim=1, keepdim=True).clamp_min(1e-30)
         on = present.numpy()
         both = np.outer(on, on)
-        e["cos"] += np.where(both, (unit @ unit.T).numpy(), 0.0)
+        cos = (unit @ unit.T).numpy()
+        e["cos"] += np.where(both, cos, 0.0)
         e["cos_n"] += both
+        e["conflict"] += both & (cos < 0)  # the steps where PCGrad projects
         if g_val is not None:
             v = g_val.double() / g_val.double().norm().clamp_min(1e-30)
             e["cos_val"] += np.where(on, (unit @ v).numpy(), 0.0)
@@ -217,6 +222,8 @@ class MultiTask:
             if e["seen"][i] > 0:
                 row[f"train_loss_{t}"] = float(task_losses[i])
             row[f"train_w_{t}"] = float(e["w"][i] / e["steps"][0])
+            # how far the weights move step to step (their std over the epoch's steps)
+            row[f"train_w_sd_{t}"] = float(np.sqrt(max(e["w2"][i] / e["steps"][0] - row[f"train_w_{t}"] ** 2, 0.0)))
             if self.needs_val or self.method == "vamo_train":
                 row[f"train_m_{t}"] = float(e["m"][i] / e["steps"][0])
             if e.get("cos_val_n", np.zeros(self.k))[i] > 0:
@@ -224,6 +231,7 @@ class MultiTask:
             for j in range(i + 1, self.k):
                 if e.get("cos_n", np.zeros((self.k, self.k)))[i, j] > 0:
                     row[f"train_cos_{t}_{TASKS[j]}"] = float(e["cos"][i, j] / e["cos_n"][i, j])
+                    row[f"train_conflict_{t}_{TASKS[j]}"] = float(e["conflict"][i, j] / e["cos_n"][i, j])
 
     def state_dict(self) -> dict:
         return {"dwa": self.dwa.state_dict(), "famo": self.famo.state_dict()}
