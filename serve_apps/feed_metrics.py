@@ -3,7 +3,8 @@ metrics endpoint exposes for Prometheus (``metrics_export_port`` of ``ray.nodes(
 
 Recorded in each FeedIngress replica (the one that runs the graph, fused or split). Prometheus sees
 each name with Ray's ``ray_`` prefix (``adray_feed_requests_total`` -> ``ray_adray_feed_requests_total``),
-and every series carries the tag ``app`` (the Serve application) beside Ray's own (``WorkerId``, ``NodeAddress``, ``SessionName``, ...):
+and every series carries the tag ``app`` (the Serve application) beside Ray's own (``WorkerId``,
+``NodeAddress``, ``SessionName``, ...):
 
 =================================== ========= ======================== ===========================================
 name                                type      tags                     meaning
