@@ -143,7 +143,8 @@ def train(args: argparse.Namespace) -> None:
                "epochs": vcfg.epochs, "torch_threads": args.threads, "loadavg_1m_before": load0,
                "loadavg_1m_after": os.getloadavg()[0],
                # the last epoch's task weights, gains and gradient cosines (do the tasks conflict?)
-               "last_epoch": {k: v for k, v in history[-1].items() if k.startswith(("train_w_", "train_m_", "train_cos", "train_conflict"))}}
+               "last_epoch": {k: v for k, v in history[-1].items()
+                              if k.startswith(("train_w_", "train_m_", "train_cos", "train_conflict"))}}
         with log.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"{mv.ref}: {train_s:.0f} s, best val loss {best:.4f}, load {load0:.1f}", flush=True)

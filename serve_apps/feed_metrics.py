@@ -315,7 +315,7 @@ class FeedMetrics:
         bucket, total, count = (self.metrics[f"adray_feed_latency_ms_{k}"] for k in ("bucket", "sum", "count"))
         for stage, h in latency.items():  # every stage seen, every flush: a gauge says its last value
             cum = 0.0
-            for le, n in zip(LE_LABELS, h, strict=False):
+            for le, n in zip(LE_LABELS, h[:-1], strict=True):  # h[-1]: the sum
                 cum += n
                 bucket.set(cum, {"stage": stage, "le": le})
             count.set(cum, {"stage": stage})

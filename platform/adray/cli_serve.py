@@ -329,7 +329,8 @@ def graph(
                                       "limit in force adapts below it to the CPU); more are shed: 503, Retry-After."),
     shed_port: int = typer.Option(None, "--shed-port", help="Also start adray's shedding HAProxy on this port of "
                                   "this node (adray.shed_proxy): at most --shed-per-replica requests reach a replica "
-                                  "at once, the rest are answered 503 by HAProxy after --shed-queue-ms."),
+                                  "at once, the rest are answered 503 by HAProxy after --shed-queue-ms (at once with "
+                                  "--shed-max-queue waiting)."),
     shed_per_replica: int = typer.Option(4, "--shed-per-replica", help="Requests a replica takes at once (--shed-port)."),
     shed_queue_ms: float = typer.Option(10.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
     shed_max_queue: int = typer.Option(None, "--shed-max-queue", help="Requests that may wait for a replica at once "

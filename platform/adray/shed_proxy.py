@@ -10,8 +10,10 @@ finds it full is answered at once, and one that waited ``queue_ms`` without a re
 answered then. HAProxy itself answers: ``503``, ``Retry-After``, ``{"detail": ..., "shed":
 "overload"}`` (the replicas' admission answers the same shape, ``serve_apps.feed_admission``). So no
 Python touches a request that is shed, shedding costs the replicas nothing, and a shed answer takes
-HAProxy's own time (a full queue) or ``queue_ms`` (a stall) however busy the replicas are. HAProxy stamps each request it forwards with ``x-request-start: t=<epoch ms>``, so the
-replica's deadline counts the time it queued here.
+HAProxy's own time (a full queue) or ``queue_ms`` (a stall), plus whatever wait for a core the
+machine imposes (README: on 2 saturated cores, 18-35 ms p99 at 2-4x overload). HAProxy stamps each
+request it forwards with ``x-request-start: t=<epoch ms>``, so the replica's deadline counts the
+time it queued here.
 
 The replicas are Serve's direct-ingress ports (``adray.cli_serve.direct_urls``; clusters adray starts
 run it). :class:`ShedProxy` runs HAProxy (master-worker mode) as its child and, given another set
@@ -53,8 +55,7 @@ class ShedSettings(Config):
             queue``). A fraction of the requests' deadline: what waits here is not decided.
         max_queue: requests that may wait in the proxy's queue at once; one more is shed on arrival
             (``http-request deny`` on ``queue()``) instead of waiting ``queue_ms`` to be shed. None:
-            no bound but ``queue_ms``. A queue a replica's batch long (``per_replica``) keeps the
-            replicas fed between batches; what waits longer would mostly be shed late.
+            no bound but ``queue_ms``.
         poll_s: how often :class:`ShedProxyActor` looks for the app's replicas.
         nice: HAProxy's niceness. Ray runs its workers, this actor among them, at niceness 15;
             HAProxy at the replicas' priority waits for the CPU behind them, and so does every

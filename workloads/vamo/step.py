@@ -28,8 +28,8 @@ losses, FAMO's logits and their Adam) is :class:`MultiTask`, checkpointed by the
 its ``end_epoch`` feeds DWA the epoch's mean task losses and adds each task's mean loss, weight and
 (VAMO) gain to the epoch's history row, and the mean cosine of every two tasks' gradients on the
 shared parameters (``train_cos_<a>_<b>``: do the tasks conflict? and ``train_conflict_<a>_<b>``, the
-share of steps where that cosine was negative) and of each with the validation
-gradient (``train_cos_val_<task>``, VAMO: what its gains see before their scale).
+share of steps where that cosine was negative) and of each with the validation gradient
+(``train_cos_val_<task>``, VAMO: what its gains see before their scale).
 
 Differences from the paper, on purpose: batches are the harness's (a permutation of the training
 windows per epoch, task proportions matched in expectation rather than exactly, Alg. 1 line 5; the
@@ -175,17 +175,24 @@ class MultiTask:
             out.update({f"m_{t}": float(m[i]) for i, t in enumerate(TASKS)})
         return out
 
+    def _sums(self) -> dict[str, np.ndarray]:
+        """The epoch's running sums, created at its first step."""
+        e, k = self._epoch, self.k
+        if not e:
+            e.update(loss=np.zeros(k), seen=np.zeros(k), w=np.zeros(k), w2=np.zeros(k), m=np.zeros(k),
+                     steps=np.zeros(1), cos=np.zeros((k, k)), cos_n=np.zeros((k, k)), conflict=np.zeros((k, k)),
+                     cos_val=np.zeros(k), cos_val_n=np.zeros(k))
+        return e
+
     def _accumulate(self, losses: torch.Tensor, present: torch.Tensor, w: torch.Tensor,
                     m: torch.Tensor | None) -> None:
-        e = self._epoch
-        if "loss" not in e:
-            e.update(loss=np.zeros(self.k), seen=np.zeros(self.k), w=np.zeros(self.k), w2=np.zeros(self.k),
-                     m=np.zeros(self.k), steps=np.zeros(1))
+        e = self._sums()
         on = present.numpy()
+        wn = w.double().numpy()
         e["loss"] += np.where(on, losses.double().numpy(), 0.0)
         e["seen"] += on
-        e["w"] += w.double().numpy()
-        e["w2"] += w.double().numpy() ** 2
+        e["w"] += wn
+        e["w2"] += wn ** 2
         e["steps"] += 1
         if m is not None:
             e["m"] += m.double().numpy()
@@ -194,11 +201,9 @@ class MultiTask:
         """Diagnostics: the cosine of every two tasks' gradients on the shared parameters (do the
         tasks conflict?) and, with a validation gradient, of each task's with it (what VAMO's gains
         see, before their scale), summed over the epoch's steps where both are there."""
-        e, k = self._epoch, self.k
-        if "cos" not in e:
-            e.update(cos=np.zeros((k, k)), cos_n=np.zeros((k, k)), conflict=np.zeros((k, k)), cos_val=np.zeros(k),
-                     cos_val_n=np.zeros(k))
-        unit = gs.double() / gs.double().norm(dim=1, keepdim=True).clamp_min(1e-30)
+        e = self._sums()
+        gd = gs.double()
+        unit = gd / gd.norm(dim=1, keepdim=True).clamp_min(1e-30)
         on = present.numpy()
         both = np.outer(on, on)
         cos = (unit @ unit.T).numpy()
@@ -206,7 +211,8 @@ class MultiTask:
         e["cos_n"] += both
         e["conflict"] += both & (cos < 0)  # the steps where PCGrad projects
         if g_val is not None:
-            v = g_val.double() / g_val.double().norm().clamp_min(1e-30)
+            v = g_val.double()
+            v = v / v.norm().clamp_min(1e-30)
             e["cos_val"] += np.where(on, (unit @ v).numpy(), 0.0)
             e["cos_val_n"] += on
 
@@ -223,13 +229,14 @@ class MultiTask:
                 row[f"train_loss_{t}"] = float(task_losses[i])
             row[f"train_w_{t}"] = float(e["w"][i] / e["steps"][0])
             # how far the weights move step to step (their std over the epoch's steps)
-            row[f"train_w_sd_{t}"] = float(np.sqrt(max(e["w2"][i] / e["steps"][0] - row[f"train_w_{t}"] ** 2, 0.0)))
+            mean_sq = e["w2"][i] / e["steps"][0]
+            row[f"train_w_sd_{t}"] = float(np.sqrt(max(mean_sq - row[f"train_w_{t}"] ** 2, 0.0)))
             if self.needs_val or self.method == "vamo_train":
                 row[f"train_m_{t}"] = float(e["m"][i] / e["steps"][0])
-            if e.get("cos_val_n", np.zeros(self.k))[i] > 0:
+            if e["cos_val_n"][i] > 0:
                 row[f"train_cos_val_{t}"] = float(e["cos_val"][i] / e["cos_val_n"][i])
             for j in range(i + 1, self.k):
-                if e.get("cos_n", np.zeros((self.k, self.k)))[i, j] > 0:
+                if e["cos_n"][i, j] > 0:
                     row[f"train_cos_{t}_{TASKS[j]}"] = float(e["cos"][i, j] / e["cos_n"][i, j])
                     row[f"train_conflict_{t}_{TASKS[j]}"] = float(e["conflict"][i, j] / e["cos_n"][i, j])
 
