@@ -15,7 +15,9 @@ adray starts do: ``adray.runtime.SERVE_FAST_PATH``), else, or with ``--path prox
 HTTP port; the line's ``path`` says which: ``direct``, ``proxy`` (Serve's Python proxy) or
 ``haproxy`` (Serve's HAProxy ingress: start the cluster with ``ADRAY_SERVE_INGRESS=haproxy``).
 Each replica first gets ``WARMUP`` requests, not counted. The client is a lean HTTP/1.1 one
-(``benchmarks/http1.py``) at the niceness of Ray's workers: it shares the cores with the graph.
+(``benchmarks/http1.py``, 0.27-0.35 ms of CPU a request) or, with ``--client c``, the C generator
+(``benchmarks/openloop.c``, built with the machine's ``cc`` into ``build/``), at the niceness of
+Ray's workers: it shares the cores with the graph.
 
 Load is open loop: request i is sent at t0 + i / rps whatever the answers before it did, so a
 slow server shows as latency, not as a lower sending rate. Every request carries ``x-deadline-ms``
@@ -57,22 +59,73 @@ requests are slow (torch's first calls, allocator growth; measured p99 1.4 s in 
 100/s), and the figures are for the steady state."""
 
 
+class Tally:
+    """What an open-loop run counts, answer by answer: latencies of answered and of shed requests
+    (a 503 that the admission, ``"shed"``, or Serve's bounded queue, ``backpressure``, answered),
+    errors, fallbacks and the graph's own stage times."""
+
+    def __init__(self, trace: list[tuple[float, float, dict[str, float]]] | None) -> None:
+        self.trace = trace
+        self.lat: list[float] = []
+        self.shed_lat: list[float] = []
+        self.stages: dict[str, list[float]] = {}
+        self.errors = self.fallbacks = self.late_fallbacks = 0
+
+    def add(self, t: float, ms: float, status: int, raw: bytes) -> None:
+        """One answer: sent at ``t`` s after t0, ``ms`` to answer (status 0: none came)."""
+        if status == 503 and (b'"shed"' in raw or b"backpressure" in raw):  # shed on purpose
+            self.shed_lat.append(ms)
+            if self.trace is not None:
+                self.trace.append((round(t, 4), round(ms, 2), {"shed": 1.0}))
+            return
+        if status != 200:
+            self.errors += 1
+            return
+        self.lat.append(ms)
+        ans = json.loads(raw)
+        if self.trace is not None:
+            self.trace.append((round(t, 4), round(ms, 2), ans["latency_ms"]))
+        self.fallbacks += bool(ans["fallbacks"])
+        self.late_fallbacks += any(DEADLINE in v for v in ans["fallbacks"].values())
+        for k, v in ans["latency_ms"].items():
+            self.stages.setdefault(k, []).append(v)
+
+    def result(self, rps: float, n: int, wall: float, deadline_ms: float,
+               cpu: dict[str, float] | None) -> dict[str, Any]:
+        lat, shed_lat = self.lat, self.shed_lat
+        q = np.percentile(lat, [50, 90, 99]) if lat else [float("nan")] * 3
+        in_time = sum(1 for x in lat if x <= deadline_ms)
+        return {"rps": rps, "achieved_rps": round(len(lat) / wall, 2), "requests": n, "errors": self.errors,
+                "p50_ms": round(float(q[0]), 2), "p90_ms": round(float(q[1]), 2), "p99_ms": round(float(q[2]), 2),
+                "shed": len(shed_lat), "shed_share": round(len(shed_lat) / n, 4),
+                "shed_p99_ms": round(float(np.percentile(shed_lat, 99)), 2) if shed_lat else None,
+                "goodput_rps": round(in_time / wall, 2), "deadline_ms": deadline_ms,
+                "late_share": round(1 - in_time / max(len(lat), 1), 4),
+                "stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(self.stages.items())},
+                "fallback_share": round(self.fallbacks / max(len(lat), 1), 4),
+                "deadline_fallback_share": round(self.late_fallbacks / max(len(lat), 1), 4),
+                "seconds": round(wall, 1),
+                **({"cpu_ms_per_request": {k: round(v * 1e3 / n, 2) for k, v in cpu.items()},
+                    "cpu_cores": {k: round(v / wall, 2) for k, v in cpu.items()}} if cpu is not None else {})}
+
+
 async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float, seconds: float,
                     trace: list[tuple[float, float, dict[str, float]]] | None = None,
                     deadline_ms: float = 100.0, warmup: bool = True,
-                    sends: list[float] | None = None, meter: Any = None) -> dict[str, Any]:
+                    sends: list[float] | None = None, meter: Any = None, client: str = "python") -> dict[str, Any]:
     """Request i goes to ``urls[i % len(urls)]`` at t0 + i / rps (or t0 + ``sends[i]``). Bodies are
-    encoded once (the request id is spliced into the bytes) and sent by a lean HTTP/1.1 client
-    (``benchmarks/http1.py``), so the client takes little of the CPU the graph needs. A 503 that the
-    admission (``"shed"``) or Serve's bounded queue (``backpressure``) answers is counted as shed."""
+    encoded once (the request id is spliced into the bytes) and sent by a lean HTTP/1.1 client: in
+    this process (``client="python"``, ``benchmarks/http1.py``) or by the C generator
+    (``client="c"``, ``benchmarks/openloop.c``: a tenth of the CPU a request), so the client takes
+    little of the CPU the graph needs. Warm-up requests go through the Python client either way."""
     from http1 import Http1Pool
 
     sends = sends if sends is not None else [i / rps for i in range(max(1, int(rps * seconds)))]
     n = len(sends)
-    lat, shed_lat, stages, errors, fallbacks, late_fallbacks = [], [], {}, 0, 0, 0
+    tally = Tally(trace)
     marker = "\u0000rid\u0000"
-    templates = [json.dumps({**r, "request_id": marker}, separators=(",", ":")).encode().split(
-        json.dumps(marker).encode()) for r in requests]
+    templates = [tuple(json.dumps({**r, "request_id": marker}, separators=(",", ":")).encode().split(
+        json.dumps(marker).encode())) for r in requests]
     headers = {"content-type": "application/json", "x-deadline-ms": f"{deadline_ms:g}"}
     pools = [Http1Pool(u) for u in urls]
     try:
@@ -83,6 +136,21 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
 
         for k in range(WARMUP * len(urls) if warmup else 0):  # open connections, warm the replicas; not counted
             await post(k, '"warmup"')
+        if client == "c":
+            from openloop_c import run as run_c
+
+            for pool in pools:
+                pool.close()
+            if meter is not None:
+                meter.start()
+            answers, stats = await asyncio.to_thread(run_c, urls, templates, sends, f"load-{rps:g}-", deadline_ms)
+            wall = stats["wall_s"]
+            cpu = meter.stop() if meter is not None else None
+            if cpu is not None:  # the generator is a child process: its CPU as it measured it
+                cpu["client"] += stats["cpu_s"]
+            for status, sent, ms, raw in answers:
+                tally.add(sent, ms, status, raw)
+            return tally.result(rps, n, wall, deadline_ms, cpu)
         t0 = time.perf_counter() + 0.5  # every request's coroutine exists before the first is due
         # The client's own cyclic GC would pause every request in flight (a full collection of this
         # process, with Ray and torch imported, takes ~100-250 ms) and show as server latency.
@@ -91,31 +159,13 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
             meter.start()
 
         async def one(i: int) -> None:
-            nonlocal errors, fallbacks, late_fallbacks
             await asyncio.sleep(max(0.0, t0 + sends[i] - time.perf_counter()))
             s = time.perf_counter()
             try:
                 status, raw = await post(i, f'"load-{rps:g}-{i}"')
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-                errors += 1
-                return
-            ms = (time.perf_counter() - s) * 1e3
-            if status == 503 and (b'"shed"' in raw or b"backpressure" in raw):  # shed on purpose
-                shed_lat.append(ms)
-                if trace is not None:
-                    trace.append((round(s - t0, 4), round(ms, 2), {"shed": 1.0}))
-                return
-            if status != 200:
-                errors += 1
-                return
-            lat.append(ms)
-            ans = json.loads(raw)
-            if trace is not None:
-                trace.append((round(s - t0, 4), round(lat[-1], 2), ans["latency_ms"]))
-            fallbacks += bool(ans["fallbacks"])
-            late_fallbacks += any(DEADLINE in v for v in ans["fallbacks"].values())
-            for k, v in ans["latency_ms"].items():
-                stages.setdefault(k, []).append(v)
+                status, raw = 0, b""
+            tally.add(s - t0, (time.perf_counter() - s) * 1e3, status, raw)
 
         try:
             await asyncio.gather(*(one(i) for i in range(n)))
@@ -126,19 +176,7 @@ async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float,
     finally:
         for pool in pools:
             pool.close()
-    q = np.percentile(lat, [50, 90, 99]) if lat else [float("nan")] * 3
-    in_time = sum(1 for x in lat if x <= deadline_ms)
-    return {"rps": rps, "achieved_rps": round(len(lat) / wall, 2), "requests": n, "errors": errors,
-            "p50_ms": round(float(q[0]), 2), "p90_ms": round(float(q[1]), 2), "p99_ms": round(float(q[2]), 2),
-            "shed": len(shed_lat), "shed_share": round(len(shed_lat) / n, 4),
-            "shed_p99_ms": round(float(np.percentile(shed_lat, 99)), 2) if shed_lat else None,
-            "goodput_rps": round(in_time / wall, 2), "deadline_ms": deadline_ms,
-            "late_share": round(1 - in_time / max(len(lat), 1), 4),
-            "stage_p50_ms": {k: round(float(np.median(v)), 2) for k, v in sorted(stages.items())},
-            "fallback_share": round(fallbacks / max(len(lat), 1), 4),
-            "deadline_fallback_share": round(late_fallbacks / max(len(lat), 1), 4), "seconds": round(wall, 1),
-            **({"cpu_ms_per_request": {k: round(v * 1e3 / n, 2) for k, v in cpu.items()},
-                "cpu_cores": {k: round(v / wall, 2) for k, v in cpu.items()}} if cpu is not None else {})}
+    return tally.result(rps, n, wall, deadline_ms, cpu)
 
 
 def port_ingress() -> str:
@@ -151,14 +189,15 @@ def port_ingress() -> str:
 
 
 def recovery(urls: list[str], requests: list[dict[str, Any]], over: float, normal: float, seconds: float,
-             deadline_ms: float, trace: list[tuple[float, float, dict[str, float]]]) -> dict[str, Any]:
+             deadline_ms: float, trace: list[tuple[float, float, dict[str, float]]],
+             client: str = "python") -> dict[str, Any]:
     """``over`` req/s for ``seconds``, then ``normal`` req/s for 10 s, in one open loop. Normal latency
     is the p99 of the last 5 s at ``normal``; recovered: from the first 1 s window after the switch
     from which on every window's p99 is within 1.5x of it (and above nothing is shed)."""
     sends = [i / over for i in range(int(over * seconds))]
     sends += [seconds + i / normal for i in range(int(normal * 10))]
     out = asyncio.run(open_loop(urls, requests, over, seconds + 10, trace, deadline_ms=deadline_ms, warmup=False,
-                                sends=sends))
+                                sends=sends, client=client))
     answered = [(t, ms) for t, ms, st in trace if "shed" not in st]
     tail = [ms for t, ms in answered if t >= seconds + 5]
     normal_p99 = float(np.percentile(tail, 99)) if tail else float("nan")
@@ -250,6 +289,9 @@ def main() -> None:
     ap.add_argument("--client-nice", type=int, default=CLIENT_NICE,
                     help="the load generator's niceness (15: Ray's workers'; 0: ahead of the server it loads, "
                          "as a client on another machine would be; needs root)")
+    ap.add_argument("--client", choices=("python", "c"), default="python",
+                    help="the load generator: python (benchmarks/http1.py in this process, 0.27-0.35 ms of CPU a "
+                         "request) or c (benchmarks/openloop.c, built with the machine's cc into build/)")
     ap.add_argument("--json", action="store_true", help="only the JSON lines on stdout")
     args = ap.parse_args()
 
@@ -306,7 +348,7 @@ def main() -> None:
         shed.start(urls)
         urls, path = [f"http://127.0.0.1:{shed.settings.port}"], "shed"
     traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
-    head = {"path": path, "deployed": deployed is not None, "client_nice": os.nice(0),
+    head = {"path": path, "deployed": deployed is not None, "client": args.client, "client_nice": os.nice(0),
             **({"shed_per_replica": args.shed_per_replica, "shed_queue_ms": args.shed_queue_ms,
                 "shed_max_queue": args.shed_max_queue, "shed_nice": shed.nice}
                if shed else {}),
@@ -315,12 +357,12 @@ def main() -> None:
                if deployed is not None else {})}
     for rps in (float(r) for r in args.rps.split(",")):
         out = asyncio.run(open_loop(urls, requests, rps, args.seconds, traces.setdefault(f"{rps:g}", []),
-                                    deadline_ms=args.deadline_ms, meter=meter))
+                                    deadline_ms=args.deadline_ms, meter=meter, client=args.client))
         print(json.dumps({**head, **out}), flush=True)
     if args.recovery:
         over, normal, secs = (float(x) for x in args.recovery.split(","))
         print(json.dumps({**head, **recovery(urls, requests, over, normal, secs, args.deadline_ms,
-                                             traces.setdefault("recovery", []))}), flush=True)
+                                             traces.setdefault("recovery", []), args.client)}), flush=True)
     if shed is not None:
         shed.stop()
     if args.trace:
