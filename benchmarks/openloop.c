@@ -261,42 +261,45 @@ static void progress(int id) {
         if (c->req < 0) { push_idle(id); return; }
         c->state = SENDING;
     }
+    int send_failed = 0;
     if (c->state == SENDING) {
         while (c->out_off < c->out_len) {
             ssize_t k = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
             if (k < 0) {
-                if (errno == EAGAIN) return;
-                drop(c);
-                return;
+                send_failed = errno != EAGAIN;
+                break;
             }
             c->out_off += k;
         }
-        c->state = RECEIVING;
+        if (c->out_off == c->out_len) c->state = RECEIVING;
     }
-    if (c->state == RECEIVING || c->state == IDLE) {
+    /* Read while sending too: a server may answer before it has the whole body (a proxy that
+     * sheds on the headers) and then close; that answer counts, the connection does not go on. */
+    if (c->state == SENDING || c->state == RECEIVING || c->state == IDLE) {
+        int closed = 0;
         for (;;) {
             reserve(&c->in, &c->in_cap, c->in_len + 65536);
             ssize_t k = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-            if (k == 0) { /* closed: an answer without a length ends here */
-                if (c->state == RECEIVING && c->head_end >= 0 && c->clen < 0 && !c->chunked) {
-                    int status = atoi(c->in + 9);
-                    finish(c, status, c->in + c->head_end, c->in_len - c->head_end);
-                }
-                drop(c);
-                return;
-            }
-            if (k < 0) {
-                if (errno == EAGAIN) break;
-                drop(c);
-                return;
-            }
+            if (k < 0 && errno == EAGAIN) break;
+            if (k <= 0) { closed = 1; break; }
             if (c->state == IDLE) { drop(c); return; } /* bytes nobody asked for */
             c->in_len += k;
         }
-        if (c->state == RECEIVING && parse(c)) {
-            if (c->close_after) drop(c);
-            else push_idle(id);
+        if (c->state == IDLE) {
+            if (closed) drop(c);
+            return;
         }
+        if (parse(c)) { /* answered: the request is finished, whatever the connection does next */
+            if (c->close_after || closed || send_failed || c->state == SENDING) drop(c);
+            else push_idle(id);
+            return;
+        }
+        if (closed && c->head_end >= 0 && c->clen < 0 && !c->chunked) { /* an answer without a length ends here */
+            finish(c, atoi(c->in + 9), c->in + c->head_end, c->in_len - c->head_end);
+            drop(c);
+            return;
+        }
+        if (closed || send_failed) drop(c); /* no answer: the request failed */
     }
 }
 

@@ -317,6 +317,39 @@ def selection_signals(out: Path, files: list[Path]) -> dict[str, Any]:
     return out_
 
 
+def paired_against_vamo(per_seed: list[dict[str, dict[str, float]]], seeds: list[str]) -> dict[str, Any]:
+    """Per method, its Delta m% and score on each training seed and the paired difference VAMO minus
+    it (the same seed's data order, initialisation and STL: the seed spread they share cancels):
+    mean, std over seeds, and on how many seeds VAMO is better (lower Delta m%, higher score)."""
+    out: dict[str, Any] = {}
+    have = [(s, t) for s, t in zip(seeds, per_seed, strict=True) if "vamo" in t]
+    print("\nPer training seed, and VAMO minus each method on the same seed (Delta m%: lower is better):")
+    for name in sorted({m for _, t in have for m in t} - {"vamo"}):
+        rows = [(s, t[name], t["vamo"]) for s, t in have if name in t]
+        if not rows:
+            continue
+        d_dm = [v["delta_m"] - m["delta_m"] for _, m, v in rows]
+        d_sc = [v["score"] - m["score"] for _, m, v in rows]
+        out[name] = {"seeds": [s for s, _, _ in rows], "delta_m": [m["delta_m"] for _, m, _ in rows],
+                     "score": [m["score"] for _, m, _ in rows],
+                     "vamo_minus_delta_m": float(np.mean(d_dm)), "vamo_minus_delta_m_std": float(np.std(d_dm)),
+                     "vamo_better_delta_m": int(sum(d < 0 for d in d_dm)),
+                     "vamo_minus_score": float(np.mean(d_sc)), "vamo_minus_score_std": float(np.std(d_sc)),
+                     "vamo_better_score": int(sum(d > 0 for d in d_sc)), "n": len(rows)}
+        r = out[name]
+        print(f"  {name:18s} Delta m% " + ", ".join(f"{x:+.1f}" for x in r["delta_m"])
+              + f"; VAMO minus: {r['vamo_minus_delta_m']:+.1f} +- {r['vamo_minus_delta_m_std']:.1f} "
+              f"(VAMO better on {r['vamo_better_delta_m']}/{r['n']}); score VAMO minus: "
+              f"{r['vamo_minus_score']:+.1f} +- {r['vamo_minus_score_std']:.1f} "
+              f"(better on {r['vamo_better_score']}/{r['n']})")
+    vamo = [t["vamo"] for _, t in have]
+    out["vamo"] = {"seeds": [s for s, _ in have], "delta_m": [v["delta_m"] for v in vamo],
+                   "score": [v["score"] for v in vamo]}
+    print("  vamo               Delta m% " + ", ".join(f"{v['delta_m']:+.1f}" for v in vamo)
+          + "; score " + ", ".join(f"{v['score']:.1f}" for v in vamo))
+    return out
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     files = sorted(out.glob("eval-s*.json"))
@@ -354,7 +387,8 @@ def report(args: argparse.Namespace) -> None:
         fig.savefig(out / "lambda.png", dpi=120)
         print(f"\nwrote {out / 'lambda.png'}")
     signals = selection_signals(out, files)
-    result = {"seeds": [f.stem for f in files], "methods": table, "selection": signals}
+    paired = paired_against_vamo(per_seed, [f.stem for f in files])
+    result = {"seeds": [f.stem for f in files], "methods": table, "selection": signals, "paired": paired}
     Path(args.json or out / "table.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {args.json or out / 'table.json'}")
 

@@ -139,3 +139,36 @@ def test_a_refused_connection_is_a_failed_request_not_a_hang() -> None:
     for st, sent, ms, raw in answers:
         tally.add(sent, ms, st, raw)
     assert tally.errors == 2
+
+
+def test_an_answer_before_the_whole_body_is_sent_counts(servers) -> None:
+    """A proxy that sheds on the headers answers 503 and closes while the client still sends the
+    body (HAProxy's ``http-request deny``): the 503 is the request's answer, not a failed request."""
+    import socket
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += conn.recv(4096)
+            body = b'{"detail":"busy","shed":"overload"}'
+            conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            conn.close()  # the body unread: the kernel resets the connection
+
+    threading.Thread(target=serve, daemon=True).start()
+    big = [(b'{"request_id":', b',"pad":"' + b"x" * 4_000_000 + b'"}')]  # more than the socket buffers take
+    answers, stats = run([f"http://127.0.0.1:{port}"], big, [0.0, 0.05, 0.1], "shed-", 100.0, preopen=0)
+    srv.close()
+    assert [a[0] for a in answers] == [503, 503, 503]
+    assert all(b'"shed"' in a[3] for a in answers)
+    assert stats["opened"] == 3  # each closed connection is replaced, none reused after its close
