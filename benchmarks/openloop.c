@@ -229,14 +229,23 @@ static int parse(Conn *c) {
     if (c->in_len >= 12 && !strncmp(c->in, "HTTP/1.", 7)) status = atoi(c->in + 9);
     char *body = c->in + c->head_end;
     size_t have = c->in_len - c->head_end;
-    if (c->chunked) { /* de-chunk in place once the last chunk is in */
-        size_t r = 0, w = 0;
+    if (c->chunked) { /* first: is the last chunk in? (chunks may arrive in pieces) */
+        size_t r = 0;
         for (;;) {
             char *eol = memmem(body + r, have - r, "\r\n", 2);
             if (!eol) return 0;
             long size = strtol(body + r, NULL, 16);
             size_t start = eol - body + 2;
             if (start + size + 2 > have) return 0;
+            if (size == 0) break;
+            r = start + size + 2;
+        }
+        size_t w = 0; /* then de-chunk in place, once */
+        r = 0;
+        for (;;) {
+            char *eol = memmem(body + r, have - r, "\r\n", 2);
+            long size = strtol(body + r, NULL, 16);
+            size_t start = eol - body + 2;
             if (size == 0) break;
             memmove(body + w, body + start, size);
             w += size;

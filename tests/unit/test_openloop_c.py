@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")),
 
 class _Echo(BaseHTTPRequestHandler):
     """Answers each POST with what it got; request id "slow..." sleeps 1 s first, "shed..." gets
-    the admission's 503, "bad..." a 500; "chunked..." is answered chunked."""
+    the admission's 503, "bad..." a 500; "chunked..." is answered chunked, 20 ms between chunks."""
 
     protocol_version = "HTTP/1.1"  # keep-alive
     seen: list[tuple[float, int, str, dict[str, str]]] = []
@@ -53,8 +53,10 @@ class _Echo(BaseHTTPRequestHandler):
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             half = len(out) // 2
-            for part in (out[:half], out[half:], b""):
+            for part in (out[:half], out[half:], b""):  # in pieces, apart: a read sees part of them
                 self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+                self.wfile.flush()
+                time.sleep(0.02)
             return
         self.send_header("content-length", str(len(out)))
         self.end_headers()
