@@ -283,6 +283,8 @@ def main() -> None:
     ap.add_argument("--shed-queue-ms", type=float, default=10.0, help="shed: the longest a request waits for a replica")
     ap.add_argument("--shed-max-queue", type=int, default=None,
                     help="shed: requests that may wait in the proxy at once; more are shed on arrival (default: no bound)")
+    ap.add_argument("--shed-buffer-kb", type=int, default=64,
+                    help="shed: HAProxy's buffer and body buffering (ShedSettings.buffer_kb; 0: off)")
     ap.add_argument("--shed-nice", type=int, default=0, help="shed: HAProxy's niceness (the replicas run at 15)")
     ap.add_argument("--trace", default=None, help="write each answered request's send time (s), latency (ms) "
                                                   "and the graph's own stage times to this JSON file (where the tail comes from)")
@@ -344,13 +346,15 @@ def main() -> None:
 
         shed = ShedProxy(ShedSettings(port=free_port(), host="127.0.0.1", per_replica=args.shed_per_replica,
                                       queue_ms=args.shed_queue_ms, max_queue=args.shed_max_queue,
+                                      buffer_kb=args.shed_buffer_kb,
                                       nice=args.shed_nice))
         shed.start(urls)
         urls, path = [f"http://127.0.0.1:{shed.settings.port}"], "shed"
     traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
     head = {"path": path, "deployed": deployed is not None, "client": args.client, "client_nice": os.nice(0),
             **({"shed_per_replica": args.shed_per_replica, "shed_queue_ms": args.shed_queue_ms,
-                "shed_max_queue": args.shed_max_queue, "shed_nice": shed.nice}
+                "shed_max_queue": args.shed_max_queue, "shed_buffer_kb": args.shed_buffer_kb,
+                "shed_nice": shed.nice}
                if shed else {}),
             **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,
                 "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms}

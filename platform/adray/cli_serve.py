@@ -335,6 +335,8 @@ def graph(
     shed_queue_ms: float = typer.Option(10.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
     shed_max_queue: int = typer.Option(None, "--shed-max-queue", help="Requests that may wait for a replica at once "
                                        "(--shed-port); one more is shed on arrival. Default: no bound."),
+    shed_buffer_kb: int = typer.Option(64, "--shed-buffer-kb", help="HAProxy's buffer (--shed-port): a request body up "
+                                       "to this size is read before it is denied, so its connection stays open (0: off)."),
     shed_nice: int = typer.Option(0, "--shed-nice", help="HAProxy's niceness (--shed-port; Ray's workers run at 15; "
                                   "lowering it needs root or CAP_SYS_NICE, else it keeps 15)."),
 ) -> None:
@@ -367,7 +369,7 @@ def graph(
         try:
             info = start_shed_proxy(name, ShedSettings(port=shed_port, per_replica=shed_per_replica,
                                                        queue_ms=shed_queue_ms, max_queue=shed_max_queue,
-                                                       nice=shed_nice))
+                                                       buffer_kb=shed_buffer_kb, nice=shed_nice))
         except (ValueError, RuntimeError) as exc:
             typer.echo(f"error: --shed-port: {exc}", err=True)
             raise typer.Exit(2) from None

@@ -150,3 +150,51 @@ def _ppid(pid: int) -> int | None:
     except OSError:
         return None
     return int(st[st.rfind(")") + 2:].split()[1])
+
+
+def test_a_denied_request_keeps_its_connection_when_the_body_is_buffered(tmp_path: Path) -> None:
+    """buffer_kb 64: HAProxy reads a 47 KB body before it denies it, so the client's next request
+    goes over the same connection; buffer_kb 0: the deny answers on the headers and closes."""
+    import socket
+
+    a, url_a = _server()
+    body = json.dumps({"pad": "x" * 47_000}).encode()
+    raw = (b"POST /v1/feed HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+           b"content-length: %d\r\n\r\n" % len(body)) + body
+
+    def answers_on_one_connection(buffer_kb: int) -> list[int]:
+        settings = ShedSettings(port=free_port(), host="127.0.0.1", per_replica=1, queue_ms=3000, max_queue=0,
+                                buffer_kb=buffer_kb)  # max_queue 0: every request is denied
+        cfg = render_config([url_a], settings, tmp_path / "503")
+        assert ("option http-buffer-request" in cfg) == bool(buffer_kb)
+        assert (f"tune.bufsize {buffer_kb * 1024}" in cfg) == bool(buffer_kb)
+        proxy = ShedProxy(settings, workdir=tmp_path / str(buffer_kb))
+        proxy.start([url_a])
+        statuses = []
+        try:
+            with socket.create_connection(("127.0.0.1", settings.port), timeout=5) as s:
+                f = s.makefile("rb")
+                for _ in range(3):
+                    try:
+                        s.sendall(raw)
+                        status = int(f.readline().split()[1])
+                        length = 0
+                        while (line := f.readline()) not in (b"\r\n", b""):
+                            if line.lower().startswith(b"content-length:"):
+                                length = int(line.split(b":")[1])
+                        assert json.loads(f.read(length))["shed"] == "overload"
+                        statuses.append(status)
+                    except (OSError, IndexError, ValueError):
+                        statuses.append(0)  # the connection was closed under us
+        finally:
+            proxy.stop()
+        return statuses
+
+    try:
+        assert answers_on_one_connection(64) == [503, 503, 503]
+        unbuffered = answers_on_one_connection(0)
+        assert unbuffered[0] == 503 and 0 in unbuffered, unbuffered
+    finally:
+        a.shutdown()
+    with pytest.raises(ValueError, match="buffer_kb=8"):
+        ShedSettings(buffer_kb=8)
