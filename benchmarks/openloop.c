@@ -208,6 +208,23 @@ static void dispatch(long i) {
     progress(id);
 }
 
+/* A chunked body's payload length, -1 while its last chunk is not in; with join, the payload is
+ * also moved to the front of body (in place: only call it so once the whole body is there). */
+static long chunks(char *body, size_t have, int join) {
+    size_t r = 0, w = 0;
+    for (;;) {
+        char *eol = memmem(body + r, have - r, "\r\n", 2);
+        if (!eol) return -1;
+        long size = strtol(body + r, NULL, 16);
+        size_t start = eol - body + 2;
+        if (start + size + 2 > have) return -1;
+        if (size == 0) return (long)w;
+        if (join) memmove(body + w, body + start, size);
+        w += size;
+        r = start + size + 2;
+    }
+}
+
 /* Parse what has arrived; 1 when the answer is complete (and finished), 0 when more is needed. */
 static int parse(Conn *c) {
     if (c->head_end < 0) {
@@ -229,29 +246,9 @@ static int parse(Conn *c) {
     if (c->in_len >= 12 && !strncmp(c->in, "HTTP/1.", 7)) status = atoi(c->in + 9);
     char *body = c->in + c->head_end;
     size_t have = c->in_len - c->head_end;
-    if (c->chunked) { /* first: is the last chunk in? (chunks may arrive in pieces) */
-        size_t r = 0;
-        for (;;) {
-            char *eol = memmem(body + r, have - r, "\r\n", 2);
-            if (!eol) return 0;
-            long size = strtol(body + r, NULL, 16);
-            size_t start = eol - body + 2;
-            if (start + size + 2 > have) return 0;
-            if (size == 0) break;
-            r = start + size + 2;
-        }
-        size_t w = 0; /* then de-chunk in place, once */
-        r = 0;
-        for (;;) {
-            char *eol = memmem(body + r, have - r, "\r\n", 2);
-            long size = strtol(body + r, NULL, 16);
-            size_t start = eol - body + 2;
-            if (size == 0) break;
-            memmove(body + w, body + start, size);
-            w += size;
-            r = start + size + 2;
-        }
-        finish(c, status, body, w);
+    if (c->chunked) { /* de-chunked in place only once the last chunk is in (they may come apart) */
+        if (chunks(body, have, 0) < 0) return 0;
+        finish(c, status, body, (size_t)chunks(body, have, 1));
         return 1;
     }
     if (c->clen < 0) return 0; /* until the server closes */

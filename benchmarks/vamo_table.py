@@ -325,9 +325,7 @@ def paired_against_vamo(per_seed: list[dict[str, dict[str, float]]], seeds: list
     have = [(s, t) for s, t in zip(seeds, per_seed, strict=True) if "vamo" in t]
     print("\nPer training seed, and VAMO minus each method on the same seed (Delta m%: lower is better):")
     for name in sorted({m for _, t in have for m in t} - {"vamo"}):
-        rows = [(s, t[name], t["vamo"]) for s, t in have if name in t]
-        if not rows:
-            continue
+        rows = [(s, t[name], t["vamo"]) for s, t in have if name in t]  # names come from have: never empty
         d_dm = [v["delta_m"] - m["delta_m"] for _, m, v in rows]
         d_sc = [v["score"] - m["score"] for _, m, v in rows]
         out[name] = {"seeds": [s for s, _, _ in rows], "delta_m": [m["delta_m"] for _, m, _ in rows],

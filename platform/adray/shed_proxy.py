@@ -128,7 +128,7 @@ def render_config(servers: list[str], settings: ShedSettings, errorfile: Path) -
         "frontend shed",
         f"    bind {settings.host}:{settings.port}",
         *([f"    http-request deny deny_status 503 if {{ queue(replicas) ge {settings.max_queue} }}"]
-          if settings.max_queue is not None else []),  # the errorfile's answer, before the body is read
+          if settings.max_queue is not None else []),  # the errorfile's answer (after a buffered body)
         "    http-request set-header x-request-start t=%[date(0,ms)]",
         "    default_backend replicas",
         "backend replicas",
@@ -258,7 +258,7 @@ class ShedProxyActor:
         return {"app": self.app, "port": self.settings.port, "servers": list(self.proxy.servers),
                 "reloads": self.reloads, "last_error": self.last_error,
                 "per_replica": self.settings.per_replica, "queue_ms": self.settings.queue_ms,
-                "max_queue": self.settings.max_queue, "nice": self.proxy.nice}
+                "max_queue": self.settings.max_queue, "buffer_kb": self.settings.buffer_kb, "nice": self.proxy.nice}
 
     def shutdown(self) -> None:
         self._stop.set()
