@@ -45,6 +45,7 @@ import gc
 import json
 import os
 import time
+import urllib.request
 from typing import Any
 
 import numpy as np
@@ -229,6 +230,29 @@ def cpu_meter(app: str) -> Any:
                      "ledger": [a.pid for a in alive if a.class_name == "_PacingActor"], "client": [os.getpid()]})
 
 
+def replica_admission(urls: list[str]) -> list[dict[str, Any]] | None:
+    """Each replica's admission counters (``GET /v1/graph``), or None when one does not answer."""
+    out = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url + "/v1/graph", timeout=10) as resp:
+                out.append(json.load(resp)["admission"])
+        except (OSError, ValueError, KeyError):
+            return None
+    return out
+
+
+def admission_delta(before: list[dict[str, Any]] | None, after: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """What the replicas themselves did during a run: ``replica_shed`` (by reason; the rest of
+    ``shed`` was shed in front of them, by a proxy or Serve) and ``replica_waited`` (requests that
+    waited for a slot, FeedArgs.admission_wait_ms). Empty when the counters cannot be read."""
+    if not before or not after or len(before) != len(after):
+        return {}
+    shed = {r: sum(a["shed"][r] - b["shed"][r] for a, b in zip(after, before, strict=True)) for r in after[0]["shed"]}
+    return {"replica_shed": shed,
+            "replica_waited": sum(a.get("waited", 0) - b.get("waited", 0) for a, b in zip(after, before, strict=True))}
+
+
 def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
     """The same graph in this process: no HTTP, no Serve, an in-memory ledger."""
     import torch
@@ -265,6 +289,9 @@ def main() -> None:
     ap.add_argument("--deadline-ms", type=float, default=100.0, help="each request's deadline (x-deadline-ms)")
     ap.add_argument("--max-in-flight", type=int, default=None, help="FeedArgs.max_in_flight (default: FeedArgs')")
     ap.add_argument("--lag-target-ms", type=float, default=None, help="FeedArgs.lag_target_ms (default: FeedArgs')")
+    ap.add_argument("--admission-wait-ms", type=float, default=None,
+                    help="FeedArgs.admission_wait_ms: a request over a replica's limit waits this long for a slot "
+                         "(default: FeedArgs' 0, and with --path shed adray serve graph's SHED_ADMISSION_WAIT_MS)")
     ap.add_argument("--recovery", default=None, metavar="OVER,NORMAL,SECONDS",
                     help="overload then normal load, e.g. 800,100,10: OVER req/s for SECONDS, then NORMAL req/s "
                          "for 10 s; prints the time until every 1 s window is back to normal latency")
@@ -281,9 +308,9 @@ def main() -> None:
                          "when the cluster runs it; else the proxy); proxy: through the Serve proxy; shed: "
                          "through adray's shedding HAProxy in front of the replicas' own ports (adray.shed_proxy)")
     ap.add_argument("--shed-per-replica", type=int, default=4, help="shed: requests a replica takes at once")
-    ap.add_argument("--shed-queue-ms", type=float, default=10.0, help="shed: the longest a request waits for a replica")
-    ap.add_argument("--shed-max-queue", type=int, default=None,
-                    help="shed: requests that may wait in the proxy at once; more are shed on arrival (default: no bound)")
+    ap.add_argument("--shed-queue-ms", type=float, default=5.0, help="shed: the longest a request waits for a replica")
+    ap.add_argument("--shed-max-queue", type=int, default=16,
+                    help="shed: requests that may wait in the proxy at once; more are shed on arrival")
     ap.add_argument("--shed-buffer-kb", type=int, default=64,
                     help="shed: HAProxy's buffer and body buffering (ShedSettings.buffer_kb; 0: off)")
     ap.add_argument("--shed-nice", type=int, default=0, help="shed: HAProxy's niceness (the replicas run at 15)")
@@ -318,8 +345,12 @@ def main() -> None:
     else:
         status = serve.status().applications.get(args.name)
         if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
-            extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("lag_target_ms", args.lag_target_ms))
-                     if v is not None}
+            wait = args.admission_wait_ms
+            if wait is None and args.path == "shed":  # as `adray serve graph --shed-port` deploys it
+                from adray.cli_serve import SHED_ADMISSION_WAIT_MS
+                wait = SHED_ADMISSION_WAIT_MS
+            extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("lag_target_ms", args.lag_target_ms),
+                                       ("admission_wait_ms", wait)) if v is not None}
             deployed = FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
                                 batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True,  # latest versions
                                 **extra)
@@ -330,6 +361,7 @@ def main() -> None:
         if args.path == "shed" and path != "direct":
             raise SystemExit("--path shed needs Serve's direct ingress (a cluster adray starts runs it)")
     meter = cpu_meter(args.name)
+    replicas = list(urls) if path == "direct" else []  # the replicas' own ports (their admission counters)
     ray.shutdown()  # the load generator is no Ray driver: it would also receive every worker's log lines
     # Ray runs its workers, the graph's replicas among them, at niceness 15 (the raylet's
     # worker_niceness); a client at 0 on the same cores would take the CPU from the server it
@@ -358,12 +390,14 @@ def main() -> None:
                 "shed_nice": shed.nice}
                if shed else {}),
             **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,
-                "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms}
+                "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms,
+                "admission_wait_ms": deployed.admission_wait_ms}
                if deployed is not None else {})}
     for rps in (float(r) for r in args.rps.split(",")):
+        before = replica_admission(replicas)
         out = asyncio.run(open_loop(urls, requests, rps, args.seconds, traces.setdefault(f"{rps:g}", []),
                                     deadline_ms=args.deadline_ms, meter=meter, client=args.client))
-        print(json.dumps({**head, **out}), flush=True)
+        print(json.dumps({**head, **out, **admission_delta(before, replica_admission(replicas))}), flush=True)
     if args.recovery:
         over, normal, secs = (float(x) for x in args.recovery.split(","))
         print(json.dumps({**head, **recovery(urls, requests, over, normal, secs, args.deadline_ms,

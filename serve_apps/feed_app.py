@@ -71,6 +71,11 @@ class FeedArgs(pydantic.BaseModel):
     """The admission limit falls while the replica's event loop runs later than ``lag_target_ms``
     or requests take longer than ``latency_target`` x their deadline here (its CPU is short), and
     rises again up to ``max_in_flight`` while neither holds (``serve_apps.feed_admission``)."""
+    admission_wait_ms: float = pydantic.Field(0.0, ge=0, le=10_000)
+    """A request over the admission limit waits this long for a slot (never past its deadline)
+    before it is shed; 0: shed at once. For replicas behind a gate that bounds what each holds
+    (``adray serve graph --shed-port``), so that the gate, not the replica, sheds the excess
+    (``serve_apps.feed_admission``)."""
     retry_after_s: int = pydantic.Field(1, ge=0)
     """``Retry-After`` of a shed request's 503."""
     max_queued_requests: int = pydantic.Field(64, ge=1)

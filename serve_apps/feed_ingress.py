@@ -213,7 +213,8 @@ class FeedIngress:
         admission = Admission(BodyLimit(api, self.args["max_body_bytes"]), self.args["deadline_ms"],
                               self.args["max_in_flight"], self.args["retry_after_s"],
                               self.args["lag_target_ms"], self.args["latency_target"],
-                              on_shed=self.metrics.shed if self.metrics is not None else None)
+                              on_shed=self.metrics.shed if self.metrics is not None else None,
+                              wait_ms=self.args["admission_wait_ms"])
 
         @api.get("/v1/graph")
         async def graph() -> dict[str, Any]:
@@ -226,6 +227,7 @@ class FeedIngress:
                     "counters": self.graph.counters, "out_of_vocab": self.graph.out_of_vocab,
                     "admission": {"in_flight": admission.in_flight, "limit": round(admission.limit, 2),
                                   "lag_ms": round(admission.lag_s * 1e3, 2), "shed": dict(admission.shed),
+                                  "waiting": admission.waiting, "waited": admission.waited,
                                   "waves": self.waves.waves, "started": self.waves.started},
                     "batching": batching}
 

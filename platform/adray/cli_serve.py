@@ -206,6 +206,11 @@ def _wait_running(name: str, wait_s: float) -> None:
         time.sleep(0.5)
 
 
+SHED_ADMISSION_WAIT_MS = 20.0
+"""FeedArgs.admission_wait_ms of a graph deployed with ``--shed-port``: a request over a replica's
+limit waits for a slot instead of being shed at once, so the shedding HAProxy, not Python, sheds
+the excess (serve_apps.feed_admission)."""
+
 SHED_ACTOR = "shed-{app}"
 """Name (namespace ``adray``) of the detached actor running app ``app``'s shedding HAProxy."""
 
@@ -332,13 +337,17 @@ def graph(
                                   "at once, the rest are answered 503 by HAProxy after --shed-queue-ms (at once with "
                                   "--shed-max-queue waiting)."),
     shed_per_replica: int = typer.Option(4, "--shed-per-replica", help="Requests a replica takes at once (--shed-port)."),
-    shed_queue_ms: float = typer.Option(10.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
-    shed_max_queue: int = typer.Option(None, "--shed-max-queue", help="Requests that may wait for a replica at once "
-                                       "(--shed-port); one more is shed on arrival. Default: no bound."),
+    shed_queue_ms: float = typer.Option(5.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
+    shed_max_queue: int = typer.Option(16, "--shed-max-queue", help="Requests that may wait for a replica at once "
+                                       "(--shed-port); one more is shed on arrival."),
     shed_buffer_kb: int = typer.Option(64, "--shed-buffer-kb", help="HAProxy's buffer (--shed-port): a request body up "
                                        "to this size is read before it is denied, so its connection stays open (0: off)."),
     shed_nice: int = typer.Option(0, "--shed-nice", help="HAProxy's niceness (--shed-port; Ray's workers run at 15; "
                                   "lowering it needs root or CAP_SYS_NICE, else it keeps 15)."),
+    admission_wait_ms: float = typer.Option(None, "--admission-wait-ms", help="A request over a replica's limit waits "
+                                            "this long for a slot before it is shed (default 0; with --shed-port "
+                                            f"{SHED_ADMISSION_WAIT_MS:g}: the proxy then sheds the excess, not the "
+                                            "replicas)."),
 ) -> None:
     """Deploy the composed feed graph (POST /v1/feed) from promoted models (@serving unless named)."""
     import pydantic
@@ -351,7 +360,9 @@ def graph(
         args = FeedArgs(ranking=ranking, bidding=bidding, utility=utility, allocation=allocation, channel=channel,
                         mode=mode, num_replicas=replicas, stage_replicas=stage_replicas, day_seconds=day_seconds,
                         state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted,
-                        **{k: v for k, v in (("deadline_ms", deadline_ms), ("max_in_flight", max_in_flight))
+                        **{k: v for k, v in (("deadline_ms", deadline_ms), ("max_in_flight", max_in_flight),
+                                             ("admission_wait_ms", SHED_ADMISSION_WAIT_MS if admission_wait_ms is None
+                                              and shed_port is not None else admission_wait_ms))
                            if v is not None})  # unset: FeedArgs' defaults
         url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
     except (ServeError, ValueError, pydantic.ValidationError, ResourceError) as exc:

@@ -50,7 +50,9 @@ class ShedSettings(Config):
         port: the port clients send to (all interfaces of the proxy's node, or ``host``).
         host: the address it binds.
         per_replica: requests one replica decides at once (HAProxy ``maxconn`` per server); more
-            wait in the proxy's queue. About the replicas' own ``max_in_flight`` or below.
+            wait in the proxy's queue. About the replicas' own ``max_in_flight`` or below; the
+            replicas behind it wait for a slot rather than shed (``FeedArgs.admission_wait_ms``, set
+            by ``adray serve graph --shed-port``), so that the excess is shed here, not in Python.
         queue_ms: the longest a request waits there for a replica before it is shed (``timeout
             queue``). A fraction of the requests' deadline: what waits here is not decided.
         max_queue: requests that may wait in the proxy's queue at once; one more is shed on arrival
@@ -76,8 +78,8 @@ class ShedSettings(Config):
     port: int = 8100
     host: str = "0.0.0.0"
     per_replica: int = 4
-    queue_ms: float = 10.0
-    max_queue: int | None = None
+    queue_ms: float = 5.0
+    max_queue: int | None = 16
     buffer_kb: int = 64
     poll_s: float = 2.0
     nice: int | None = 0

@@ -109,6 +109,77 @@ def test_requests_past_the_in_flight_limit_are_shed_and_the_rest_answered() -> N
     assert statuses == [200, 200, 503, 200] and shed == {"deadline": 0, "overload": 1} and health == 200
 
 
+def test_with_a_wait_requests_over_the_limit_take_freed_slots_in_arrival_order() -> None:
+    """Behind a gate (admission_wait_ms): over the limit, a request waits for a slot instead of being
+    shed; slots go first come first served, and one that arrives meanwhile cannot jump the queue."""
+    async def run() -> tuple[list[int], list[str], dict[str, int], int, int]:
+        order: list[str] = []
+
+        class Named(Inner):
+            async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+                order.append(dict(scope["headers"])[b"x-name"].decode())
+                await super().__call__(scope, receive, send)
+
+        inner = Named()
+        app = Admission(inner, max_in_flight=1, wait_ms=500.0)
+        first = asyncio.ensure_future(call(app, {"x-name": "a"}))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.ensure_future(call(app, {"x-name": n})) for n in ("b", "c")]
+        await asyncio.sleep(0.01)
+        held = (app.in_flight, app.waiting)
+        inner.release.set()  # a finishes; b is given its slot before anything else runs
+        late = asyncio.ensure_future(call(app, {"x-name": "d"}))
+        done = await asyncio.gather(first, *waiting, late)
+        return [o["status"] for o in done], order, app.shed, app.waited, held
+
+    statuses, order, shed, waited, held = asyncio.run(run())
+    assert statuses == [200, 200, 200, 200] and order == ["a", "b", "c", "d"]
+    assert shed == {"deadline": 0, "overload": 0} and waited == 3 and held == (1, 2)  # b, c and d
+
+
+def test_a_request_that_waits_longer_than_the_wait_or_its_deadline_is_shed_overload() -> None:
+    async def run() -> tuple[list[int], list[float], dict[str, int], int, int]:
+        inner = Inner()
+        app = Admission(inner, deadline_ms=100.0, max_in_flight=1, wait_ms=30.0)
+        held = asyncio.ensure_future(call(app))
+        await asyncio.sleep(0.01)
+        took = []
+        for headers in ({}, {"x-deadline-ms": "10"}):  # the wait (30 ms), then the deadline (10 ms) ends it
+            t0 = time.perf_counter()
+            out = await call(app, headers)
+            took.append(time.perf_counter() - t0)
+            assert out["status"] == 503 and json.loads(out["body"])["shed"] == "overload"
+        inner.release.set()
+        await held
+        return [(await held)["status"]], took, app.shed, app.in_flight, app.waiting
+
+    statuses, took, shed, in_flight, waiting = asyncio.run(run())
+    assert statuses == [200] and shed == {"deadline": 0, "overload": 2} and (in_flight, waiting) == (0, 0)
+    assert 0.025 < took[0] < 0.2 and 0.005 < took[1] < 0.025
+
+
+def test_a_waiting_request_that_goes_away_gives_back_the_slot_it_was_given() -> None:
+    async def run() -> tuple[int, int, int]:
+        inner = Inner()
+        app = Admission(inner, max_in_flight=1, wait_ms=500.0)
+        first = asyncio.ensure_future(call(app))
+        await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(call(app))
+        await asyncio.sleep(0.01)
+        app.limit = 2.0
+        app._wake()  # a slot is given to `gone` (counted in in_flight) ...
+        gone.cancel()  # ... which goes away before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        in_flight = app.in_flight
+        inner.release.set()
+        await first
+        return in_flight, app.in_flight, app.waiting
+
+    during, after, waiting = asyncio.run(run())
+    assert (during, after, waiting) == (1, 0, 0)
+
+
 def test_the_limit_falls_when_answers_run_late_and_climbs_back_when_they_are_in_time() -> None:
     async def run() -> list[float]:
         app = Admission(Inner(), deadline_ms=100.0, max_in_flight=8, latency_target=0.3)
