@@ -29,7 +29,10 @@ slow server shows as latency, not as a lower sending rate. Every request carries
 graph's own per-stage times, from the answers), ``fallback_share`` (answers with any stage fallen
 back), ``deadline_fallback_share`` (with a stage not run for want of time), ``cpu_ms_per_request``
 and ``cpu_cores`` (CPU seconds per request sent, and per second, of this host's graph replicas, the
-pacing ledger, this client and the whole machine, from ``/proc``: ``benchmarks/proc_cpu.py``). ``--recovery
+pacing ledger, this client and the whole machine, from ``/proc``: ``benchmarks/proc_cpu.py``),
+``replica_shed`` (by reason: what the replicas' own admission shed; the rest of ``shed`` was shed
+in front of them) and ``replica_waited`` (requests that waited for a slot,
+``--admission-wait-ms``), from each replica's ``/v1/graph`` before and after. ``--recovery
 OVER,NORMAL,SECONDS`` adds a line: OVER req/s for SECONDS then NORMAL req/s, and how many seconds
 after the switch every 1 s window is back to normal latency. Then one line ``direct``: the same
 requests through the same FeedGraph in this process (stages on the loop, an in-memory ledger: no
