@@ -310,12 +310,16 @@ def main() -> None:
                     help="direct: to the graph replicas' own ports, spread over them (Serve's direct ingress, "
                          "when the cluster runs it; else the proxy); proxy: through the Serve proxy; shed: "
                          "through adray's shedding HAProxy in front of the replicas' own ports (adray.shed_proxy)")
-    ap.add_argument("--shed-per-replica", type=int, default=4, help="shed: requests a replica takes at once")
+    ap.add_argument("--shed-per-replica", type=int, default=8,
+                    help="shed: requests a replica takes at once (with --shed-agent-ms, at most)")
     ap.add_argument("--shed-queue-ms", type=float, default=5.0, help="shed: the longest a request waits for a replica")
     ap.add_argument("--shed-max-queue", type=int, default=16,
                     help="shed: requests that may wait in the proxy at once; more are shed on arrival")
     ap.add_argument("--shed-buffer-kb", type=int, default=64,
                     help="shed: HAProxy's buffer and body buffering (ShedSettings.buffer_kb; 0: off)")
+    ap.add_argument("--shed-agent-ms", type=float, default=20.0,
+                    help="shed: HAProxy asks each replica's admission limit this often and sends it no more "
+                         "(ShedSettings.agent_inter_ms, FeedArgs.admission_agent; 0: off)")
     ap.add_argument("--shed-nice", type=int, default=0, help="shed: HAProxy's niceness (the replicas run at 15)")
     ap.add_argument("--trace", default=None, help="write each answered request's send time (s), latency (ms) "
                                                   "and the graph's own stage times to this JSON file (where the tail comes from)")
@@ -354,6 +358,8 @@ def main() -> None:
                 wait = SHED_ADMISSION_WAIT_MS
             extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("lag_target_ms", args.lag_target_ms),
                                        ("admission_wait_ms", wait)) if v is not None}
+            if args.shed_agent_ms:
+                extra["admission_agent"] = True
             deployed = FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
                                 batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True,  # latest versions
                                 **extra)
@@ -382,14 +388,24 @@ def main() -> None:
 
         shed = ShedProxy(ShedSettings(port=free_port(), host="127.0.0.1", per_replica=args.shed_per_replica,
                                       queue_ms=args.shed_queue_ms, max_queue=args.shed_max_queue,
-                                      buffer_kb=args.shed_buffer_kb,
+                                      buffer_kb=args.shed_buffer_kb, agent_inter_ms=args.shed_agent_ms,
                                       nice=args.shed_nice))
-        shed.start(urls)
+        agents = {}
+        if args.shed_agent_ms:
+            from adray.shed_proxy import replica_agents
+
+            replica_agents(urls)  # a replica starts its agent with its first request
+            agents = replica_agents(urls)
+            if len(agents) != len(urls):
+                raise SystemExit(f"--shed-agent-ms: {len(agents)} of {len(urls)} replicas report an agent port "
+                                 "(deployed with --reuse without FeedArgs.admission_agent?)")
+        shed.start(urls, agents=agents)
         urls, path = [f"http://127.0.0.1:{shed.settings.port}"], "shed"
     traces: dict[str, list[tuple[float, float, dict[str, float]]]] = {}
     head = {"path": path, "deployed": deployed is not None, "client": args.client, "client_nice": os.nice(0),
             **({"shed_per_replica": args.shed_per_replica, "shed_queue_ms": args.shed_queue_ms,
                 "shed_max_queue": args.shed_max_queue, "shed_buffer_kb": args.shed_buffer_kb,
+                "shed_agent_ms": args.shed_agent_ms,
                 "shed_nice": shed.nice}
                if shed else {}),
             **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,

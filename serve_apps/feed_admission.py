@@ -71,11 +71,14 @@ class Admission:
         on_shed: called with the reason of each shed request (metrics).
         wait_ms: the longest a request over the limit waits for a slot before it is shed (0: shed
             at once; module docstring).
+        agent: also answer HAProxy's agent check (``agent-check``) on a port of this host with the
+            limit in force, ``maxconn:<n>``: the gate then sends this replica no more than it
+            admits now (``agent_port`` once started, with the first request).
     """
 
     def __init__(self, app: Any, deadline_ms: float = 100.0, max_in_flight: int = 8, retry_after_s: int = 1,
                  lag_target_ms: float = 10.0, latency_target: float = 0.5, paths: tuple[str, ...] = ("/v1/feed",),
-                 on_shed: Callable[[str], None] | None = None, wait_ms: float = 0.0) -> None:
+                 on_shed: Callable[[str], None] | None = None, wait_ms: float = 0.0, agent: bool = False) -> None:
         if not 0 < deadline_ms <= MAX_DEADLINE_MS:
             raise ValueError(f"deadline_ms={deadline_ms}: expected a number in (0, {MAX_DEADLINE_MS:g}]")
         if max_in_flight < 1 or retry_after_s < 0 or not lag_target_ms > 0 or not 0 <= wait_ms <= MAX_DEADLINE_MS:
@@ -99,6 +102,8 @@ class Admission:
         """Requests over the limit waiting for a slot, first come first served."""
         self.waited = 0
         """Requests that waited for a slot and were then admitted."""
+        self.agent, self.agent_port = agent, None
+        self._agent: asyncio.AbstractServer | None = None
 
     def _tick(self, due: float) -> None:
         """Measure the loop's lag; adapt the limit (module docstring); schedule the next tick."""
@@ -118,6 +123,8 @@ class Admission:
         return asyncio.get_running_loop().time() + (at - time.perf_counter())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.agent and self._agent is None and scope["type"] == "http":  # any first request starts it
+            await self._start_agent()
         if scope["type"] != "http" or scope.get("path") not in self.paths:
             return await self.app(scope, receive, send)
         now = time.perf_counter()
@@ -178,6 +185,18 @@ class Admission:
             if not fut.done():
                 self.in_flight += 1
                 fut.set_result(True)
+
+    async def _start_agent(self) -> None:
+        """HAProxy's agent check: each connection gets ``maxconn:<the limit now>`` and is closed."""
+        async def answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(f"maxconn:{max(1, int(self.limit))}\n".encode())
+            try:
+                await writer.drain()
+            finally:
+                writer.close()
+
+        self._agent = await asyncio.start_server(answer, "0.0.0.0", 0)
+        self.agent_port = self._agent.sockets[0].getsockname()[1]
 
     @property
     def waiting(self) -> int:

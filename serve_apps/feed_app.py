@@ -76,6 +76,10 @@ class FeedArgs(pydantic.BaseModel):
     before it is shed; 0: shed at once. For replicas behind a gate that bounds what each holds
     (``adray serve graph --shed-port``), so that the gate, not the replica, sheds the excess
     (``serve_apps.feed_admission``)."""
+    admission_agent: bool = False
+    """Each replica answers HAProxy's agent check with its admission limit in force
+    (``maxconn:<n>``; its port in ``/v1/graph``'s ``admission.agent_port``), so that a gate in front
+    (``adray serve graph --shed-port``) sends it no more than it admits."""
     retry_after_s: int = pydantic.Field(1, ge=0)
     """``Retry-After`` of a shed request's 503."""
     max_queued_requests: int = pydantic.Field(64, ge=1)

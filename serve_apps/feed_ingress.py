@@ -214,7 +214,7 @@ class FeedIngress:
                               self.args["max_in_flight"], self.args["retry_after_s"],
                               self.args["lag_target_ms"], self.args["latency_target"],
                               on_shed=self.metrics.shed if self.metrics is not None else None,
-                              wait_ms=self.args["admission_wait_ms"])
+                              wait_ms=self.args["admission_wait_ms"], agent=self.args["admission_agent"])
 
         @api.get("/v1/graph")
         async def graph() -> dict[str, Any]:
@@ -228,6 +228,7 @@ class FeedIngress:
                     "admission": {"in_flight": admission.in_flight, "limit": round(admission.limit, 2),
                                   "lag_ms": round(admission.lag_s * 1e3, 2), "shed": dict(admission.shed),
                                   "waiting": admission.waiting, "waited": admission.waited,
+                                  "agent_port": admission.agent_port,
                                   "waves": self.waves.waves, "started": self.waves.started},
                     "batching": batching}
 

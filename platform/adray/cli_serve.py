@@ -211,11 +211,14 @@ SHED_ADMISSION_WAIT_MS = 20.0
 limit waits for a slot instead of being shed at once, so the shedding HAProxy, not Python, sheds
 the excess (serve_apps.feed_admission)."""
 
+SHED_AGENT_MS = 20.0
+"""``--shed-agent-ms``: how often the shedding HAProxy asks each replica its admission limit."""
+
 SHED_ACTOR = "shed-{app}"
 """Name (namespace ``adray``) of the detached actor running app ``app``'s shedding HAProxy."""
 
 
-def start_shed_proxy(name: str, settings: Any) -> dict[str, Any]:
+def start_shed_proxy(name: str, settings: Any, route_prefix: str = "/") -> dict[str, Any]:
     """Start (or restart) the shedding HAProxy of app ``name`` as a detached actor on this node
     (adray.shed_proxy.ShedProxyActor); its info and ``host``, this node's address.
 
@@ -235,7 +238,8 @@ def start_shed_proxy(name: str, settings: Any) -> dict[str, Any]:
     node = ray.get_runtime_context().get_node_id()
     actor = ray.remote(num_cpus=0)(ShedProxyActor).options(
         name=SHED_ACTOR.format(app=name), namespace="adray", lifetime="detached",
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(name, settings, direct_urls)
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+            name, settings, direct_urls, route_prefix.rstrip("/") + "/v1/graph")
     try:
         info = ray.get(actor.info.remote(), timeout=120)
     except ray.exceptions.RayActorError as exc:
@@ -336,7 +340,11 @@ def graph(
                                   "this node (adray.shed_proxy): at most --shed-per-replica requests reach a replica "
                                   "at once, the rest are answered 503 by HAProxy after --shed-queue-ms (at once with "
                                   "--shed-max-queue waiting)."),
-    shed_per_replica: int = typer.Option(4, "--shed-per-replica", help="Requests a replica takes at once (--shed-port)."),
+    shed_per_replica: int = typer.Option(8, "--shed-per-replica", help="Requests a replica takes at once (--shed-port; "
+                                         "with --shed-agent-ms, at most: the replica's limit in force sets it)."),
+    shed_agent_ms: float = typer.Option(SHED_AGENT_MS, "--shed-agent-ms", help="HAProxy asks each replica's admission "
+                                        "limit this often and sends it no more (--shed-port; 0: off, --shed-per-replica "
+                                        "alone)."),
     shed_queue_ms: float = typer.Option(5.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
     shed_max_queue: int = typer.Option(16, "--shed-max-queue", help="Requests that may wait for a replica at once "
                                        "(--shed-port); one more is shed on arrival."),
@@ -362,7 +370,9 @@ def graph(
                         state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted,
                         **{k: v for k, v in (("deadline_ms", deadline_ms), ("max_in_flight", max_in_flight),
                                              ("admission_wait_ms", SHED_ADMISSION_WAIT_MS if admission_wait_ms is None
-                                              and shed_port is not None else admission_wait_ms))
+                                              and shed_port is not None else admission_wait_ms),
+                                             ("admission_agent", True if shed_port is not None and shed_agent_ms
+                                              else None))
                            if v is not None})  # unset: FeedArgs' defaults
         url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
     except (ServeError, ValueError, pydantic.ValidationError, ResourceError) as exc:
@@ -380,12 +390,15 @@ def graph(
         try:
             info = start_shed_proxy(name, ShedSettings(port=shed_port, per_replica=shed_per_replica,
                                                        queue_ms=shed_queue_ms, max_queue=shed_max_queue,
-                                                       buffer_kb=shed_buffer_kb, nice=shed_nice))
+                                                       buffer_kb=shed_buffer_kb, agent_inter_ms=shed_agent_ms,
+                                                       nice=shed_nice), route_prefix)
         except (ValueError, RuntimeError) as exc:
             typer.echo(f"error: --shed-port: {exc}", err=True)
             raise typer.Exit(2) from None
         queue = f"{shed_queue_ms:g} ms queue" + (f" of at most {shed_max_queue}" if shed_max_queue is not None else "")
-        typer.echo(f"  shedding ingress (HAProxy, {shed_per_replica} requests a replica, {queue}, "
+        each = (f"at most {shed_per_replica} requests a replica, its admission limit asked every {shed_agent_ms:g} ms"
+                if shed_agent_ms else f"{shed_per_replica} requests a replica")
+        typer.echo(f"  shedding ingress (HAProxy, {each}, {queue}, "
                    f"niceness {info.get('nice')}): "
                    f"http://{info['host']}:{shed_port}{prefix}/v1/feed")
 

@@ -66,6 +66,10 @@ class ShedSettings(Config):
             and the C load generator spent 0.15 ms of CPU a shed request with a new connection each,
             0.07 ms with 64 KB buffers and 7-8 connections in all (``benchmarks/shed_deny_cost.py``).
             A larger body is handled as before. 0: HAProxy's default (16 KB) and no buffering.
+        agent_inter_ms: 0, or how often HAProxy asks each replica's agent (``agent-check``; the
+            replicas answer with their admission limit in force, ``maxconn:<n>``, when deployed
+            with ``FeedArgs.admission_agent``): the replica's ``maxconn`` then follows what it
+            admits, and the excess waits and is shed here. ``per_replica`` is the start.
         poll_s: how often :class:`ShedProxyActor` looks for the app's replicas.
         nice: HAProxy's niceness. Ray runs its workers, this actor among them, at niceness 15;
             HAProxy at the replicas' priority waits for the CPU behind them, and so does every
@@ -81,6 +85,7 @@ class ShedSettings(Config):
     queue_ms: float = 5.0
     max_queue: int | None = 16
     buffer_kb: int = 64
+    agent_inter_ms: float = 0.0
     poll_s: float = 2.0
     nice: int | None = 0
 
@@ -95,6 +100,8 @@ class ShedSettings(Config):
             raise ValueError(f"shed proxy max_queue={self.max_queue}: expected >= 0 or None")
         if self.buffer_kb != 0 and not 16 <= self.buffer_kb <= 1024:
             raise ValueError(f"shed proxy buffer_kb={self.buffer_kb}: expected 0 (off) or 16..1024")
+        if not 0 <= self.agent_inter_ms <= 60_000:
+            raise ValueError(f"shed proxy agent_inter_ms={self.agent_inter_ms}: expected 0 (off) or ms in (0, 60000]")
         if not self.poll_s > 0:
             raise ValueError(f"shed proxy poll_s={self.poll_s}: expected > 0")
         if self.nice is not None and not -20 <= self.nice <= 19:
@@ -110,8 +117,10 @@ def shed_answer() -> bytes:
     return head.encode() + body
 
 
-def render_config(servers: list[str], settings: ShedSettings, errorfile: Path) -> str:
-    """HAProxy's config for ``servers`` (``http://host:port`` base URLs)."""
+def render_config(servers: list[str], settings: ShedSettings, errorfile: Path,
+                  agents: dict[str, int] | None = None) -> str:
+    """HAProxy's config for ``servers`` (``http://host:port`` base URLs); ``agents``: a server's
+    agent port (``settings.agent_inter_ms``), for those that have one."""
     lines = [
         "global",
         "    maxconn 4096",
@@ -140,7 +149,10 @@ def render_config(servers: list[str], settings: ShedSettings, errorfile: Path) -
         u = urlsplit(url)
         if u.scheme != "http" or not u.hostname or not u.port:
             raise ValueError(f"replica URL {url!r}: expected http://host:port")
-        lines.append(f"    server r{i} {u.hostname}:{u.port} maxconn {settings.per_replica}")
+        agent = (agents or {}).get(url) if settings.agent_inter_ms else None
+        lines.append(f"    server r{i} {u.hostname}:{u.port} maxconn {settings.per_replica}"
+                     + (f" agent-check agent-port {agent} agent-inter {max(1, round(settings.agent_inter_ms))}ms"
+                        if agent else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -174,12 +186,13 @@ class ShedProxy:
         self.cfg_path, self.errorfile = self.dir / "haproxy.cfg", self.dir / "503.http"
         self.errorfile.write_bytes(shed_answer())
         self.servers: list[str] = []
+        self.agents: dict[str, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.nice: int | None = None
         """HAProxy's niceness once started (``settings.nice`` if the OS allowed it)."""
 
-    def _write(self, servers: list[str]) -> None:
-        text = render_config(servers, self.settings, self.errorfile)
+    def _write(self, servers: list[str], agents: dict[str, int] | None = None) -> None:
+        text = render_config(servers, self.settings, self.errorfile, agents)
         tmp = self.cfg_path.with_suffix(".tmp")
         tmp.write_text(text)
         check = subprocess.run([self.binary, "-c", "-q", "-f", str(tmp)], capture_output=True, text=True)
@@ -187,7 +200,7 @@ class ShedProxy:
             raise RuntimeError(f"haproxy refused {tmp}: {check.stderr.strip()[-2000:]}")
         os.replace(tmp, self.cfg_path)
 
-    def start(self, servers: list[str], ready_s: float = 10.0) -> None:
+    def start(self, servers: list[str], ready_s: float = 10.0, agents: dict[str, int] | None = None) -> None:
         """Write the config and start HAProxy; returns when it accepts connections.
 
         Raises:
@@ -195,8 +208,8 @@ class ShedProxy:
         """
         import socket
 
-        self._write(servers)
-        self.servers = sorted(servers)
+        self._write(servers, agents)
+        self.servers, self.agents = sorted(servers), dict(agents or {})
         self.proc = subprocess.Popen([self.binary, "-W", "-db", "-f", str(self.cfg_path)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
                                      preexec_fn=functools.partial(_child_setup, self.settings.nice))
@@ -216,14 +229,15 @@ class ShedProxy:
                     raise RuntimeError(f"haproxy did not listen on {host}:{self.settings.port} within {ready_s} s") from None
                 time.sleep(0.05)
 
-    def update(self, servers: list[str]) -> bool:
-        """Point the proxy at ``servers``; True when that changed something (a reload)."""
+    def update(self, servers: list[str], agents: dict[str, int] | None = None) -> bool:
+        """Point the proxy at ``servers`` (and their ``agents``); True when that changed something
+        (a reload)."""
         if self.proc is None:
             raise RuntimeError("ShedProxy.update before start")
-        if sorted(servers) == self.servers:
+        if sorted(servers) == self.servers and dict(agents or {}) == self.agents:
             return False
-        self._write(servers)
-        self.servers = sorted(servers)
+        self._write(servers, agents)
+        self.servers, self.agents = sorted(servers), dict(agents or {})
         self.proc.send_signal(signal.SIGUSR2)  # master-worker reload: old worker drains, new one serves
         return True
 
@@ -237,14 +251,34 @@ class ShedProxy:
         self.proc = None
 
 
+def replica_agents(urls: list[str], info_path: str = "/v1/graph", timeout_s: float = 2.0) -> dict[str, int]:
+    """url -> the agent port a feed replica reports (``info_path``, the app's ``/v1/graph`` under
+    its route prefix: ``admission.agent_port``), for the replicas that answer and have one (a
+    replica starts its agent with its first request, this one included)."""
+    import urllib.request
+
+    out = {}
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + info_path, timeout=timeout_s) as resp:
+                port = json.load(resp).get("admission", {}).get("agent_port")
+        except (OSError, ValueError):
+            continue
+        if isinstance(port, int) and 0 < port < 65536:
+            out[url] = port
+    return out
+
+
 class ShedProxyActor:
     """A :class:`ShedProxy` that follows the replicas of Serve app ``app``: ``replicas(app)`` gives
     their base URLs (``adray.cli_serve.direct_urls``), asked every ``settings.poll_s``."""
 
-    def __init__(self, app: str, settings: ShedSettings, replicas: Callable[[str], list[str]]) -> None:
-        self.app, self.settings, self._urls = app, settings, replicas
+    def __init__(self, app: str, settings: ShedSettings, replicas: Callable[[str], list[str]],
+                 info_path: str = "/v1/graph") -> None:
+        self.app, self.settings, self._urls, self.info_path = app, settings, replicas, info_path
         self.proxy = ShedProxy(settings)
-        self.proxy.start(replicas(app))
+        urls = replicas(app)
+        self.proxy.start(urls, agents=self._agents(urls))
         self.reloads, self.last_error = 0, ""
         self._stop = threading.Event()
         threading.Thread(target=self._follow, daemon=True, name="shed-proxy-follow").start()
@@ -252,12 +286,18 @@ class ShedProxyActor:
     def _follow(self) -> None:
         while not self._stop.wait(self.settings.poll_s):
             try:
-                self.reloads += self.proxy.update(self._urls(self.app))
+                urls = self._urls(self.app)
+                self.reloads += self.proxy.update(urls, self._agents(urls))
             except Exception as exc:  # noqa: BLE001 - keep serving with the last good config
                 self.last_error = f"{type(exc).__name__}: {exc}"
 
+    def _agents(self, urls: list[str]) -> dict[str, int]:
+        """Each replica's agent port, from its ``/v1/graph`` (none: agent checks off, or not started)."""
+        return replica_agents(urls, self.info_path) if self.settings.agent_inter_ms else {}
+
     def info(self) -> dict[str, object]:
         return {"app": self.app, "port": self.settings.port, "servers": list(self.proxy.servers),
+                "agents": dict(self.proxy.agents), "agent_inter_ms": self.settings.agent_inter_ms,
                 "reloads": self.reloads, "last_error": self.last_error,
                 "per_replica": self.settings.per_replica, "queue_ms": self.settings.queue_ms,
                 "max_queue": self.settings.max_queue, "buffer_kb": self.settings.buffer_kb, "nice": self.proxy.nice}

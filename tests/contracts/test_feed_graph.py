@@ -198,11 +198,18 @@ def test_serve_graph_shed_port_sheds_in_haproxy_and_serve_down_stops_it(five: di
         requests = _requests(five, 12, 50.0)
         r = httpx.post(url, json=requests[0], timeout=60)
         assert r.status_code == 200 and r.json()["models"] == {role: t.ref for role, t in five.items()}, r.text
+        # the agent (on by default): the actor finds the replica's agent port (under the route prefix)
+        # and HAProxy asks it the replica's limit (<= max_in_flight 8) instead of --shed-per-replica 1
+        actor = ray.get_actor(SHED_ACTOR.format(app=name), namespace="adray")
+        t0 = time.monotonic()
+        while not (info := ray.get(actor.info.remote(), timeout=30))["agents"] and time.monotonic() - t0 < 20:
+            time.sleep(0.5)
+        assert list(info["agents"]) == info["servers"] and info["agent_inter_ms"] == 20, info
 
         def post(req: dict[str, Any]) -> httpx.Response:
             return httpx.post(url, json=req, timeout=60)
 
-        with ThreadPoolExecutor(12) as pool:  # 12 at once, one reaches the replica at a time
+        with ThreadPoolExecutor(12) as pool:  # 12 at once, at most 8 reach the replica, the rest wait 5 ms
             out = list(pool.map(post, requests))
         shed = [r for r in out if r.status_code == 503]
         assert {r.status_code for r in out} <= {200, 503} and any(r.status_code == 200 for r in out)

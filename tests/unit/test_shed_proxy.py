@@ -198,3 +198,75 @@ def test_a_denied_request_keeps_its_connection_when_the_body_is_buffered(tmp_pat
         a.shutdown()
     with pytest.raises(ValueError, match="buffer_kb=8"):
         ShedSettings(buffer_kb=8)
+
+
+def test_the_replicas_agent_sets_haproxys_maxconn_to_the_limit_it_admits_now(tmp_path: Path) -> None:
+    """A replica's admission answers HAProxy's agent check with its limit in force; HAProxy then
+    sends it no more than that although ``per_replica`` allows 4: of 4 requests at once one reaches
+    the (1 s) replica, one waits its 100 ms in HAProxy's queue and the rest find it full."""
+    import asyncio
+
+    from serve_apps.feed_admission import Admission
+
+    async def agent_port() -> tuple[int, str, str]:
+        async def app(scope: object, receive: object, send: object) -> None:
+            return None
+
+        adm = Admission(app, max_in_flight=8, agent=True)
+        await adm({"type": "http", "path": "/healthz", "headers": []}, None, None)  # the first request starts it
+        adm.limit = 1.0  # as if the CPU were short
+
+        async def ask() -> str:
+            reader, writer = await asyncio.open_connection("127.0.0.1", adm.agent_port)
+            line = (await reader.readline()).decode()
+            writer.close()
+            return line
+
+        first = await ask()
+        adm.limit = 3.7
+        return adm.agent_port, first, await ask()
+
+    port_seen, one, three = asyncio.run(agent_port())
+    assert port_seen and one == "maxconn:1\n" and three == "maxconn:3\n"
+
+    class Agent(threading.Thread):  # the same answer as the replica's, served while HAProxy asks
+        def __init__(self) -> None:
+            import socket
+
+            super().__init__(daemon=True)
+            self.sock = socket.create_server(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+
+        def run(self) -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                conn.sendall(b"maxconn:1\n")
+                conn.close()
+
+    _Slow.seen = []
+    a, url_a = _server()
+    agent = Agent()
+    agent.start()
+    settings = ShedSettings(port=free_port(), host="127.0.0.1", per_replica=4, queue_ms=100, max_queue=1,
+                            agent_inter_ms=20)
+    text = render_config([url_a], settings, tmp_path / "503", {url_a: agent.port})
+    assert f"maxconn 4 agent-check agent-port {agent.port} agent-inter 20ms" in text
+    proxy = ShedProxy(settings, workdir=tmp_path)
+    proxy.start([url_a], agents={url_a: agent.port})
+    base = f"http://127.0.0.1:{proxy.settings.port}"
+    try:
+        time.sleep(0.3)  # a few agent checks
+        with ThreadPoolExecutor(4) as pool:
+            out = list(pool.map(lambda _: httpx.post(f"{base}/v1/feed", json={"x": 1}, timeout=10).status_code,
+                                range(4)))
+        assert sorted(out) == [200, 503, 503, 503] and len(_Slow.seen) == 1, out
+        assert not proxy.update([url_a], {url_a: agent.port}) and proxy.update([url_a], {})  # agent gone: reload
+    finally:
+        proxy.stop()
+        a.shutdown()
+        agent.sock.close()
+    with pytest.raises(ValueError, match="agent_inter_ms"):
+        ShedSettings(agent_inter_ms=-1)
