@@ -15,6 +15,13 @@ machine imposes (README: on 2 saturated cores, 18-35 ms p99 at 2-4x overload). H
 request it forwards with ``x-request-start: t=<epoch ms>``, so the replica's deadline counts the
 time it queued here.
 
+A replica's own admission limit adapts below ``per_replica`` when its CPU is short; the excess then
+reached it and was shed there, in Python (45,242 of 46,851 shed requests at 4x, 8 a replica). So
+each replica answers HAProxy's agent check with the limit it admits now (``agent_inter_ms``;
+``maxconn:<n>``, ``FeedArgs.admission_agent``) and HAProxy holds it to that, while a request that
+still finds the replica full waits there for a slot (``FeedArgs.admission_wait_ms``) rather than
+being refused at once.
+
 The replicas are Serve's direct-ingress ports (``adray.cli_serve.direct_urls``; clusters adray starts
 run it). :class:`ShedProxy` runs HAProxy (master-worker mode) as its child and, given another set
 of replicas, rewrites the config and reloads it (``SIGUSR2``: the old worker finishes its requests,
