@@ -312,7 +312,7 @@ def main() -> None:
                          "through adray's shedding HAProxy in front of the replicas' own ports (adray.shed_proxy)")
     ap.add_argument("--shed-per-replica", type=int, default=8,
                     help="shed: requests a replica takes at once (with --shed-agent-ms, at most)")
-    ap.add_argument("--shed-queue-ms", type=float, default=5.0, help="shed: the longest a request waits for a replica")
+    ap.add_argument("--shed-queue-ms", type=float, default=3.0, help="shed: the longest a request waits for a replica")
     ap.add_argument("--shed-max-queue", type=int, default=16,
                     help="shed: requests that may wait in the proxy at once; more are shed on arrival")
     ap.add_argument("--shed-buffer-kb", type=int, default=64,

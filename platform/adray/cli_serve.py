@@ -345,7 +345,7 @@ def graph(
     shed_agent_ms: float = typer.Option(SHED_AGENT_MS, "--shed-agent-ms", help="HAProxy asks each replica's admission "
                                         "limit this often and sends it no more (--shed-port; 0: off, --shed-per-replica "
                                         "alone)."),
-    shed_queue_ms: float = typer.Option(5.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
+    shed_queue_ms: float = typer.Option(3.0, "--shed-queue-ms", help="Longest wait for a replica (--shed-port)."),
     shed_max_queue: int = typer.Option(16, "--shed-max-queue", help="Requests that may wait for a replica at once "
                                        "(--shed-port); one more is shed on arrival."),
     shed_buffer_kb: int = typer.Option(64, "--shed-buffer-kb", help="HAProxy's buffer (--shed-port): a request body up "

@@ -89,7 +89,7 @@ class ShedSettings(Config):
     port: int = 8100
     host: str = "0.0.0.0"
     per_replica: int = 4
-    queue_ms: float = 5.0
+    queue_ms: float = 3.0
     max_queue: int | None = 16
     buffer_kb: int = 64
     agent_inter_ms: float = 0.0
