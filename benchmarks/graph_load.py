@@ -48,7 +48,6 @@ import gc
 import json
 import os
 import time
-import urllib.request
 from typing import Any
 
 import numpy as np
@@ -233,16 +232,12 @@ def cpu_meter(app: str) -> Any:
                      "ledger": [a.pid for a in alive if a.class_name == "_PacingActor"], "client": [os.getpid()]})
 
 
-def replica_admission(urls: list[str]) -> list[dict[str, Any]] | None:
+def replica_counters(urls: list[str]) -> list[dict[str, Any]] | None:
     """Each replica's admission counters (``GET /v1/graph``), or None when one does not answer."""
-    out = []
-    for url in urls:
-        try:
-            with urllib.request.urlopen(url + "/v1/graph", timeout=10) as resp:
-                out.append(json.load(resp)["admission"])
-        except (OSError, ValueError, KeyError):
-            return None
-    return out
+    from adray.shed_proxy import replica_admission
+
+    got = replica_admission(urls, timeout_s=10)
+    return [got[u] for u in urls] if len(got) == len(urls) else None
 
 
 def admission_delta(before: list[dict[str, Any]] | None, after: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -352,14 +347,12 @@ def main() -> None:
     else:
         status = serve.status().applications.get(args.name)
         if status is None or not str(status.status).endswith("RUNNING") or not args.reuse:
-            wait = args.admission_wait_ms
-            if wait is None and args.path == "shed":  # as `adray serve graph --shed-port` deploys it
-                from adray.cli_serve import SHED_ADMISSION_WAIT_MS
-                wait = SHED_ADMISSION_WAIT_MS
+            from adray.cli_serve import gated_admission
+
             extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("lag_target_ms", args.lag_target_ms),
-                                       ("admission_wait_ms", wait)) if v is not None}
-            if args.shed_agent_ms:
-                extra["admission_agent"] = True
+                                       ("admission_wait_ms", args.admission_wait_ms)) if v is not None}
+            if args.path == "shed":  # as `adray serve graph --shed-port` deploys it
+                extra.update(gated_admission(args.admission_wait_ms, args.shed_agent_ms))
             deployed = FeedArgs(**refs, registry=registry, mode=args.mode, num_replicas=args.replicas,
                                 batch_wait_s=args.batch_wait_ms / 1e3, serve_unpromoted=True,  # latest versions
                                 **extra)
@@ -394,8 +387,7 @@ def main() -> None:
         if args.shed_agent_ms:
             from adray.shed_proxy import replica_agents
 
-            replica_agents(urls)  # a replica starts its agent with its first request
-            agents = replica_agents(urls)
+            agents = replica_agents(urls)  # this first request to a replica starts its agent
             if len(agents) != len(urls):
                 raise SystemExit(f"--shed-agent-ms: {len(agents)} of {len(urls)} replicas report an agent port "
                                  "(deployed with --reuse without FeedArgs.admission_agent?)")
@@ -413,10 +405,10 @@ def main() -> None:
                 "admission_wait_ms": deployed.admission_wait_ms}
                if deployed is not None else {})}
     for rps in (float(r) for r in args.rps.split(",")):
-        before = replica_admission(replicas)
+        before = replica_counters(replicas)
         out = asyncio.run(open_loop(urls, requests, rps, args.seconds, traces.setdefault(f"{rps:g}", []),
                                     deadline_ms=args.deadline_ms, meter=meter, client=args.client))
-        print(json.dumps({**head, **out, **admission_delta(before, replica_admission(replicas))}), flush=True)
+        print(json.dumps({**head, **out, **admission_delta(before, replica_counters(replicas))}), flush=True)
     if args.recovery:
         over, normal, secs = (float(x) for x in args.recovery.split(","))
         print(json.dumps({**head, **recovery(urls, requests, over, normal, secs, args.deadline_ms,

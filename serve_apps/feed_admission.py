@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -104,6 +105,7 @@ class Admission:
         """Requests that waited for a slot and were then admitted."""
         self.agent, self.agent_port = agent, None
         self._agent: asyncio.AbstractServer | None = None
+        self._agent_tried = False
 
     def _tick(self, due: float) -> None:
         """Measure the loop's lag; adapt the limit (module docstring); schedule the next tick."""
@@ -123,7 +125,8 @@ class Admission:
         return asyncio.get_running_loop().time() + (at - time.perf_counter())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.agent and self._agent is None and scope["type"] == "http":  # any first request starts it
+        if self.agent and not self._agent_tried and scope["type"] == "http":  # any first request starts it
+            self._agent_tried = True  # before the await: requests arriving meanwhile do not start another
             await self._start_agent()
         if scope["type"] != "http" or scope.get("path") not in self.paths:
             return await self.app(scope, receive, send)
@@ -195,7 +198,11 @@ class Admission:
             finally:
                 writer.close()
 
-        self._agent = await asyncio.start_server(answer, "0.0.0.0", 0)
+        try:
+            self._agent = await asyncio.start_server(answer, "0.0.0.0", 0)
+        except OSError as exc:  # no agent: the gate keeps its per_replica; the request is served all the same
+            logging.getLogger(__name__).warning("admission agent not started: %s", exc)
+            return
         self.agent_port = self._agent.sockets[0].getsockname()[1]
 
     @property

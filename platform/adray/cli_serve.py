@@ -214,6 +214,13 @@ the excess (serve_apps.feed_admission)."""
 SHED_AGENT_MS = 20.0
 """``--shed-agent-ms``: how often the shedding HAProxy asks each replica its admission limit."""
 
+def gated_admission(wait_ms: float | None, agent_ms: float) -> dict[str, Any]:
+    """FeedArgs' admission fields for replicas behind the shedding HAProxy: a wait for a slot
+    (``wait_ms``, None: :data:`SHED_ADMISSION_WAIT_MS`) and, with agent checks on, the agent."""
+    return {"admission_wait_ms": SHED_ADMISSION_WAIT_MS if wait_ms is None else wait_ms,
+            "admission_agent": bool(agent_ms)}
+
+
 SHED_ACTOR = "shed-{app}"
 """Name (namespace ``adray``) of the detached actor running app ``app``'s shedding HAProxy."""
 
@@ -368,11 +375,9 @@ def graph(
         args = FeedArgs(ranking=ranking, bidding=bidding, utility=utility, allocation=allocation, channel=channel,
                         mode=mode, num_replicas=replicas, stage_replicas=stage_replicas, day_seconds=day_seconds,
                         state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted,
+                        **(gated_admission(admission_wait_ms, shed_agent_ms) if shed_port is not None else {}),
                         **{k: v for k, v in (("deadline_ms", deadline_ms), ("max_in_flight", max_in_flight),
-                                             ("admission_wait_ms", SHED_ADMISSION_WAIT_MS if admission_wait_ms is None
-                                              and shed_port is not None else admission_wait_ms),
-                                             ("admission_agent", True if shed_port is not None and shed_agent_ms
-                                              else None))
+                                             ("admission_wait_ms", None if shed_port is not None else admission_wait_ms))
                            if v is not None})  # unset: FeedArgs' defaults
         url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
     except (ServeError, ValueError, pydantic.ValidationError, ResourceError) as exc:

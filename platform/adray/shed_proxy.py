@@ -258,19 +258,28 @@ class ShedProxy:
         self.proc = None
 
 
-def replica_agents(urls: list[str], info_path: str = "/v1/graph", timeout_s: float = 2.0) -> dict[str, int]:
-    """url -> the agent port a feed replica reports (``info_path``, the app's ``/v1/graph`` under
-    its route prefix: ``admission.agent_port``), for the replicas that answer and have one (a
-    replica starts its agent with its first request, this one included)."""
+def replica_admission(urls: list[str], info_path: str = "/v1/graph", timeout_s: float = 2.0) -> dict[str, dict]:
+    """url -> a feed replica's admission state (``info_path``, the app's ``/v1/graph`` under its
+    route prefix: ``admission``), for the replicas that answer."""
     import urllib.request
 
     out = {}
     for url in urls:
         try:
             with urllib.request.urlopen(url.rstrip("/") + info_path, timeout=timeout_s) as resp:
-                port = json.load(resp).get("admission", {}).get("agent_port")
-        except (OSError, ValueError):
+                out[url] = json.load(resp)["admission"]
+        except (OSError, ValueError, KeyError, TypeError):
             continue
+    return out
+
+
+def replica_agents(urls: list[str], info_path: str = "/v1/graph", timeout_s: float = 2.0) -> dict[str, int]:
+    """url -> the agent port a feed replica reports (``admission.agent_port``), for the replicas
+    that answer and have one (a replica starts its agent with its first request, this one
+    included)."""
+    out = {}
+    for url, adm in replica_admission(urls, info_path, timeout_s).items():
+        port = adm.get("agent_port")
         if isinstance(port, int) and 0 < port < 65536:
             out[url] = port
     return out
