@@ -12,7 +12,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import yaml
 
@@ -28,12 +28,28 @@ T = TypeVar("T", bound="Config")
 class Config:
     """Base of every workload config. Subclasses are frozen dataclasses with defaults."""
 
+    KEY_OPTIONAL: ClassVar[tuple[str, ...]] = ()
+    """Fields added after datasets, runs and sweeps were named by a hash of this config: at their
+    default they are left out of :meth:`key_dict`, so what was made before they existed keeps its
+    name (a generated dataset is found again, not made again). Set, they enter the key."""
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Self:
         return _build(cls, data, source)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` less the :attr:`KEY_OPTIONAL` fields that are at their default (nested
+        configs alike): what names are hashed from (data_dir_for, run and sweep names)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.KEY_OPTIONAL and value == _default(f):
+                continue
+            out[f.name] = value.key_dict() if isinstance(value, Config) else _to_plain(value)
+        return out
 
     def override(self, data: dict[str, Any], source: str = "<overrides>") -> Self:
         """A copy with ``data`` (possibly dotted keys for nested configs) applied on top."""
@@ -226,6 +242,10 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
             raise ConfigError(f"{source}: {key}={value!r}; expected a string")
         return value
     return value
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _to_plain(obj: Any) -> Any:

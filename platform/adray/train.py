@@ -66,7 +66,7 @@ def prepare_data(workload: Workload, cfg: TrainConfig, progress: bool = False) -
 
 
 def run_name_for(workload: str, cfg: TrainConfig, data_hash: str, num_workers: int, use_gpu: bool) -> str:
-    key = json.dumps([workload, cfg.to_dict(), data_hash, num_workers, use_gpu], sort_keys=True)
+    key = json.dumps([workload, cfg.key_dict(), data_hash, num_workers, use_gpu], sort_keys=True)
     return f"{workload}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

@@ -280,7 +280,7 @@ def run_sweep(
 
     data_dir = prepare_data(wl, cfg, progress)  # once, here: concurrent trials must not each generate it
 
-    key = json.dumps([space.workload, str(space.path), cfg.to_dict(), grid, num_samples, num_workers], sort_keys=True)
+    key = json.dumps([space.workload, str(space.path), cfg.key_dict(), grid, num_samples, num_workers], sort_keys=True)
     name = name or f"tune-{space.workload}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     sweeps = sweeps_storage()
     storage = sweeps.child(name)

@@ -387,7 +387,7 @@ GENERATE = "generate"
 
 def generator_key(wl: Workload, cfg: TrainConfig) -> str:
     """Hash of what a ``data: generate`` dataset is made from (generator fields and seed)."""
-    values = cfg.to_dict()
+    values = cfg.key_dict()
     spec = {"workload": wl.name, "seed": values["seed"], **{f: values[f] for f in wl.generator_fields}}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

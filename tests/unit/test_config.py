@@ -85,3 +85,35 @@ def test_fixed_length_tuples_coerce_each_item_to_its_type() -> None:
         Pair.from_dict({"split": [1.0]})
     with pytest.raises(ConfigError, match=r"split\[1\]=0.5; expected an integer"):
         Pair.from_dict({"split": [1.0, 0.5]})
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerLater(Config):
+    """Inner as it is after a field was added to it."""
+
+    width: int = 8
+    shift: tuple[float, float] = (0.0, 0.0)
+    KEY_OPTIONAL = ("shift",)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoLater(Config):
+    lr: float = 1e-3
+    name: str = "a"
+    flag: bool = False
+    sizes: tuple[int, ...] = (1, 2)
+    kind: str | None = None
+    inner: InnerLater = dataclasses.field(default_factory=InnerLater)
+    day: int = 0
+    KEY_OPTIONAL = ("day",)
+
+
+def test_fields_added_later_enter_the_key_only_when_set() -> None:
+    """A field added to a config keeps the names hashed from it (a generated dataset's directory,
+    a run's, a sweep's) for every config that leaves it at its default, nested or not."""
+    before = Demo(lr=0.01, inner=Inner(width=4))
+    after = DemoLater(lr=0.01, inner=InnerLater(width=4))
+    assert after.key_dict() == before.key_dict() == before.to_dict()
+    assert "day" in after.to_dict() and "shift" in after.to_dict()["inner"]  # the manifest keeps every field
+    set_ = DemoLater(lr=0.01, day=3, inner=InnerLater(width=4, shift=(0.5, 0.0)))
+    assert set_.key_dict()["day"] == 3 and set_.key_dict()["inner"]["shift"] == [0.5, 0.0]

@@ -162,6 +162,27 @@ def test_traffic_profile_and_shift_between_days() -> None:
     assert np.bincount(adv.task).tolist() == [4, 4, 2]
 
 
+def test_regime_shift_is_abrupt_task_specific_and_stays() -> None:
+    """From regime_day on, each task's value level moves by its own offset and its value peak by its
+    own hours; the days before are the unshifted world's, bit for bit."""
+    cfg = SMALL.override({"regime_day": 5, "regime_value": (0.4, -0.3, 0.0), "regime_peak_hours": (-8.0, 0.0, 0.0)})
+    adv = make_advertisers(SMALL, 0)
+    for day in (1, 4):  # before the regime: the world without it
+        a, b = make_day(SMALL, 0, day, adv), make_day(cfg, 0, day, adv)
+        np.testing.assert_array_equal(a.log_value, b.log_value)
+        np.testing.assert_array_equal(a.step_value, b.step_value)
+    offset = np.array([0.4, -0.3, 0.0])[adv.task]
+    for day in (5, 9):  # from it on: every day shifted by the same task offsets
+        a, b = make_day(SMALL, 0, day, adv), make_day(cfg, 0, day, adv)
+        np.testing.assert_allclose(b.log_value - a.log_value, offset, atol=1e-6)
+        np.testing.assert_array_equal(a.budget, b.budget)  # nothing else moves
+        peak_a, peak_b = a.step_value.argmax(axis=0), b.step_value.argmax(axis=0)
+        assert peak_a[1:].tolist() == peak_b[1:].tolist()  # dir_gmv's and cart's peaks stay
+        assert (peak_a[0] - peak_b[0]) % SMALL.steps == 8 * SMALL.steps // 24  # gmv's peak: 8 h earlier
+    with pytest.raises(ValueError, match="sim.regime_value"):
+        SimConfig(regime_value=(0.1, 0.2))
+
+
 def test_bidders_must_cover_every_advertiser() -> None:
     with pytest.raises(ValueError, match="exactly once"):
         simulate_day(SMALL, 0, 1, [(np.arange(3), FixedAlpha())])

@@ -77,8 +77,20 @@ class SimConfig(Config):
     """Distribution shift: per-day log step of each task's value level (a random walk over days)."""
     shift_category: float = 0.2
     """Distribution shift: per-day log step of each category's value level (competitor mix)."""
+    regime_day: int = 0
+    """Task-specific abrupt shift (the paper's Sec. 1 and Fig. 1b: shifts that are "abrupt" and "not
+    uniform across tasks"): from this day on, each task's value level moves by ``regime_value`` and
+    its daily value peak by ``regime_peak_hours``, and stays there. 0: no such shift. Placed among the
+    last training days, it makes the validation and evaluation days alike and most training days
+    unlike them, which is the setting validation alignment is for."""
+    regime_value: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Log pValue offset of each task (gmv, dir_gmv, cart) from ``regime_day`` on."""
+    regime_peak_hours: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Hours added to each task's value peak hour from ``regime_day`` on."""
     chunk_rows: int = 16384
     """Impressions processed at once (memory: about 40 bytes x chunk_rows x advertisers)."""
+
+    KEY_OPTIONAL = ("regime_day", "regime_value", "regime_peak_hours")  # added after datasets were made
 
     def __post_init__(self) -> None:
         check(self.steps >= 2, f"sim.steps={self.steps}: expected >= 2")
@@ -103,6 +115,10 @@ class SimConfig(Config):
                      "pvalue_sd_advertiser", "value_amplitude", "shift_traffic", "shift_value",
                      "shift_category"):
             check(getattr(self, name) >= 0, f"sim.{name}={getattr(self, name)}: expected >= 0")
+        check(self.regime_day >= 0, f"sim.regime_day={self.regime_day}: expected >= 0 (0: no regime shift)")
+        for name in ("regime_value", "regime_peak_hours"):
+            check(len(getattr(self, name)) == len(self.task_advertisers),
+                  f"sim.{name}={getattr(self, name)}: expected one value per task {TASKS}")
         check(self.chunk_rows >= 64, f"sim.chunk_rows={self.chunk_rows}: expected >= 64")
 
     @property

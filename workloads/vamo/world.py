@@ -11,7 +11,8 @@ so every bidding policy meets the same advertisers, the same impressions and the
   task and category value levels that follow mean-reverting walks over days (``shift_value``,
   ``shift_category``: the competitor mix and the value of each task drift, so a held-out day differs
   from the training days); impressions per step from the diurnal traffic profile; a diurnal value
-  profile per task (peak hours differ by task).
+  profile per task (peak hours differ by task); from ``regime_day`` on, each task's value level and
+  peak hour move by its own amount and stay there (the abrupt, task-specific shift).
 * pValue of impression ``i`` for advertiser ``j`` at step ``t`` (log-normal, clipped to 1)::
 
       log p_ij = log_value[j] + step_value[t, task_j] + sd_imp z_i + sd_cat c_{i,cat_j} + sd_pair e_ij
@@ -116,10 +117,13 @@ def make_day(cfg: SimConfig, seed: int, day: int, adv: Advertisers) -> Day:
     level = float(np.exp(cfg.shift_traffic * rng.standard_normal()))
     task_shift = _walk(cfg, seed, day, k, cfg.shift_value, 0)
     cat_shift = _walk(cfg, seed, day, cfg.n_categories, cfg.shift_category, 1)
+    shifted = 0 < cfg.regime_day <= day  # the abrupt, task-specific regime (config.regime_day)
+    task_shift = task_shift + (np.asarray(cfg.regime_value[:k]) if shifted else 0.0)
+    peak = np.asarray(_TASK_PEAK_HOUR[:k]) + (np.asarray(cfg.regime_peak_hours[:k]) if shifted else 0.0)
     log_value = (np.log(np.asarray(cfg.task_pvalue))[adv.task] + adv.level + task_shift[adv.task]
                  + cat_shift[adv.category])
     h = hours(cfg.steps)[:, None]
-    step_value = cfg.value_amplitude * np.cos(2 * np.pi * (h - np.asarray(_TASK_PEAK_HOUR[:k])) / 24)
+    step_value = cfg.value_amplitude * np.cos(2 * np.pi * (h - peak) / 24)
     total = max(cfg.steps, int(round(cfg.impressions * level)))
     return Day(
         index=day,
