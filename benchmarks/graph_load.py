@@ -30,6 +30,7 @@ graph's own per-stage times, from the answers), ``fallback_share`` (answers with
 back), ``deadline_fallback_share`` (with a stage not run for want of time), ``cpu_ms_per_request``
 and ``cpu_cores`` (CPU seconds per request sent, and per second, of this host's graph replicas, the
 pacing ledger, this client and the whole machine, from ``/proc``: ``benchmarks/proc_cpu.py``),
+``replica_cpu_ms_per_answer`` (the replicas' CPU per answered request: how fast the host was),
 ``replica_shed`` (by reason: what the replicas' own admission shed; the rest of ``shed`` was shed
 in front of them) and ``replica_waited`` (requests that waited for a slot,
 ``--admission-wait-ms``), from each replica's ``/v1/graph`` before and after. ``--recovery
@@ -109,7 +110,11 @@ class Tally:
                 "deadline_fallback_share": round(self.late_fallbacks / max(len(lat), 1), 4),
                 "seconds": round(wall, 1),
                 **({"cpu_ms_per_request": {k: round(v * 1e3 / n, 2) for k, v in cpu.items()},
-                    "cpu_cores": {k: round(v / wall, 2) for k, v in cpu.items()}} if cpu is not None else {})}
+                    "cpu_cores": {k: round(v / wall, 2) for k, v in cpu.items()},
+                    # the host's speed at the time: the same answer costs the replicas 4 ms of CPU in a
+                    # fast minute and 6-7 in a slow one on the development machine (README)
+                    "replica_cpu_ms_per_answer": round(cpu["replicas"] * 1e3 / len(lat), 2) if lat and "replicas" in cpu
+                    else None} if cpu is not None else {})}
 
 
 async def open_loop(urls: list[str], requests: list[dict[str, Any]], rps: float, seconds: float,

@@ -127,6 +127,8 @@ def test_records_statuses_and_bodies_as_the_tally_counts_them(servers) -> None:
         res = tally.result(2.0, 2, 1.0, 100.0, None)
         want = {"shed-": (0, 2, 0), "bad-": (0, 0, 2), "chunked-": (2, 0, 0)}[prefix]
         assert (len(tally.lat), res["shed"], res["errors"]) == want
+        cpu = tally.result(2.0, 2, 1.0, 100.0, {"replicas": 0.008, "machine": 0.01})
+        assert cpu["replica_cpu_ms_per_answer"] == (4.0 if prefix == "chunked-" else None)  # 8 ms over 2 answers
     assert json.loads(answers[0][3])["request_id"] == "chunked-0"
 
 
