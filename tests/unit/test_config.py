@@ -97,12 +97,9 @@ class InnerLater(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoLater(Config):
-    lr: float = 1e-3
-    name: str = "a"
-    flag: bool = False
-    sizes: tuple[int, ...] = (1, 2)
-    kind: str | None = None
+class DemoLater(Demo):
+    """Demo as it is after a field was added to it and to its nested config."""
+
     inner: InnerLater = dataclasses.field(default_factory=InnerLater)
     day: int = 0
     KEY_OPTIONAL = ("day",)
