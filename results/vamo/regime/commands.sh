@@ -19,5 +19,10 @@ for s in 0 1 2; do python benchmarks/vamo_table.py eval --seed $s --groups table
 for s in 3 4; do python benchmarks/vamo_table.py train --seed $s --variants stl,vanilla,vamo --threads 2 --out $O --budget-min 600 $SET; done
 for s in 3 4; do python benchmarks/vamo_table.py select --seed $s --variants stl,vanilla,vamo --out $O $SET; done
 for s in 3 4; do python benchmarks/vamo_table.py eval --seed $s --groups table1 --out $O $SET; done
+# Table 3's TimesNet rows (/tmp/s35/regime3.sh, at nice 15: the first ran beside `make test`);
+# table3 was evaluated again with all three ablations (vamo_no_val's figures came out the same)
+for s in 0 1 2; do python benchmarks/vamo_table.py train --seed $s --variants vamo_no_timesnet,vamo_lstm --threads 2 --out $O --budget-min 600 $SET; done
+for s in 0 1 2; do python benchmarks/vamo_table.py select --seed $s --variants vamo_no_timesnet,vamo_lstm --out $O $SET; done
+for s in 0 1 2; do python benchmarks/vamo_table.py eval --seed $s --groups table3 --out $O $SET; done
 python benchmarks/vamo_table.py report --out $O $SET > $O/report.txt
 cp $O/eval-s*.json $O/select-s*.json $O/train-log.jsonl $O/table.json $O/report.txt results/vamo/regime/
