@@ -30,7 +30,8 @@ graph's own per-stage times, from the answers), ``fallback_share`` (answers with
 back), ``deadline_fallback_share`` (with a stage not run for want of time), ``cpu_ms_per_request``
 and ``cpu_cores`` (CPU seconds per request sent, and per second, of this host's graph replicas, the
 pacing ledger, this client and the whole machine, from ``/proc``: ``benchmarks/proc_cpu.py``),
-``replica_cpu_ms_per_answer`` (the replicas' CPU per answered request: how fast the host was),
+``replica_cpu_ms_per_answer`` (the replicas' CPU per answered request: how fast the host was,
+between lines that saturate the replicas; below saturation their idle work is in it too),
 ``replica_shed`` (by reason: what the replicas' own admission shed; the rest of ``shed`` was shed
 in front of them) and ``replica_waited`` (requests that waited for a slot,
 ``--admission-wait-ms``), from each replica's ``/v1/graph`` before and after. ``--recovery
