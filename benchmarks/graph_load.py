@@ -112,7 +112,7 @@ class Tally:
                 "seconds": round(wall, 1),
                 **({"cpu_ms_per_request": {k: round(v * 1e3 / n, 2) for k, v in cpu.items()},
                     "cpu_cores": {k: round(v / wall, 2) for k, v in cpu.items()},
-                    # the host's speed at the time: the same answer costs the replicas 4 ms of CPU in a
+                    # the host's speed at the time: at saturation the same answer costs the replicas 4 ms of CPU in a
                     # fast minute and 6-7 in a slow one on the development machine (README)
                     "replica_cpu_ms_per_answer": round(cpu["replicas"] * 1e3 / len(lat), 2) if lat and "replicas" in cpu
                     else None} if cpu is not None else {})}

@@ -214,6 +214,7 @@ the excess (serve_apps.feed_admission)."""
 SHED_AGENT_MS = 20.0
 """``--shed-agent-ms``: how often the shedding HAProxy asks each replica its admission limit."""
 
+
 def gated_admission(wait_ms: float | None, agent_ms: float) -> dict[str, Any]:
     """FeedArgs' admission fields for replicas behind the shedding HAProxy: a wait for a slot
     (``wait_ms``, None: :data:`SHED_ADMISSION_WAIT_MS`) and, with agent checks on, the agent."""
@@ -371,14 +372,14 @@ def graph(
     from adray.serving import ServeError
     from serve_apps.feed_app import FeedArgs
 
+    extra = {k: v for k, v in (("deadline_ms", deadline_ms), ("max_in_flight", max_in_flight),
+                               ("admission_wait_ms", admission_wait_ms)) if v is not None}  # unset: FeedArgs' defaults
+    if shed_port is not None:
+        extra.update(gated_admission(admission_wait_ms, shed_agent_ms))
     try:
         args = FeedArgs(ranking=ranking, bidding=bidding, utility=utility, allocation=allocation, channel=channel,
                         mode=mode, num_replicas=replicas, stage_replicas=stage_replicas, day_seconds=day_seconds,
-                        state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted,
-                        **(gated_admission(admission_wait_ms, shed_agent_ms) if shed_port is not None else {}),
-                        **{k: v for k, v in (("deadline_ms", deadline_ms), ("max_in_flight", max_in_flight),
-                                             ("admission_wait_ms", None if shed_port is not None else admission_wait_ms))
-                           if v is not None})  # unset: FeedArgs' defaults
+                        state_uri=state_uri, registry=registry, serve_unpromoted=unpromoted, **extra)
         url = serve_graph(args, address=address, host=host, port=port, name=name, route_prefix=route_prefix)
     except (ServeError, ValueError, pydantic.ValidationError, ResourceError) as exc:
         typer.echo(f"error: {exc}", err=True)
