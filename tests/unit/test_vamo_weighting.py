@@ -19,7 +19,15 @@ from workloads.vamo.config import VamoConfig
 from workloads.vamo.model import VamoNet
 from workloads.vamo.step import MultiTask, task_gradients, val_gradient, vamo_step
 from workloads.vamo.train import make_spec
-from workloads.vamo.weighting import DWA, FAMO, fairgrad_weights, pcgrad, vamo_weights, vanilla_weights
+from workloads.vamo.weighting import (
+    DWA,
+    FAMO,
+    GainAverage,
+    fairgrad_weights,
+    pcgrad,
+    vamo_weights,
+    vanilla_weights,
+)
 
 ALL = torch.tensor([True, True, True])
 
@@ -40,6 +48,27 @@ def test_vamo_weights_hand_case() -> None:
     np.testing.assert_allclose(vamo_weights(G, g_val, 1.0, ALL, normalize=True)[0], _softmax([1 / 3, 2 / 3, 1]))
     w, _ = vamo_weights(G, g_val, 1.0, torch.tensor([True, True, False]))  # task 3 not in the batch
     np.testing.assert_allclose(w, [*_softmax([1, 2]), 0.0])
+
+
+def test_gain_average_hand_case() -> None:
+    """gain_avg: the softmax of the bias-corrected moving average of the scaled gains (Adam's
+    correction: after one step the average is that step's gains); an absent task's stays put."""
+    avg = GainAverage(3, beta=0.5)
+    G1, G2 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    g_val = torch.tensor([1.0, 2.0])
+    w, m = vamo_weights(G1, g_val, 1.0, ALL, normalize=True, average=avg)  # m = 1, 2, 3; scaled 1/3, 2/3, 1
+    np.testing.assert_allclose(m, [1.0, 2.0, 3.0])  # the step's own gains are still reported
+    np.testing.assert_allclose(w, _softmax([1 / 3, 2 / 3, 1]), rtol=1e-12)
+    present = torch.tensor([True, True, False])
+    w, m = vamo_weights(G2, g_val, 1.0, present, normalize=True, average=avg)  # m = 2, 1, (3); scaled 1, 1/2
+    # avg: task 1: (0.5 * 0.5 * 1/3 + 0.5 * 1) / (1 - 0.25); task 2: (0.5 * 0.5 * 2/3 + 0.5 * 1/2) / 0.75
+    np.testing.assert_allclose(avg.avg[:2], [0.5 * 0.5 / 3 + 0.5, 0.5 * 0.5 * 2 / 3 + 0.25], rtol=1e-12)
+    np.testing.assert_allclose(w, [*_softmax([(1 / 12 + 0.5) / 0.75, (1 / 6 + 0.25) / 0.75]), 0.0], rtol=1e-12)
+    np.testing.assert_allclose(avg.avg[2], 0.5 * 1.0)  # task 3 was absent: its average did not move
+    np.testing.assert_allclose(avg.steps, [2, 2, 1])
+    again = GainAverage(3, beta=0.5)
+    again.load_state_dict(avg.state_dict())  # the checkpointed state resumes the same average
+    np.testing.assert_allclose(again(torch.ones(3), ALL), avg(torch.ones(3), ALL))
 
 
 def test_vanilla_weights() -> None:

@@ -130,6 +130,8 @@ class SimConfig(Config):
 class VamoConfig(EpochConfig):
     """Config of the ``vamo`` workload (VAMO: validation-aligned multi-task generative auto-bidding)."""
 
+    KEY_OPTIONAL = ("gain_avg",)  # added after runs and sweeps were named
+
     sim: SimConfig = SimConfig()
     """The auction simulator."""
     # ---- data (data.make_data): the seed is TrainConfig.seed
@@ -175,6 +177,12 @@ class VamoConfig(EpochConfig):
     normalize_gains: bool = True
     """Divide the marginal gains m_k by max_k |m_k| before the softmax (a difference from the paper:
     raw inner products of gradients scale with the loss, so lambda would not carry across models)."""
+    gain_avg: float = 0.0
+    """Issue 22, off at 0 (the paper's Algorithm 1: each step's weights from that step's gains): the
+    weights come from an exponential moving average of the (normalised) gains over steps, with this
+    decay beta (bias-corrected as Adam's moments; a task's average moves only on steps it is in).
+    One training batch against one validation batch moves the weights by about +- 0.15 around 1/K,
+    more than the consistent part of the gains; 0.99 averages about 100 steps."""
     dwa_temperature: float = 2.0
     """DWA temperature T."""
     famo_lr: float = 0.025
@@ -244,6 +252,7 @@ class VamoConfig(EpochConfig):
         check(self.head_hidden >= 1, f"head_hidden={self.head_hidden}: expected >= 1")
         check(self.rtg_scale >= 0, f"rtg_scale={self.rtg_scale}: expected >= 0")
         check(self.lam > 0, f"lam={self.lam}: expected > 0 (near 0 is greedy, large is Vanilla)")
+        check(0 <= self.gain_avg < 1, f"gain_avg={self.gain_avg}: expected in [0, 1) (0: each step's own gains)")
         check(self.dwa_temperature > 0, f"dwa_temperature={self.dwa_temperature}: expected > 0")
         check(self.famo_lr > 0 and self.famo_gamma >= 0, "famo_lr > 0 and famo_gamma >= 0")
         check(self.fairgrad_alpha > 0, f"fairgrad_alpha={self.fairgrad_alpha}: expected > 0")

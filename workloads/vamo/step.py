@@ -16,7 +16,7 @@ rank gets its shard of the global training batch (rows r::world of the epoch's p
    g_val = g_val_sum / val_count the gradient of the mean validation loss over the global validation
    batch, whatever the sharding: sums of gradients of sums are exact, means of means would not be;
 4. the weights from reduced quantities only (VAMO: m_k = <g_val, g_k> on the shared parameters,
-   Eq. 7, w = softmax(m / lambda), Eq. 9); d = sum_k w_k g_k (PCGrad: the projected mean on the
+   Eq. 7, w = softmax(m / lambda), Eq. 9; with ``gain_avg`` > 0, of m's average over steps); d = sum_k w_k g_k (PCGrad: the projected mean on the
    shared parameters, its task order from ``ctx.generator``, the same on every rank), written into
    ``.grad``; clip; ``optimizer.step()``. Every rank applies the same d to the same parameters, so
    nothing is averaged on top (the harness does not, when a custom step is given);
@@ -50,6 +50,7 @@ from workloads.vamo.config import TASKS, VamoConfig
 from workloads.vamo.weighting import (
     DWA,
     FAMO,
+    GainAverage,
     fairgrad_weights,
     pcgrad,
     vamo_weights,
@@ -110,6 +111,7 @@ class MultiTask:
         self.shared = torch.cat([torch.full((p.numel(),), id(p) in shared) for p in model.parameters()])
         self.dwa = DWA(self.k, cfg.dwa_temperature)
         self.famo = FAMO(self.k, cfg.famo_lr, cfg.famo_gamma)
+        self.gains = GainAverage(self.k, cfg.gain_avg) if cfg.gain_avg > 0 else None
         self._epoch: dict[str, np.ndarray] = {}
 
     @property
@@ -122,9 +124,9 @@ class MultiTask:
         gs = G[:, self.shared]
         if self.method == "vamo":
             assert g_val is not None
-            return vamo_weights(gs, g_val[self.shared], self.cfg.lam, present, self.cfg.normalize_gains)
+            return vamo_weights(gs, g_val[self.shared], self.cfg.lam, present, self.cfg.normalize_gains, self.gains)
         if self.method == "vamo_train":  # ablation: the total training gradient as the target
-            return vamo_weights(gs, gs[present].sum(0), self.cfg.lam, present, self.cfg.normalize_gains)
+            return vamo_weights(gs, gs[present].sum(0), self.cfg.lam, present, self.cfg.normalize_gains, self.gains)
         if self.method == "dwa":
             return self.dwa.weights(present), None
         if self.method == "famo":
@@ -241,11 +243,16 @@ class MultiTask:
                     row[f"train_conflict_{t}_{TASKS[j]}"] = float(e["conflict"][i, j] / e["cos_n"][i, j])
 
     def state_dict(self) -> dict:
-        return {"dwa": self.dwa.state_dict(), "famo": self.famo.state_dict()}
+        out = {"dwa": self.dwa.state_dict(), "famo": self.famo.state_dict()}
+        if self.gains is not None:
+            out["gains"] = self.gains.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         self.dwa.load_state_dict(state["dwa"])
         self.famo.load_state_dict(state["famo"])
+        if self.gains is not None:
+            self.gains.load_state_dict(state["gains"])
 
 
 def vamo_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],

@@ -7,6 +7,7 @@ from a batch are passed as ``present`` = False and get weight 0.
 
 * Vanilla: w_k = 1/K (Eq. 3).
 * VAMO: m_k = <g_val, g_k> (Eq. 7, the marginal gain), w = softmax(m / lambda) (Eq. 8-9).
+  ``GainAverage`` (not in the paper, off by default): the softmax of the gains' average over steps.
   ``vamo_train`` ablation ("w/o held-out validation"): g_val replaced by the total training gradient.
 * DWA (Liu et al. 2019): w_k = softmax_k(r_k / T) with r_k = L_k(e-1) / L_k(e-2), epoch losses.
 * FAMO (Liu et al. 2023): logits xi, z = softmax(xi); the update is the gradient of
@@ -43,11 +44,37 @@ def marginal_gains(G: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return G.double() @ target.double()
 
 
+class GainAverage:
+    """Not in the paper (issue 22; ``gain_avg``): an exponential moving average over steps of the
+    scaled gains, bias-corrected as Adam's moments, so that the weights follow the consistent part
+    of the gains rather than one batch's noise. A task's average moves only on steps it is in."""
+
+    def __init__(self, n_tasks: int, beta: float) -> None:
+        self.beta = beta
+        self.avg = torch.zeros(n_tasks, dtype=torch.float64)
+        self.steps = torch.zeros(n_tasks, dtype=torch.float64)
+
+    def __call__(self, scaled: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        b = self.beta
+        self.avg = torch.where(present, b * self.avg + (1 - b) * scaled.double(), self.avg)
+        self.steps = self.steps + present.double()
+        return self.avg / (1 - b ** self.steps).clamp_min(1e-30)
+
+    def state_dict(self) -> dict:
+        return {"avg": self.avg.clone(), "steps": self.steps.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.avg, self.steps = state["avg"].clone(), state["steps"].clone()
+
+
 def vamo_weights(G: torch.Tensor, g_val: torch.Tensor, lam: float, present: torch.Tensor,
-                 normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """w = softmax(m / lambda) (Eq. 9) and the gains m. ``normalize`` divides m by max |m| first."""
+                 normalize: bool = False, average: GainAverage | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """w = softmax(m / lambda) (Eq. 9) and the gains m. ``normalize`` divides m by max |m| first;
+    ``average`` replaces the step's (scaled) gains by their average over steps."""
     m = marginal_gains(G, g_val)
     scaled = m / m[present].abs().max().clamp_min(1e-30) if normalize and present.any() else m
+    if average is not None:
+        scaled = average(scaled, present)
     return _masked_softmax(scaled / lam, present), m
 
 
