@@ -252,9 +252,12 @@ def admission_delta(before: list[dict[str, Any]] | None, after: list[dict[str, A
     waited for a slot, FeedArgs.admission_wait_ms). Empty when the counters cannot be read."""
     if not before or not after or len(before) != len(after):
         return {}
-    shed = {r: sum(a["shed"][r] - b["shed"][r] for a, b in zip(after, before, strict=True)) for r in after[0]["shed"]}
-    return {"replica_shed": shed,
-            "replica_waited": sum(a.get("waited", 0) - b.get("waited", 0) for a, b in zip(after, before, strict=True))}
+    pairs = list(zip(after, before, strict=True))
+    shed = {r: sum(a["shed"][r] - b["shed"][r] for a, b in pairs) for r in after[0]["shed"]}
+    waves = sum(a.get("waves", 0) - b.get("waves", 0) for a, b in pairs)
+    started = sum(a.get("started", 0) - b.get("started", 0) for a, b in pairs)
+    return {"replica_shed": shed, "replica_waited": sum(a.get("waited", 0) - b.get("waited", 0) for a, b in pairs),
+            "replica_wave_mean": round(started / waves, 2) if waves else None}
 
 
 def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) -> dict[str, Any]:

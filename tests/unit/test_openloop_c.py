@@ -176,3 +176,18 @@ def test_an_answer_before_the_whole_body_is_sent_counts(servers) -> None:
     assert [a[0] for a in answers] == [503, 503, 503]
     assert all(b'"shed"' in a[3] for a in answers)
     assert stats["opened"] == 3  # each closed connection is replaced, none reused after its close
+
+
+def test_admission_delta_sums_the_replicas_counters_and_their_mean_wave() -> None:
+    from graph_load import admission_delta
+
+    before = [{"shed": {"deadline": 1, "queue": 0}, "waited": 2, "waves": 10, "started": 15},
+              {"shed": {"deadline": 0, "queue": 3}, "waited": 0, "waves": 5, "started": 5}]
+    after = [{"shed": {"deadline": 4, "queue": 0}, "waited": 5, "waves": 20, "started": 45},
+             {"shed": {"deadline": 0, "queue": 4}, "waited": 1, "waves": 15, "started": 25}]
+    got = admission_delta(before, after)
+    assert got["replica_shed"] == {"deadline": 3, "queue": 1}
+    assert got["replica_waited"] == 4
+    assert got["replica_wave_mean"] == 2.5  # (30 + 20) requests started in (10 + 10) waves
+    assert admission_delta(before, None) == {}
+    assert admission_delta(after, after)["replica_wave_mean"] is None  # no wave in between
