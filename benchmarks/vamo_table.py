@@ -4,6 +4,7 @@
     python benchmarks/vamo_table.py select --seed S [--variants ...] [--grid 1,1.5,2,3,4,6]
     python benchmarks/vamo_table.py eval   --seed S [--groups table1,table3,lambda]
     python benchmarks/vamo_table.py report [--json results/vamo/table.json]
+    python benchmarks/vamo_table.py merge --source DIR   (a side run's models into --out's tables)
     (all take --config bench, --set k=v, --out results/vamo; ``train`` and ``eval`` resume)
 
 One simulated dataset (the config's generator fields and data seed, ``--out``/data); every variant
@@ -258,6 +259,42 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"seed {args.seed} {group}: {done['wall_s'][group]:.0f} s -> {path}", flush=True)
 
 
+def merge(args: argparse.Namespace) -> None:
+    """Add a side run's models (``--source``: its own home, its STL trained again on the same data)
+    to ``--out``'s evaluations, selections and train log, so that ``report`` pairs them with the
+    models there. Refused unless the side run's STL chose the same targets and bid to the same
+    figures as ``--out``'s, i.e. the same days, opponents and STL (training is deterministic per
+    seed at a thread count); Delta m% is taken against that STL."""
+    src, dst = Path(args.source), Path(args.out)
+    writes: list[tuple[Path, dict]] = []  # every seed is checked before anything is written
+    for f in sorted(src.glob("eval-s*.json")):
+        new, old = json.loads(f.read_text()), json.loads((dst / f.name).read_text())
+        stl = old["methods"]["stl"]
+        differ = [k for k in (*TASKS, "score") if new["methods"]["stl"][k] != stl[k]]
+        if differ:
+            sys.exit(f"{f}: STL's {', '.join(differ)} differ from {dst / f.name}'s: not the same experiment")
+        sel_new = json.loads((src / f.name.replace("eval", "select")).read_text())
+        sel_path = dst / f.name.replace("eval", "select")
+        sel_old = json.loads(sel_path.read_text())
+        if sel_new["stl"]["task_targets"] != sel_old["stl"]["task_targets"]:
+            sys.exit(f"{src}: STL chose other targets than in {sel_path}: not the same experiment")
+        added = {k: {**v, "delta_m": delta_m(v, stl)} for k, v in new["methods"].items() if k != "stl"}
+        old["methods"].update(added)
+        old["wall_s"].update(new["wall_s"])
+        old.setdefault("commands", {}).update(new.get("commands", {}))
+        sel_old.update({k: v for k, v in sel_new.items() if k in added})
+        writes += [(dst / f.name, old), (sel_path, sel_old)]
+    for path, data in writes:
+        path.write_text(json.dumps(data, indent=1))
+        print(f"{path}: merged", flush=True)
+    log = dst / "train-log.jsonl"
+    have = {(r["variant"], r["seed"]) for r in map(json.loads, log.read_text().splitlines())}
+    rows = [line for line in (src / "train-log.jsonl").read_text().splitlines()
+            if (json.loads(line)["variant"], json.loads(line)["seed"]) not in have]
+    with log.open("a") as out:
+        out.writelines(line + "\n" for line in rows)
+
+
 def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Per method and metric: the mean over training seeds, ``<metric>_std`` the std over training
     seeds and ``<metric>_opp_std`` the mean over training seeds of the evaluation's std over
@@ -406,7 +443,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=("train", "select", "eval", "report"))
+    ap.add_argument("command", choices=("train", "select", "eval", "report", "merge"))
     ap.add_argument("--config", default="bench")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default="results/vamo")
@@ -419,8 +456,9 @@ def main() -> None:
     ap.add_argument("--json", default="")
     ap.add_argument("--grid", default="", help="select: the target_return values bid on the validation day "
                                                "(default: evaluate.TARGET_GRID)")
+    ap.add_argument("--source", default="", help="merge: the --out of a side run whose STL was trained again")
     args = ap.parse_args()
-    {"train": train, "select": select, "eval": evaluate, "report": report}[args.command](args)
+    {"train": train, "select": select, "eval": evaluate, "report": report, "merge": merge}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,22 @@ for s in 0 1 2; do python benchmarks/vamo_table.py select --seed $s --variants v
 for s in 0 1 2; do python benchmarks/vamo_table.py eval --seed $s --groups table3 --out $O $SET; done
 python benchmarks/vamo_table.py report --out $O $SET > $O/report.txt
 cp $O/eval-s*.json $O/select-s*.json $O/train-log.jsonl $O/table.json $O/report.txt results/vamo/regime/
+# Issue 22, 2026-12-07 (/tmp/s36/avg.sh, avg2.sh; commit 2b45956 and after): VAMO with its gains
+# averaged over steps (gain_avg 0.99: not in the paper), at lambda 1 and at lambda 0.1, seeds 0-2.
+# STL was trained again beside them in /tmp/s36/regime: bit-identical (best validation loss, chosen
+# targets and evaluation figures equal to the digit), so their evaluations were merged into this
+# directory's eval-s*.json, select-s*.json and train-log.jsonl (`vamo_table.py merge` refuses unless
+# the STL figures and chosen targets are equal).
+O2=/tmp/s36/regime
+for s in 0 1 2; do
+  python benchmarks/vamo_table.py train --seed $s --variants stl,vamo_avg --threads 2 --out $O2 --budget-min 600 $SET
+  python benchmarks/vamo_table.py select --seed $s --variants stl,vamo_avg --out $O2 $SET
+  python benchmarks/vamo_table.py eval --seed $s --groups avg --out $O2 $SET
+done
+for s in 0 1 2; do
+  python benchmarks/vamo_table.py train --seed $s --variants vamo_avg_lambda_0.1 --threads 2 --out $O2 --budget-min 600 $SET
+  python benchmarks/vamo_table.py select --seed $s --variants vamo_avg_lambda_0.1 --out $O2 $SET
+  python benchmarks/vamo_table.py eval --seed $s --groups avg_sharp --out $O2 $SET
+done
+python benchmarks/vamo_table.py merge --source $O2 --out results/vamo/regime
+python benchmarks/vamo_table.py report --out results/vamo/regime > results/vamo/regime/report.txt
