@@ -296,6 +296,9 @@ def main() -> None:
     ap.add_argument("--deadline-ms", type=float, default=100.0, help="each request's deadline (x-deadline-ms)")
     ap.add_argument("--max-in-flight", type=int, default=None, help="FeedArgs.max_in_flight (default: FeedArgs')")
     ap.add_argument("--lag-target-ms", type=float, default=None, help="FeedArgs.lag_target_ms (default: FeedArgs')")
+    ap.add_argument("--latency-target", type=float, default=None,
+                    help="FeedArgs.latency_target: the admission limit falls while answers take longer than this "
+                         "x their deadline (default: FeedArgs')")
     ap.add_argument("--admission-wait-ms", type=float, default=None,
                     help="FeedArgs.admission_wait_ms: a request over a replica's limit waits this long for a slot "
                          "(default: FeedArgs' 0, and with --path shed adray serve graph's SHED_ADMISSION_WAIT_MS)")
@@ -359,6 +362,7 @@ def main() -> None:
             from adray.cli_serve import gated_admission
 
             extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("lag_target_ms", args.lag_target_ms),
+                                       ("latency_target", args.latency_target),
                                        ("admission_wait_ms", args.admission_wait_ms)) if v is not None}
             if args.path == "shed":  # as `adray serve graph --shed-port` deploys it
                 extra.update(gated_admission(args.admission_wait_ms, args.shed_agent_ms))
@@ -411,7 +415,7 @@ def main() -> None:
                if shed else {}),
             **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,
                 "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms,
-                "admission_wait_ms": deployed.admission_wait_ms}
+                "latency_target": deployed.latency_target, "admission_wait_ms": deployed.admission_wait_ms}
                if deployed is not None else {})}
     for rps in (float(r) for r in args.rps.split(",")):
         before = replica_counters(replicas)
