@@ -46,3 +46,9 @@ def test_merge_refuses_a_side_run_whose_stl_bid_otherwise(tmp_path: Path) -> Non
     with pytest.raises(SystemExit, match="score differ"):
         merge(argparse.Namespace(source=str(src), out=str(dst)))
     assert (dst / "eval-s0.json").read_text() == before  # nothing written
+
+
+def test_merge_refuses_a_source_with_no_evaluation(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    with pytest.raises(SystemExit, match="no eval-s"):
+        merge(argparse.Namespace(source=str(tmp_path / "src"), out=str(tmp_path)))

@@ -16,10 +16,11 @@ rank gets its shard of the global training batch (rows r::world of the epoch's p
    g_val = g_val_sum / val_count the gradient of the mean validation loss over the global validation
    batch, whatever the sharding: sums of gradients of sums are exact, means of means would not be;
 4. the weights from reduced quantities only (VAMO: m_k = <g_val, g_k> on the shared parameters,
-   Eq. 7, w = softmax(m / lambda), Eq. 9; with ``gain_avg`` > 0, of m's average over steps); d = sum_k w_k g_k (PCGrad: the projected mean on the
-   shared parameters, its task order from ``ctx.generator``, the same on every rank), written into
-   ``.grad``; clip; ``optimizer.step()``. Every rank applies the same d to the same parameters, so
-   nothing is averaged on top (the harness does not, when a custom step is given);
+   Eq. 7, w = softmax(m / lambda), Eq. 9; with ``gain_avg`` > 0, of m's average over steps);
+   d = sum_k w_k g_k (PCGrad: the projected mean on the shared parameters, its task order from
+   ``ctx.generator``, the same on every rank), written into ``.grad``; clip; ``optimizer.step()``.
+   Every rank applies the same d to the same parameters, so nothing is averaged on top (the harness
+   does not, when a custom step is given);
 5. FAMO: the losses of the same batch after the step (a second forward), all-reduced likewise.
 
 So 2 workers take the step of 1 on the same global batch up to float summation order
