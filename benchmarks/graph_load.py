@@ -257,8 +257,7 @@ def admission_delta(before: list[dict[str, Any]] | None, after: list[dict[str, A
     waves = sum(a.get("waves", 0) - b.get("waves", 0) for a, b in pairs)
     started = sum(a.get("started", 0) - b.get("started", 0) for a, b in pairs)
     return {"replica_shed": shed, "replica_waited": sum(a.get("waited", 0) - b.get("waited", 0) for a, b in pairs),
-            "replica_wave_mean": round(started / waves, 2) if waves else None,
-            "replica_waves_filled": sum(a.get("filled", 0) - b.get("filled", 0) for a, b in pairs)}
+            "replica_wave_mean": round(started / waves, 2) if waves else None}
 
 
 def direct(refs: dict[str, str], registry: str, requests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -300,9 +299,6 @@ def main() -> None:
     ap.add_argument("--latency-target", type=float, default=None,
                     help="FeedArgs.latency_target: the admission limit falls while answers take longer than this "
                          "x their deadline (default: FeedArgs')")
-    ap.add_argument("--wave-fill-ms", type=float, default=None,
-                    help="FeedArgs.wave_fill_ms: a wave that ends with fewer requests waiting than it ran waits up "
-                         "to this long for them (default: FeedArgs' 0)")
     ap.add_argument("--admission-wait-ms", type=float, default=None,
                     help="FeedArgs.admission_wait_ms: a request over a replica's limit waits this long for a slot "
                          "(default: FeedArgs' 0, and with --path shed adray serve graph's SHED_ADMISSION_WAIT_MS)")
@@ -366,7 +362,7 @@ def main() -> None:
             from adray.cli_serve import gated_admission
 
             extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("lag_target_ms", args.lag_target_ms),
-                                       ("latency_target", args.latency_target), ("wave_fill_ms", args.wave_fill_ms),
+                                       ("latency_target", args.latency_target),
                                        ("admission_wait_ms", args.admission_wait_ms)) if v is not None}
             if args.path == "shed":  # as `adray serve graph --shed-port` deploys it
                 extra.update(gated_admission(args.admission_wait_ms, args.shed_agent_ms))
@@ -419,8 +415,7 @@ def main() -> None:
                if shed else {}),
             **({"mode": deployed.mode, "replicas": deployed.num_replicas, "batch_wait_ms": deployed.batch_wait_s * 1e3,
                 "max_in_flight": deployed.max_in_flight, "lag_target_ms": deployed.lag_target_ms,
-                "latency_target": deployed.latency_target, "wave_fill_ms": deployed.wave_fill_ms,
-                "admission_wait_ms": deployed.admission_wait_ms}
+                "latency_target": deployed.latency_target, "admission_wait_ms": deployed.admission_wait_ms}
                if deployed is not None else {})}
     for rps in (float(r) for r in args.rps.split(",")):
         before = replica_counters(replicas)

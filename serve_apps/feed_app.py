@@ -60,9 +60,6 @@ class FeedArgs(pydantic.BaseModel):
     (``serve_apps.feed_batching``)."""
     max_batch: int = pydantic.Field(32, ge=1)
     """Fused mode: most requests in one stage batch."""
-    wave_fill_ms: float = pydantic.Field(0.0, ge=0, le=50)
-    """Fused mode: a wave of requests that ends with fewer waiting than it ran waits up to this long
-    for as many before the next starts (``serve_apps.feed_batching.Waves``); 0: starts at once."""
     deadline_ms: float = pydantic.Field(100.0, gt=0, le=10_000)
     """Each feed request's deadline unless its ``x-deadline-ms`` header sets one: past it no stage is
     started (fallbacks), and a request that arrives past it is shed (``serve_apps.feed_admission``)."""

@@ -119,50 +119,33 @@ class Waves:
     channel and bidding calls land in one loop turn, so each stage decides them in one batch. An
     idle graph starts a request at once; a wave lasts about one request's time, so a request waits
     for at most one wave before its own.
-
-    ``fill_s`` > 0: when a wave of more than one ends, the next waits up to that long for as many
-    requests as were in the replica when it ended (the wave's and those waiting), and starts as soon
-    as they are there. Behind a gate that holds a replica to ``n`` requests at once, the requests
-    that replace a wave's answers arrive just after it ends; without the wait the next wave is only
-    those that came while it ran, and the waves settle at about half the limit. A wave of one never
-    waits (an idle or lightly loaded graph); below the gate's limit a wave may wait the whole
-    ``fill_s`` for requests that do not come.
     """
 
-    def __init__(self, max_wave: int = 32, fill_s: float = 0.0) -> None:
-        if max_wave < 1 or fill_s < 0:
-            raise ValueError(f"max_wave={max_wave} (expected >= 1), fill_s={fill_s} (expected >= 0)")
-        self.max_wave, self.fill_s = max_wave, fill_s
+    def __init__(self, max_wave: int = 32) -> None:
+        if max_wave < 1:
+            raise ValueError(f"max_wave={max_wave}: expected >= 1")
+        self.max_wave = max_wave
         self._queue: list[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = []
         self._running = 0
-        self._last = self._target = 0  # the last wave's size; how many a filling wave waits for
-        self._fill: asyncio.TimerHandle | None = None
-        self.waves = self.started = self.filled = 0
-        """Waves started, requests started in them (mean wave = started / waves), and waves that
-        waited to fill."""
+        self.waves = self.started = 0
+        """Waves started and requests started in them (mean wave = started / waves)."""
 
     async def run(self, start: Callable[[], Awaitable[T]]) -> T:
         """``await start()``, begun with the next wave."""
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((start, fut))
-        if self._fill is not None:
-            if len(self._queue) >= self._target:  # all that were in the replica: no need to wait longer
-                self._next()
-        elif not self._running:
+        if not self._running:
             self._next()
         return await fut
 
     def _next(self) -> None:
-        if self._fill is not None:
-            self._fill.cancel()
-            self._fill = None
         self._queue = [q for q in self._queue if not q[1].done()]  # cancelled (client gone): not started
         wave, self._queue = self._queue[:self.max_wave], self._queue[self.max_wave:]
         if not wave:
             return
         self.waves += 1
         self.started += len(wave)
-        self._running = self._last = len(wave)
+        self._running = len(wave)
         for start, fut in wave:
             task = asyncio.ensure_future(start())
             task.add_done_callback(functools.partial(self._done, fut))
@@ -178,10 +161,4 @@ class Waves:
                 fut.set_result(task.result())
         self._running -= 1
         if not self._running:
-            waiting = sum(not q[1].done() for q in self._queue)
-            if self.fill_s > 0 and self._last > 1:
-                self.filled += 1
-                self._target = self._last + waiting
-                self._fill = asyncio.get_running_loop().call_later(self.fill_s, self._next)
-            else:
-                self._next()
+            self._next()

@@ -144,7 +144,7 @@ class FeedIngress:
         pacing = PacingSettings(steps_per_day=steps, day_seconds=args["day_seconds"])
         actor = get_ledger(args["ledger_name"], state_uri, "pacing/" + args["ledger_name"], pacing)
         self.graph = FeedGraph(stages, ActorLedger(actor), settings, pacing)
-        self.waves = Waves(args["max_batch"], args["wave_fill_ms"] / 1e3)
+        self.waves = Waves(args["max_batch"])
         self.log = DecisionLog(Storage(state_uri), args["log_stream"], log_schema(stage_workloads()["utility"][1]),
                                writer_id=f"feed-{_replica_tag()}", batch_rows=args["log_batch_rows"],
                                flush_every_s=args["log_flush_s"])
@@ -229,8 +229,7 @@ class FeedIngress:
                                   "lag_ms": round(admission.lag_s * 1e3, 2), "shed": dict(admission.shed),
                                   "waiting": admission.waiting, "waited": admission.waited,
                                   "agent_port": admission.agent_port,
-                                  "waves": self.waves.waves, "started": self.waves.started,
-                                  "filled": self.waves.filled},
+                                  "waves": self.waves.waves, "started": self.waves.started},
                     "batching": batching}
 
         @api.get("/healthz")
