@@ -45,3 +45,15 @@ for s in 0 1 2; do
 done
 python benchmarks/vamo_table.py merge --source $O2 --out results/vamo/regime
 python benchmarks/vamo_table.py report --out results/vamo/regime > results/vamo/regime/report.txt
+# Issue 22, 2026-12-07/08 (/tmp/s37/lam.sh, lam2.sh; commit 8f0c0ba's code): Fig. 4 in this world, VAMO at lambda 0.01, 0.1,
+# 10 and 100, seeds 0-2, each beside the same seed's STL trained again in /tmp/s37/regime (bit-identical: STL scored
+# 960.0, 967.4 and 946.9 again), merged as above. Seed 1's STL was stopped (SIGSTOP) for 14 minutes while a feed benchmark
+# ran, and seed 1's lambda 10 and 100 shared the host with `make test` at nice 15, so their train_s are long.
+O3=/tmp/s37/regime
+for s in 0 1 2; do
+  python benchmarks/vamo_table.py train --seed $s --variants stl,lambda --threads 2 --out $O3 --budget-min 600 $SET
+  python benchmarks/vamo_table.py select --seed $s --variants stl,lambda --out $O3 $SET
+  python benchmarks/vamo_table.py eval --seed $s --groups lambda --out $O3 $SET
+done
+python benchmarks/vamo_table.py merge --source $O3 --out results/vamo/regime
+python benchmarks/vamo_table.py report --out results/vamo/regime $SET > results/vamo/regime/report.txt
