@@ -48,7 +48,8 @@ python benchmarks/vamo_table.py report --out results/vamo/regime > results/vamo/
 # Issue 22, 2026-12-07/08 (/tmp/s37/lam.sh, lam2.sh; commit 8f0c0ba's code): Fig. 4 in this world, VAMO at lambda 0.01, 0.1,
 # 10 and 100, seeds 0-2, each beside the same seed's STL trained again in /tmp/s37/regime (bit-identical: STL scored
 # 960.0, 967.4 and 946.9 again), merged as above. Seed 1's STL was stopped (SIGSTOP) for 14 minutes while a feed benchmark
-# ran, and seed 1's lambda 10 and 100 shared the host with `make test` at nice 15, so their train_s are long.
+# ran, seed 1's lambda 10 shared the host with `make test` (at nice 15) and seed 1's lambda 100 was stopped for 11
+# minutes for another, so their train_s are long.
 O3=/tmp/s37/regime
 for s in 0 1 2; do
   python benchmarks/vamo_table.py train --seed $s --variants stl,lambda --threads 2 --out $O3 --budget-min 600 $SET
