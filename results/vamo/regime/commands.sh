@@ -58,3 +58,13 @@ for s in 0 1 2; do
 done
 python benchmarks/vamo_table.py merge --source $O3 --out results/vamo/regime
 python benchmarks/vamo_table.py report --out results/vamo/regime $SET > results/vamo/regime/report.txt
+# Table 3's ablations on seeds 3 and 4 (/tmp/s37/t3.sh, at nice 15; seed 3's first models beside `make test`), each seed's
+# STL trained again beside them (bit-identical: 973.2 and 993.9, as in eval-s3/s4.json before), merged as above.
+O4=/tmp/s37/regime34
+for s in 3 4; do
+  python benchmarks/vamo_table.py train --seed $s --variants stl,table3 --threads 2 --out $O4 --budget-min 600 $SET
+  python benchmarks/vamo_table.py select --seed $s --variants stl,table3 --out $O4 $SET
+  python benchmarks/vamo_table.py eval --seed $s --groups table3 --out $O4 $SET
+done
+python benchmarks/vamo_table.py merge --source $O4 --out results/vamo/regime
+python benchmarks/vamo_table.py report --out results/vamo/regime $SET > results/vamo/regime/report.txt
