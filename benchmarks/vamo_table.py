@@ -418,9 +418,10 @@ def report(args: argparse.Namespace) -> None:
     lams = sorted([*LAMBDAS, 1.0])
     rows = {lam: ("vamo" if lam == 1.0 else f"lambda_{lam:g}") for lam in lams}
     have = [lam for lam in lams if rows[lam] in table]
-    # the curve on the seeds that have every lambda (and Vanilla, STL), so its points compare
-    common = [m for m in per_seed if all(rows[lam] in m for lam in have)]
-    curve = summarise(common) if common else table
+    # the curve (and Vanilla beside it) on the seeds that have every lambda, so its points compare;
+    # every seed when none has them all
+    common = [m for m in per_seed if all(rows[lam] in m for lam in have)] or per_seed
+    curve = summarise(common)
     show(f"Fig. 4 (lambda; lambda = 1 is vamo; the {len(common)} seed(s) with every lambda)", curve,
          [*rows.values(), "vanilla"])
     if have:
@@ -439,7 +440,7 @@ def report(args: argparse.Namespace) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("lambda (temperature of softmax(m / lambda))")
         ax.set_ylabel("Delta m% vs STL (lower is better)")
-        ax.set_title(f"Fig. 4 shape: mean +- std over {len(common) or len(per_seed)} seed(s)")
+        ax.set_title(f"Fig. 4 shape: mean +- std over {len(common)} seed(s)")
         ax.legend()
         fig.tight_layout()
         fig.savefig(out / "lambda.png", dpi=120)

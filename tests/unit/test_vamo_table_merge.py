@@ -52,3 +52,12 @@ def test_merge_refuses_a_source_with_no_evaluation(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     with pytest.raises(SystemExit, match="no eval-s"):
         merge(argparse.Namespace(source=str(tmp_path / "src"), out=str(tmp_path)))
+
+
+def test_merge_refuses_a_seed_the_target_has_not_evaluated(tmp_path: Path) -> None:
+    dst, src = tmp_path / "dst", tmp_path / "src"
+    _write(src, {"stl": dict(STL)}, {"stl": {"task_targets": [1, 2, 3]}}, [])
+    dst.mkdir()
+    with pytest.raises(SystemExit, match="eval-s0.json: missing"):
+        merge(argparse.Namespace(source=str(src), out=str(dst)))
+    assert list(dst.iterdir()) == []  # nothing written
